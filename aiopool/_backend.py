@@ -1,0 +1,304 @@
+"""The network seam: dialing TCP/TLS and a byte stream over an asyncio Protocol.
+
+Why a Protocol and not anyio streams: measured on loopback nginx, h11 over anyio's streams tops out
+near 10.3k req/s where the same h11 loop over an asyncio Protocol does 16.7k. The Protocol also
+gives two properties the pool relies on:
+
+- the transport keeps reading while a socket sits idle, so a server closing it (FIN, RST, or an
+  unsolicited "408 Request Timeout") is seen at once, through `on_idle_event`, without polling
+  every pooled socket on every request (httpcore's cost);
+- closing is synchronous (`transport.close()` / `abort()`), so a cancelled task can always release
+  its socket without awaiting anything: no shielding needed, nothing to leak.
+
+anyio keeps the structure (cancel scopes, timeouts around dials, task groups at shutdown).
+
+`NetworkStream` is the interface the HTTP connections use; `MockStream` in the test suite and a
+future trio backend plug in behind it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+import ssl
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from ._exceptions import (
+    ConnectError,
+    ConnectTimeout,
+    ReadError,
+    ReadTimeout,
+    WriteError,
+    WriteTimeout,
+)
+
+__all__ = ("AsyncioStream", "NetworkStream", "open_stream")
+
+# Stop reading from the kernel when this much is buffered and unread (backpressure). asyncio's
+# StreamReader pauses at 128 KiB (2 * its 64 KiB limit); we allow 256 KiB so a fast download is
+# not paused and resumed on every loop iteration, while a slow consumer still bounds memory.
+_READ_HIGH_WATER = 256 * 1024
+
+
+class NetworkStream(Protocol):
+    """A connected byte stream. Reads and writes raise aiopool's exceptions only."""
+
+    async def read(self, timeout: float | None) -> bytes:
+        """Return the next bytes available, or b"" at a clean EOF. Raises ReadError/ReadTimeout."""
+        ...
+
+    def write_nowait(self, data: bytes) -> None:
+        """Queue `data` for sending without waiting. Raises WriteError if the socket is gone."""
+        ...
+
+    async def drain(self, timeout: float | None) -> None:
+        """Wait until the kernel accepts what was queued. Raises WriteError/WriteTimeout."""
+        ...
+
+    def close(self) -> None:
+        """Close now (TLS close_notify is sent in the background). Idempotent, never raises."""
+        ...
+
+    def abort(self) -> None:
+        """Close at once, discarding anything unsent. Idempotent, never raises."""
+        ...
+
+    def is_idle_clean(self) -> bool:
+        """True if nothing arrived and nothing closed while we were not reading."""
+        ...
+
+    def set_idle_callback(self, callback: Callable[[], None] | None) -> None:
+        """Call `callback` (once) when data, EOF or a close arrives while nobody reads."""
+        ...
+
+    def extra(self, name: str) -> Any: ...
+
+
+class _StreamProtocol(asyncio.Protocol):
+    """Buffers incoming bytes and wakes at most one reader; tracks writability."""
+
+    __slots__ = (
+        "_buffer",
+        "_buffered",
+        "_drain_waiter",
+        "_eof",
+        "_exc",
+        "_idle_callback",
+        "_loop",
+        "_paused_reading",
+        "_paused_writing",
+        "_read_waiter",
+        "closed",
+        "transport",
+    )
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._buffer: list[bytes] = []
+        self._buffered = 0
+        self._eof = False
+        self._exc: BaseException | None = None
+        self._read_waiter: asyncio.Future[None] | None = None
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._paused_reading = False
+        self._paused_writing = False
+        self._idle_callback: Callable[[], None] | None = None
+        self.closed = False
+        self.transport: asyncio.Transport | None = None
+
+    # asyncio callbacks -----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer.append(data)
+        self._buffered += len(data)
+        if self._buffered > _READ_HIGH_WATER and not self._paused_reading and self.transport:
+            self._paused_reading = True
+            self.transport.pause_reading()
+        self._wake_reader()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        self._wake_reader()
+        return False  # let the transport close itself: we never half-close HTTP/1.1 reads
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._eof = True
+        self._exc = exc
+        self._wake_reader()
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._paused_writing = True
+
+    def resume_writing(self) -> None:
+        self._paused_writing = False
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _wake_reader(self) -> None:
+        waiter = self._read_waiter
+        if waiter is not None:
+            if not waiter.done():
+                waiter.set_result(None)
+        elif self._idle_callback is not None:
+            callback, self._idle_callback = self._idle_callback, None
+            callback()
+
+
+class AsyncioStream:
+    """`NetworkStream` over an asyncio transport and `_StreamProtocol`."""
+
+    __slots__ = ("_loop", "_proto", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, proto: _StreamProtocol) -> None:
+        self._transport = transport
+        self._proto = proto
+        self._loop = proto._loop
+
+    async def read(self, timeout: float | None) -> bytes:
+        proto = self._proto
+        if not proto._buffer:
+            if proto._eof:
+                return self._eof_result()
+            waiter = self._loop.create_future()
+            proto._read_waiter = waiter
+            handle = (
+                self._loop.call_at(self._loop.time() + timeout, _expire, waiter, ReadTimeout)
+                if timeout is not None
+                else None
+            )
+            try:
+                await waiter
+            finally:
+                proto._read_waiter = None
+                if handle is not None:
+                    handle.cancel()
+            if not proto._buffer:
+                return self._eof_result()
+        buffer = proto._buffer
+        data = buffer[0] if len(buffer) == 1 else b"".join(buffer)
+        buffer.clear()
+        proto._buffered = 0
+        if proto._paused_reading:
+            proto._paused_reading = False
+            if not proto.closed:
+                self._transport.resume_reading()
+        return data
+
+    def _eof_result(self) -> bytes:
+        exc = self._proto._exc
+        if exc is not None:
+            raise ReadError(f"connection lost: {exc}") from exc
+        return b""
+
+    def write_nowait(self, data: bytes) -> None:
+        if self._proto.closed or self._transport.is_closing():
+            exc = self._proto._exc
+            raise WriteError(f"connection closed: {exc}" if exc else "connection closed")
+        self._transport.write(data)
+
+    async def drain(self, timeout: float | None) -> None:
+        proto = self._proto
+        if not proto._paused_writing:
+            return
+        waiter = self._loop.create_future()
+        proto._drain_waiter = waiter
+        handle = (
+            self._loop.call_at(self._loop.time() + timeout, _expire, waiter, WriteTimeout)
+            if timeout is not None
+            else None
+        )
+        try:
+            await waiter
+        finally:
+            proto._drain_waiter = None
+            if handle is not None:
+                handle.cancel()
+        if proto.closed:
+            raise WriteError(f"connection lost while writing: {proto._exc}")
+
+    def close(self) -> None:
+        self._proto._idle_callback = None
+        if not self._transport.is_closing():
+            self._transport.close()
+
+    def abort(self) -> None:
+        self._proto._idle_callback = None
+        self._transport.abort()
+
+    def is_idle_clean(self) -> bool:
+        proto = self._proto
+        return not proto._buffer and not proto._eof and not proto.closed
+
+    def set_idle_callback(self, callback: Callable[[], None] | None) -> None:
+        self._proto._idle_callback = callback
+
+    def extra(self, name: str) -> Any:
+        return self._transport.get_extra_info(name)
+
+
+def _expire(waiter: asyncio.Future[None], exc_type: type[Exception]) -> None:
+    if not waiter.done():
+        waiter.set_exception(exc_type("timed out"))
+
+
+async def open_stream(
+    host: str,
+    port: int,
+    *,
+    ssl_context: ssl.SSLContext | None,
+    server_hostname: str | None,
+    timeout: float | None,
+) -> AsyncioStream:
+    """Dial TCP (and TLS when `ssl_context` is given). TCP_NODELAY is set.
+
+    Raises `ConnectTimeout` past `timeout` (connect and handshake together) and `ConnectError`
+    for refusals, DNS failures and TLS failures (certificate problems are named in the message).
+    Cancellation closes the half-made socket (asyncio does so for `create_connection`).
+    """
+    loop = asyncio.get_running_loop()
+    proto = _StreamProtocol(loop)
+    try:
+        async with asyncio.timeout(timeout):
+            transport, _ = await loop.create_connection(
+                lambda: proto,
+                host,
+                port,
+                ssl=ssl_context,
+                server_hostname=server_hostname if ssl_context is not None else None,
+                # The overall deadline above bounds the handshake; asyncio's own default is 60 s.
+                ssl_handshake_timeout=None if ssl_context is None else (timeout or 60.0) + 1.0,
+            )
+    except TimeoutError:
+        raise ConnectTimeout(f"connecting to {host}:{port} timed out after {timeout}s") from None
+    except ssl.SSLCertVerificationError as exc:
+        raise ConnectError(
+            f"TLS certificate verification failed for {host}:{port}: {exc.verify_message}"
+        ) from exc
+    except ssl.SSLError as exc:
+        raise ConnectError(f"TLS handshake with {host}:{port} failed: {exc.reason}") from exc
+    except OSError as exc:
+        raise ConnectError(_describe_os_error(exc, host, port)) from exc
+    assert isinstance(transport, asyncio.Transport)
+    sock = transport.get_extra_info("socket")
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return AsyncioStream(transport, proto)
+
+
+def _describe_os_error(exc: OSError, host: str, port: int) -> str:
+    if isinstance(exc, socket.gaierror):
+        return f"could not resolve {host!r}: {exc.strerror}"
+    if exc.errno == errno.ECONNREFUSED or isinstance(exc, ConnectionRefusedError):
+        return f"connection refused by {host}:{port}"
+    return f"could not connect to {host}:{port}: {exc.strerror or exc}"

@@ -1,0 +1,149 @@
+"""Headers: ordered, multi-valued, case-insensitive; validated before anything is sent.
+
+Names must be RFC 9110 tokens and values must not contain CR, LF or NUL (RFC 9110 section 5.5:
+"a recipient of CR, LF, or NUL within a field value MUST either reject the message or replace
+each of those characters with SP"); we refuse them on the sending side with
+`LocalProtocolError`, because a CR/LF smuggled into a header is a header injection.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import TypeAlias
+
+from ._exceptions import LocalProtocolError
+
+__all__ = ("HeaderTypes", "Headers", "validate_header")
+
+HeaderTypes: TypeAlias = (
+    "Headers | Mapping[str, str] | Mapping[bytes, bytes] | Sequence[tuple[str, str]]"
+    " | Sequence[tuple[bytes, bytes]]"
+)
+
+_TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
+_BAD_VALUE = re.compile(rb"[\r\n\x00]")
+
+
+def validate_header(name: bytes, value: bytes) -> None:
+    """Raise `LocalProtocolError` unless (name, value) is safe to put on the wire."""
+    if not _TOKEN.fullmatch(name):
+        raise LocalProtocolError(f"illegal header name {name!r}")
+    if _BAD_VALUE.search(value):
+        raise LocalProtocolError(f"illegal character (CR, LF or NUL) in header {name!r} value")
+
+
+def _to_bytes(value: str | bytes, what: str) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        try:
+            return value.encode("latin-1")
+        except UnicodeEncodeError:
+            # Non-latin-1 text is sent as UTF-8, as browsers do for e.g. Content-Disposition.
+            return value.encode("utf-8")
+    raise TypeError(f"header {what} must be str or bytes, not {type(value).__name__}")
+
+
+class Headers(Mapping[str, str]):
+    """A case-insensitive, multi-valued view of HTTP headers.
+
+    `headers["a"]` joins repeated fields with ", " (RFC 9110 section 5.3); `get_list("a")` returns
+    them one by one; `multi_items()` gives every (name, value) pair in received order.
+    Response headers keep names lower-cased, as h11 and h2 deliver them.
+    """
+
+    __slots__ = ("_index", "_raw")
+
+    def __init__(self, headers: HeaderTypes | None = None) -> None:
+        self._raw: list[tuple[bytes, bytes]] = []
+        self._index: dict[str, list[str]] | None = None
+        if headers is None:
+            return
+        if isinstance(headers, Headers):
+            self._raw = list(headers._raw)
+            return
+        items: Iterable[tuple[str | bytes, str | bytes]]
+        items = headers.items() if isinstance(headers, Mapping) else headers
+        for name, value in items:
+            self._raw.append((_to_bytes(name, "name"), _to_bytes(value, "value")))
+
+    @classmethod
+    def _from_raw(cls, raw: list[tuple[bytes, bytes]]) -> Headers:
+        """Adopt a list of byte pairs without copying (the parsers' fast path)."""
+        self = cls.__new__(cls)
+        self._raw = raw
+        self._index = None
+        return self
+
+    @property
+    def raw(self) -> list[tuple[bytes, bytes]]:
+        """The (name, value) byte pairs, in order."""
+        return self._raw
+
+    def _lookup(self) -> dict[str, list[str]]:
+        index = self._index
+        if index is None:
+            index = {}
+            for name, value in self._raw:
+                index.setdefault(name.decode("latin-1").lower(), []).append(value.decode("latin-1"))
+            self._index = index
+        return index
+
+    def __getitem__(self, key: str) -> str:
+        values = self._lookup().get(key.lower())
+        if values is None:
+            raise KeyError(key)
+        return values[0] if len(values) == 1 else ", ".join(values)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and key.lower() in self._lookup()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._lookup())
+
+    def __len__(self) -> int:
+        return len(self._lookup())
+
+    def get_list(self, key: str) -> list[str]:
+        """Every value of `key`, in order ([] if absent)."""
+        return list(self._lookup().get(key.lower(), ()))
+
+    def multi_items(self) -> list[tuple[str, str]]:
+        """Every (name, value) pair as text, repeated names included."""
+        return [(n.decode("latin-1"), v.decode("latin-1")) for n, v in self._raw]
+
+    def __setitem__(self, key: str, value: str) -> None:
+        """Replace every field named `key` with one field."""
+        lowered = key.lower().encode("latin-1")
+        self._raw = [(n, v) for n, v in self._raw if n.lower() != lowered]
+        self._raw.append((_to_bytes(key, "name"), _to_bytes(value, "value")))
+        self._index = None
+
+    def __delitem__(self, key: str) -> None:
+        lowered = key.lower().encode("latin-1")
+        before = len(self._raw)
+        self._raw = [(n, v) for n, v in self._raw if n.lower() != lowered]
+        if len(self._raw) == before:
+            raise KeyError(key)
+        self._index = None
+
+    def add(self, key: str, value: str) -> None:
+        """Append a field, keeping any existing ones of the same name."""
+        self._raw.append((_to_bytes(key, "name"), _to_bytes(value, "value")))
+        self._index = None
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Headers):
+            return sorted(self._lowered()) == sorted(other._lowered())
+        if isinstance(other, Mapping):
+            return sorted(self._lowered()) == sorted(Headers(other)._lowered())
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def _lowered(self) -> list[tuple[bytes, bytes]]:
+        return [(n.lower(), v) for n, v in self._raw]
+
+    def __repr__(self) -> str:
+        return f"Headers({self.multi_items()!r})"

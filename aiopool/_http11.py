@@ -1,0 +1,372 @@
+"""HTTP/1.1 over h11: one request at a time on one socket.
+
+The rules this module keeps (DESIGN invariant 4, "return only when clean"):
+- the socket goes back to the pool only when h11 says both sides are DONE, i.e. the request was
+  sent whole, the response body was read to its end, and neither side said `Connection: close`
+  (nor is the response HTTP/1.0 without keep-alive, nor a read-until-EOF body);
+- anything else (an error, a cancellation, an unread body past the drain bound) closes it;
+- the connection reports the outcome to its owner (`ConnectionOwner`) synchronously, so the lease
+  is released on every path, even inside a cancelled task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import itertools
+from collections.abc import AsyncIterable, Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+import h11
+
+from ._config import DRAIN_MAX_BYTES, DRAIN_TIMEOUT, Timeout
+from ._exceptions import (
+    LocalProtocolError,
+    NetworkError,
+    ReadTimeout,
+    RemoteProtocolError,
+    TransportError,
+)
+from ._headers import Headers
+from ._stats import TraceEvent, TraceHook, TraceName
+
+if TYPE_CHECKING:
+    from ._backend import NetworkStream
+    from ._models import BodyStream, Request
+    from ._urls import Origin
+
+__all__ = ("ConnState", "Connection", "ConnectionOwner", "HTTP11Connection", "ResponseHead")
+
+# Largest response head we accept. h11's own default is 16 KiB, which real servers exceed with
+# large cookies and CSP headers; httpcore uses 100 KiB, curl 100 KiB (CURL_MAX_HTTP_HEADER),
+# aiohttp 8 KiB per line. 100 KiB is generous for honest servers and bounds hostile ones.
+MAX_RESPONSE_HEAD = 100 * 1024
+
+_conn_ids = itertools.count(1)
+
+
+class ConnState(enum.Enum):
+    """Where a connection stands in its pool. Only the pool changes it.
+
+    (Whether the socket itself is closed is the connection's own `closed` flag: a connection
+    closes itself on errors and then tells the pool, which moves it to CLOSED exactly once.)
+    """
+
+    ACTIVE = "active"  # leased to a request (or reserved for a waiter)
+    IDLE = "idle"  # clean, in the pool's idle stack, waiting for reuse
+    CLOSED = "closed"  # gone from the pool's books; never handed out again
+
+
+class ConnectionOwner(Protocol):
+    """What a connection tells the pool (synchronously) when a request is done with it."""
+
+    def release(self, conn: Connection) -> None: ...
+
+    def discard(self, conn: Connection) -> None: ...
+
+
+class Connection(Protocol):
+    """What the pool needs of a connection, HTTP/1.1 or (multiplexed) HTTP/2."""
+
+    id: int
+    origin: Origin
+    state: ConnState
+    closed: bool
+    http_version: str
+    multiplexed: bool
+    requests: int  # requests started on it
+    idle_since: float
+    got_response_bytes: bool
+
+    def is_reusable(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+    async def send(self, request: Request, timeout: Timeout) -> tuple[ResponseHead, BodyStream]:
+        """Send `request`, return the response head and its body stream (see HTTP11Connection)."""
+        ...
+
+    def arm_idle_watch(self) -> None:
+        """While idle: report data, EOF or a close from the server to the pool at once."""
+        ...
+
+    def disarm_idle_watch(self) -> None: ...
+
+
+class ResponseHead:
+    """Status line and headers, before the body."""
+
+    __slots__ = ("headers", "http_version", "reason", "status_code")
+
+    def __init__(self, status_code: int, reason: str, headers: Headers, http_version: str) -> None:
+        self.status_code = status_code
+        self.reason = reason
+        self.headers = headers
+        self.http_version = http_version
+
+
+class HTTP11Connection:
+    """One socket speaking HTTP/1.1 through an `h11.Connection`."""
+
+    http_version = "HTTP/1.1"
+    multiplexed = False
+
+    __slots__ = (
+        "_h11",
+        "_owner",
+        "_stream",
+        "_trace",
+        "closed",
+        "got_response_bytes",
+        "id",
+        "idle_since",
+        "on_idle_event",
+        "origin",
+        "requests",
+        "state",
+    )
+
+    def __init__(
+        self,
+        stream: NetworkStream,
+        origin: Origin,
+        owner: ConnectionOwner,
+        *,
+        trace: TraceHook | None = None,
+    ) -> None:
+        self.id = next(_conn_ids)
+        self.origin = origin
+        self.state = ConnState.ACTIVE
+        self.closed = False
+        self.requests = 0
+        self.idle_since = 0.0
+        # Whether any byte of the current response arrived: a failure before the first byte on a
+        # reused socket is the "server closed the keep-alive socket as we wrote" race, retried.
+        self.got_response_bytes = False
+        self._stream = stream
+        self._owner = owner
+        self.on_idle_event: Callable[[], None] | None = None  # set by the pool
+        self._trace = trace
+        self._h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_RESPONSE_HEAD)
+
+    def __repr__(self) -> str:
+        return f"<HTTP11Connection #{self.id} [{self.state.value}, {self.origin}]>"
+
+    # Pool-facing -------------------------------------------------------------------------------
+
+    def is_reusable(self) -> bool:
+        return not self.closed and self._h11.our_state is h11.IDLE and self._stream.is_idle_clean()
+
+    def arm_idle_watch(self) -> None:
+        self._stream.set_idle_callback(self.on_idle_event)
+
+    def disarm_idle_watch(self) -> None:
+        self._stream.set_idle_callback(None)
+
+    def close(self) -> None:
+        """Close the socket now. Idempotent; does not touch the pool."""
+        self.closed = True
+        self._stream.close()
+
+    def _fail(self) -> None:
+        """Abort the socket and tell the owner; for every error and cancellation path."""
+        if not self.closed:
+            self.closed = True
+            self._stream.abort()
+        self._owner.discard(self)
+
+    # Request-facing ----------------------------------------------------------------------------
+
+    async def send(self, request: Request, timeout: Timeout) -> tuple[ResponseHead, HTTP11Body]:
+        """Send `request` and read the response head.
+
+        Raises `LocalProtocolError` (nothing sent), `WriteError`/`WriteTimeout`,
+        `ReadError`/`ReadTimeout`, `RemoteProtocolError`. On any exception, or cancellation,
+        the connection is closed and discarded from the pool before this returns.
+        """
+        self.requests += 1
+        self.got_response_bytes = False
+        try:
+            await self._send_request(request, timeout)
+            if self._trace is not None:
+                self._emit("wrote_request", method=request.method, target=request.url.target)
+            head = await self._receive_head(timeout)
+        except BaseException:
+            self._fail()
+            raise
+        return head, HTTP11Body(self, timeout.read)
+
+    async def _send_request(self, request: Request, timeout: Timeout) -> None:
+        conn = self._h11
+        stream = self._stream
+        url = request.url
+        try:
+            data = conn.send(
+                h11.Request(method=request.method, target=url.target, headers=request.headers.raw)
+            )
+        except h11.LocalProtocolError as exc:
+            raise LocalProtocolError(str(exc)) from exc
+        assert data is not None
+        content = request.content
+        if content is None or isinstance(content, bytes):
+            if content:
+                data += conn.send(h11.Data(data=content)) or b""
+            data += conn.send(h11.EndOfMessage()) or b""
+            stream.write_nowait(data)
+            await stream.drain(timeout.write)
+            return
+        stream.write_nowait(data)
+        await self._send_streamed_body(request, content, timeout)
+
+    async def _send_streamed_body(
+        self, request: Request, content: AsyncIterable[bytes], timeout: Timeout
+    ) -> None:
+        conn = self._h11
+        stream = self._stream
+        async for chunk in content:
+            request.body_started = True  # a one-shot body can no longer be replayed
+            if not isinstance(chunk, bytes | bytearray | memoryview):
+                raise TypeError(f"request body chunks must be bytes, not {type(chunk).__name__}")
+            if chunk:
+                try:
+                    out = conn.send(h11.Data(data=chunk))
+                except h11.LocalProtocolError as exc:
+                    raise LocalProtocolError(str(exc)) from exc
+                stream.write_nowait(out or b"")
+                await stream.drain(timeout.write)
+        try:
+            out = conn.send(h11.EndOfMessage())
+        except h11.LocalProtocolError as exc:  # e.g. fewer bytes than Content-Length promised
+            raise LocalProtocolError(str(exc)) from exc
+        stream.write_nowait(out or b"")
+        await stream.drain(timeout.write)
+
+    async def _receive_head(self, timeout: Timeout) -> ResponseHead:
+        while True:
+            event = await self._next_event(timeout.read)
+            if type(event) is h11.Response:
+                return ResponseHead(
+                    event.status_code,
+                    event.reason.decode("latin-1"),
+                    Headers._from_raw(list(event.headers)),
+                    "HTTP/1.1" if event.http_version == b"1.1" else "HTTP/1.0",
+                )
+            if type(event) is h11.InformationalResponse:
+                continue  # 100 Continue, 103 Early Hints: not the final response
+            raise RemoteProtocolError(f"unexpected {type(event).__name__} before a response")
+
+    async def _next_event(self, read_timeout: float | None) -> Any:
+        conn = self._h11
+        while True:
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise RemoteProtocolError(_describe(exc, self.got_response_bytes)) from exc
+            if event is not h11.NEED_DATA:
+                return event
+            try:
+                data = await self._stream.read(read_timeout)
+            except NetworkError as exc:
+                if not self.got_response_bytes:
+                    raise RemoteProtocolError(
+                        f"server disconnected without sending a response ({exc})"
+                    ) from exc
+                raise
+            if data:
+                if not self.got_response_bytes:
+                    self.got_response_bytes = True
+                    if self._trace is not None:
+                        self._emit("first_byte")
+            elif not self.got_response_bytes:
+                raise RemoteProtocolError("server disconnected without sending a response")
+            conn.receive_data(data)
+
+    def _emit(self, name: TraceName, **info: Any) -> None:
+        assert self._trace is not None
+        info.update(origin=str(self.origin), conn_id=self.id)
+        self._trace(TraceEvent(name, asyncio.get_running_loop().time(), info))
+
+    # Body-facing -------------------------------------------------------------------------------
+
+    async def _receive_body_chunk(self, read_timeout: float | None) -> bytes:
+        """Next body bytes, or b"" at the end (after which the socket has been released)."""
+        event = await self._next_event(read_timeout)
+        if type(event) is h11.Data:
+            return bytes(event.data)
+        if type(event) is h11.EndOfMessage:
+            self._response_complete()
+            return b""
+        raise RemoteProtocolError(f"unexpected {type(event).__name__} in a response body")
+
+    def _response_complete(self) -> None:
+        conn = self._h11
+        if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
+            conn.start_next_cycle()
+            self._owner.release(self)
+        else:
+            # Connection: close (either side), HTTP/1.0, or a body delimited by EOF.
+            self.close()
+            self._owner.discard(self)
+
+
+class HTTP11Body:
+    """The body of the response now on an `HTTP11Connection`; the `BodyStream` for it."""
+
+    __slots__ = ("_conn", "_done", "_read_timeout")
+
+    def __init__(self, conn: HTTP11Connection, read_timeout: float | None) -> None:
+        self._conn = conn
+        self._read_timeout = read_timeout
+        self._done = False
+
+    async def receive(self) -> bytes:
+        if self._done:
+            return b""
+        try:
+            chunk = await self._conn._receive_body_chunk(self._read_timeout)
+        except BaseException:
+            self._done = True
+            self._conn._fail()
+            raise
+        if not chunk:
+            self._done = True
+        return chunk
+
+    async def aclose(self) -> None:
+        """Drain up to DRAIN_MAX_BYTES within DRAIN_TIMEOUT and pool the socket, else close it."""
+        if self._done:
+            return
+        conn = self._conn
+        loop_time = asyncio.get_running_loop().time
+        deadline = loop_time() + DRAIN_TIMEOUT
+        drained = 0
+        try:
+            while True:
+                remaining = deadline - loop_time()
+                if remaining <= 0 or drained > DRAIN_MAX_BYTES:
+                    break
+                chunk = await conn._receive_body_chunk(remaining)
+                if not chunk:
+                    self._done = True
+                    return
+                drained += len(chunk)
+        except (ReadTimeout, TransportError):
+            pass  # a stalled or broken body: closing below is the answer, not an error
+        except BaseException:
+            self._done = True
+            conn._fail()
+            raise
+        self._done = True
+        conn._fail()
+
+    def abort(self) -> None:
+        if not self._done:
+            self._done = True
+            self._conn._fail()
+
+
+def _describe(exc: h11.RemoteProtocolError, got_bytes: bool) -> str:
+    text = str(exc) or "invalid HTTP/1.1 from server"
+    if not got_bytes:
+        return f"server disconnected without sending a response ({text})"
+    return f"malformed HTTP/1.1 response: {text}"

@@ -1,0 +1,228 @@
+"""Request and Response.
+
+A `Response` from `await client.get()` arrives with its body read and its connection already back
+in the pool. A streamed one (from `client.stream()`) holds a `BodyStream` until its body is read to
+the end or it is closed; closing releases the connection on every path (drained and pooled, or
+closed). One garbage-collected while still open emits a `ResourceWarning` naming where it was
+opened, and its socket is closed, never pooled (DESIGN invariant 8).
+"""
+
+from __future__ import annotations
+
+import codecs
+import json as jsonlib
+import re
+import warnings
+from collections.abc import AsyncIterable, AsyncIterator
+from typing import Any, Protocol
+
+from ._exceptions import HTTPStatusError, LocalProtocolError, StreamClosed, StreamConsumed
+from ._headers import Headers, validate_header
+from ._stats import ConnInfo
+from ._urls import URL
+
+__all__ = ("BodyStream", "Request", "RequestContent", "Response")
+
+RequestContent = bytes | AsyncIterable[bytes]
+
+_METHOD = re.compile(r"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
+# RFC 9110 section 9.2.2: idempotent methods may be retried automatically.
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+_CHARSET = re.compile(r"charset=\"?([\w.:-]+)\"?", re.IGNORECASE)
+
+
+class Request:
+    """One HTTP request: method, URL, headers (validated) and an optional body."""
+
+    __slots__ = ("body_started", "content", "headers", "method", "url")
+
+    def __init__(
+        self,
+        method: str,
+        url: URL,
+        headers: Headers,
+        content: RequestContent | None = None,
+    ) -> None:
+        if not _METHOD.fullmatch(method):
+            raise LocalProtocolError(f"illegal HTTP method {method!r}")
+        for name, value in headers.raw:
+            validate_header(name, value)
+        self.method = method
+        self.url = url
+        self.headers = headers
+        self.content = content
+        # Set once a byte of a streamed (non-replayable) body has been consumed.
+        self.body_started = False
+
+    @property
+    def replayable(self) -> bool:
+        """Whether the request may be sent again after a failure before any response byte.
+
+        Go's rule (net/http `Request.isReplayable`): idempotent methods, or any request whose
+        body is absent or re-readable, as long as no byte of a one-shot body was taken.
+        """
+        if self.body_started:
+            return False
+        if self.method in _IDEMPOTENT:
+            return True
+        return self.content is None or isinstance(self.content, bytes)
+
+    def __repr__(self) -> str:
+        return f"<Request [{self.method} {self.url}]>"
+
+
+class BodyStream(Protocol):
+    """A response body being received on a connection (HTTP/1.1 or HTTP/2)."""
+
+    async def receive(self) -> bytes:
+        """The next chunk, or b"" once the body is complete (the connection is then released)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Finish early: drain within bounds and release, or close the connection."""
+        ...
+
+    def abort(self) -> None:
+        """Finish early without awaiting: the connection (or h2 stream) is closed, not pooled."""
+        ...
+
+
+class Response:
+    """An HTTP response.
+
+    Attributes: `status_code`, `reason`, `headers` (case-insensitive, multi-valued),
+    `http_version`, `url`, `request`, `conn_info`. The body: `content`, `text`, `json()` once
+    read; `aread()`, `aiter_bytes()` and `aclose()` for streamed responses.
+    """
+
+    def __init__(
+        self,
+        status_code: int,
+        *,
+        reason: str = "",
+        headers: Headers | None = None,
+        http_version: str = "HTTP/1.1",
+        request: Request,
+        conn_info: ConnInfo,
+        stream: BodyStream | None = None,
+        content: bytes | None = None,
+        opened_at: str | None = None,
+    ) -> None:
+        self.status_code = status_code
+        self.reason = reason
+        self.headers = headers if headers is not None else Headers()
+        self.http_version = http_version
+        self.request = request
+        self.conn_info = conn_info
+        self._stream = stream
+        self._content = content
+        self._consumed = content is not None
+        self._opened_at = opened_at
+
+    @property
+    def url(self) -> URL:
+        return self.request.url
+
+    @property
+    def is_closed(self) -> bool:
+        return self._stream is None
+
+    @property
+    def content(self) -> bytes:
+        """The whole body. Raises `StreamError` on a streamed response not yet `aread()`."""
+        if self._content is None:
+            raise StreamConsumed(
+                "the body of a streamed response is not available as .content; "
+                "call `await response.aread()` inside the `client.stream()` block first"
+            )
+        return self._content
+
+    @property
+    def encoding(self) -> str:
+        """The charset from Content-Type, else UTF-8 (RFC 8259 for JSON; the web's default)."""
+        match = _CHARSET.search(self.headers.get("content-type", ""))
+        if match:
+            try:
+                return codecs.lookup(match.group(1)).name
+            except LookupError:
+                pass
+        return "utf-8"
+
+    @property
+    def text(self) -> str:
+        return self.content.decode(self.encoding, errors="replace")
+
+    def json(self, **kwargs: Any) -> Any:
+        return jsonlib.loads(self.content, **kwargs)
+
+    @property
+    def is_success(self) -> bool:
+        return 200 <= self.status_code < 300
+
+    def raise_for_status(self) -> Response:
+        """Raise `HTTPStatusError` for a 4xx or 5xx status; return the response otherwise."""
+        if self.status_code >= 400:
+            kind = "Client error" if self.status_code < 500 else "Server error"
+            raise HTTPStatusError(
+                f"{kind} '{self.status_code} {self.reason}' for url '{self.url}'",
+                request=self.request,
+                response=self,
+            )
+        return self
+
+    async def aread(self) -> bytes:
+        """Read the rest of the body and return all of it; the connection is then released."""
+        if self._content is None:
+            self._content = b"".join([chunk async for chunk in self.aiter_bytes()])
+        return self._content
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        """Yield the body as it arrives. Once exhausted, the connection is released."""
+        if self._content is not None:
+            if self._content:
+                yield self._content
+            return
+        if self._consumed:
+            raise StreamConsumed("the response body was already iterated")
+        stream = self._stream
+        if stream is None:
+            raise StreamClosed("the response was closed before its body was read")
+        self._consumed = True
+        try:
+            while chunk := await stream.receive():
+                yield chunk
+        except BaseException:
+            self._stream = None
+            stream.abort()
+            raise
+        self._stream = None
+
+    async def aclose(self) -> None:
+        """Release the connection: drained and pooled if cheap (bounded), otherwise closed."""
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            await stream.aclose()
+
+    def _abort(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.abort()
+
+    def __repr__(self) -> str:
+        return f"<Response [{self.status_code} {self.reason}]>"
+
+    def __del__(self) -> None:
+        # Invariant 8: a streamed response dropped while open is a leak; say where it was made.
+        stream = getattr(self, "_stream", None)
+        if stream is None:
+            return
+        self._stream = None
+        where = f", opened at {self._opened_at}" if self._opened_at else ""
+        warnings.warn(
+            f"unclosed streamed response {self!r} to {self.url}{where}; "
+            "use `async with client.stream(...)` to release its connection",
+            ResourceWarning,
+            source=self,
+            stacklevel=1,
+        )
+        stream.abort()

@@ -1,0 +1,271 @@
+"""The async pool manager: leases connections to coroutines, dials, closes, expires idle sockets.
+
+All decisions are made by `PoolState` (synchronous, no I/O); this layer waits, dials and closes.
+Its rules:
+- a request that finds an idle socket gets it without awaiting anything (the hot path);
+- otherwise it waits on a future in its host's FIFO queue, with the pool timeout as a timer on
+  that future (no extra task, no cancel scope);
+- dials run as tasks owned by the pool, not by the request that caused them, so a cancelled
+  request never kills a half-made connection that the next waiter could use (Go's behaviour);
+- a request cancelled after a connection was handed to it gives the connection straight back;
+- closing sockets is synchronous (see `_backend`), so no cleanup step ever needs shielding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import ssl
+from typing import TYPE_CHECKING
+
+from ._backend import open_stream
+from ._config import Timeout
+from ._exceptions import AiopoolError, ClientClosed, ConnectError, PoolTimeout
+from ._http11 import ConnState, HTTP11Connection
+from ._pool_state import PoolState, Waiter
+from ._stats import ConnInfo, PoolStats, TraceEvent, TraceHook, TraceName
+
+if TYPE_CHECKING:
+    from ._http11 import Connection
+    from ._pool_state import HostPool
+    from ._urls import Origin
+
+__all__ = ("ConnectionPool",)
+
+
+class ConnectionPool:
+    """Connections to every origin of one client. Implements `ConnectionOwner`."""
+
+    def __init__(
+        self,
+        *,
+        max_connections: int | None,
+        max_connections_per_host: int | None,
+        max_idle_per_host: int,
+        max_idle: int,
+        idle_timeout: float,
+        ssl_context: ssl.SSLContext | None,
+        trace: TraceHook | None = None,
+    ) -> None:
+        self._state = PoolState(
+            max_connections=max_connections,
+            max_connections_per_host=max_connections_per_host,
+            max_idle_per_host=max_idle_per_host,
+            max_idle=max_idle,
+            idle_timeout=idle_timeout,
+        )
+        self._ssl_context = ssl_context
+        self._trace = trace
+        self._dials: set[asyncio.Task[None]] = set()
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def __repr__(self) -> str:
+        s = self._state
+        busy = sum(h.busy for h in s.hosts.values())
+        waiting = sum(h.n_waiting for h in s.hosts.values())
+        connecting = sum(h.connecting for h in s.hosts.values())
+        return (
+            f"<ConnectionPool [Requests: {busy} active, {waiting} queued | "
+            f"Connections: {busy} active, {len(s.idle_lru)} idle, {connecting} connecting]>"
+        )
+
+    @property
+    def closed(self) -> bool:
+        return self._state.closed
+
+    def stats(self) -> PoolStats:
+        return self._state.snapshot()
+
+    # Leasing -----------------------------------------------------------------------------------
+
+    async def acquire(
+        self, origin: Origin, timeout: Timeout, *, fresh: bool = False, count: bool = True
+    ) -> tuple[Connection, ConnInfo]:
+        """Lease a connection to `origin`.
+
+        Raises `PoolTimeout` after `timeout.pool` seconds of waiting, the dial's `ConnectError` /
+        `ConnectTimeout` when the dial made for this request failed, `ClientClosed` once closed.
+        On cancellation nothing is leaked: the waiter leaves the queue, and a connection handed
+        over in the meantime goes back to the pool.
+        """
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        state = self._state
+        now = loop.time()
+        got = state.checkout(
+            origin, None, now, connect_timeout=timeout.connect, fresh=fresh, count=count
+        )
+        if state.to_dial or state.to_close:
+            self._apply()
+        if not isinstance(got, Waiter):
+            info = ConnInfo(got.id, True, True, now - got.idle_since, got.http_version)
+            if self._trace is not None:
+                self._emit_got_conn(got, info)
+            return got, info
+        conn = await self._wait(got, timeout.pool)
+        info = ConnInfo(conn.id, conn.requests > 0, False, 0.0, conn.http_version)
+        if self._trace is not None:
+            self._emit_got_conn(conn, info)
+        return conn, info
+
+    async def _wait(self, waiter: Waiter, pool_timeout: float | None) -> Connection:
+        fut = waiter.fut
+        handle = (
+            self._loop.call_later(pool_timeout, self._expire_waiter, waiter)  # type: ignore[union-attr]
+            if pool_timeout is not None
+            else None
+        )
+        try:
+            return await fut
+        except BaseException:
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                # Handed a connection just as we were cancelled: give it straight back.
+                self.release(fut.result())
+            else:
+                self._state.abandon(waiter)
+                self._apply()
+            raise
+        finally:
+            if handle is not None:
+                handle.cancel()
+
+    def _expire_waiter(self, waiter: Waiter) -> None:
+        if waiter.live and not waiter.fut.done():
+            self._state.abandon(waiter)
+            waiter.fut.set_exception(
+                PoolTimeout(f"no connection to {waiter.host.key} became available in time")
+            )
+
+    # ConnectionOwner ---------------------------------------------------------------------------
+
+    def release(self, conn: Connection) -> None:
+        """A request finished cleanly with `conn` (synchronous; safe in any cancelled task)."""
+        state = self._state
+        state.checkin(conn, self._loop.time() if self._loop else 0.0)
+        if state.to_dial or state.to_close:
+            self._apply()
+        if conn.state is ConnState.IDLE and self._sweeper is None:
+            self._schedule_sweep(conn.idle_since + state.idle_timeout)
+
+    def discard(self, conn: Connection) -> None:
+        """`conn` closed or broke (synchronous; idempotent)."""
+        state = self._state
+        state.discard(conn)
+        if state.to_dial or state.to_close:
+            self._apply()
+
+    # Effects -----------------------------------------------------------------------------------
+
+    def _apply(self) -> None:
+        state = self._state
+        if state.to_close:
+            to_close, state.to_close = state.to_close, []
+            for conn in to_close:
+                conn.close()
+        if state.to_dial:
+            to_dial, state.to_dial = state.to_dial, []
+            assert self._loop is not None
+            for host in to_dial:
+                task = self._loop.create_task(self._dial(host))
+                self._dials.add(task)
+                task.add_done_callback(self._dials.discard)
+
+    async def _dial(self, host: HostPool) -> None:
+        origin = host.key
+        state = self._state
+        trace = self._trace
+        if trace is not None:
+            self._emit("connect_start", origin=str(origin))
+        tls = origin.scheme == "https"
+        try:
+            stream = await open_stream(
+                origin.host,
+                origin.port,
+                ssl_context=self._ssl_context if tls else None,
+                server_hostname=origin.host,
+                timeout=host.connect_timeout,
+            )
+        except BaseException as exc:
+            error: BaseException = exc
+            if isinstance(exc, asyncio.CancelledError):
+                error = ClientClosed("the client was closed while connecting")
+            elif not isinstance(exc, AiopoolError):
+                error = ConnectError(f"could not connect to {origin}: {exc!r}")
+                error.__cause__ = exc
+            state.dial_failed(host, error)
+            self._apply()
+            if trace is not None:
+                self._emit("connect_done", origin=str(origin), conn_id=None, error=error)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        conn = HTTP11Connection(stream, origin, self, trace=trace)
+        # The server closed an idle socket, or sent something unsolicited (such as a 408):
+        # either way it must leave the idle stack at once and never be handed out.
+        conn.on_idle_event = functools.partial(self.discard, conn)
+        if trace is not None:
+            self._emit("connect_done", origin=str(origin), conn_id=conn.id, error=None)
+            if tls:
+                ssl_object = stream.extra("ssl_object")
+                self._emit(
+                    "tls_done",
+                    origin=str(origin),
+                    conn_id=conn.id,
+                    version=ssl_object.version() if ssl_object else None,
+                    alpn=ssl_object.selected_alpn_protocol() if ssl_object else None,
+                    cipher=ssl_object.cipher()[0] if ssl_object else None,
+                )
+        assert self._loop is not None
+        state.dial_succeeded(host, conn, self._loop.time())
+        if state.to_dial or state.to_close:
+            self._apply()
+        if conn.state is ConnState.IDLE and self._sweeper is None:
+            self._schedule_sweep(conn.idle_since + state.idle_timeout)
+
+    # Idle expiry -------------------------------------------------------------------------------
+
+    def _schedule_sweep(self, when: float) -> None:
+        assert self._loop is not None
+        self._sweeper = self._loop.call_at(when, self._sweep)
+
+    def _sweep(self) -> None:
+        self._sweeper = None
+        assert self._loop is not None
+        next_deadline = self._state.expire_idle(self._loop.time())
+        self._apply()
+        if next_deadline is not None:
+            self._schedule_sweep(next_deadline)
+
+    # Shutdown ----------------------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Close every connection, fail waiters with `ClientClosed`, cancel dials in flight."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        for conn in self._state.close():
+            conn.close()
+        dials = list(self._dials)
+        for task in dials:
+            task.cancel()
+        if dials:
+            await asyncio.gather(*dials, return_exceptions=True)
+
+    # Tracing -----------------------------------------------------------------------------------
+
+    def _emit_got_conn(self, conn: Connection, info: ConnInfo) -> None:
+        self._emit(
+            "got_conn",
+            origin=str(conn.origin),
+            conn_id=conn.id,
+            reused=info.reused,
+            was_idle=info.was_idle,
+            idle_time=info.idle_time,
+        )
+
+    def _emit(self, name: TraceName, **info: object) -> None:
+        assert self._trace is not None
+        loop = self._loop or asyncio.get_running_loop()
+        self._trace(TraceEvent(name, loop.time(), dict(info)))

@@ -1,0 +1,407 @@
+"""Pool bookkeeping: plain synchronous code, no I/O, no awaits.
+
+Every state change happens in one of the methods below, start to finish, with no await in between,
+so a cancellation can never observe (or leave) a half-made change. What a change requires doing to
+the outside world is *returned* through two lists, `to_close` (connections to close) and `to_dial`
+(hosts needing one more connection), which the async layer (`_pool.py`) acts on afterwards. This is
+httpcore's `_assign_requests_to_connections()` shape, without its cost: every step is O(1)
+(amortised), using per-host idle stacks and waiter queues rather than rescans of all connections.
+
+Counting, per host:
+
+    busy        sockets leased to requests (or reserved for a waiter)
+    connecting  dials in flight
+    idle        clean HTTP/1.1 sockets waiting for reuse (most recently used on top)
+
+`max_connections_per_host` bounds busy + connecting + idle, i.e. every socket to the host, as Go's
+`MaxConnsPerHost` does. `max_connections` bounds busy + connecting over all hosts (idle sockets
+are bounded separately, by `max_idle_per_host` and `max_idle`).
+
+A request that cannot be served from the idle stack becomes a `Waiter` in its host's FIFO queue.
+Dials are started to cover waiters (never more dials than waiters); a dial does not belong to the
+request that caused it: whichever connection turns up first (a fresh dial, or a socket released by
+another request) goes to the longest waiter. That is Go's late binding; it is also what makes the
+queue fair.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict, deque
+from typing import TYPE_CHECKING
+
+from ._exceptions import ClientClosed
+from ._http11 import ConnState
+from ._stats import HostStats, PoolStats
+
+if TYPE_CHECKING:
+    from ._http11 import Connection
+    from ._urls import Origin
+
+__all__ = ("HostPool", "PoolState", "Waiter")
+
+
+class Waiter:
+    """A request waiting for a connection. `fut` resolves to the connection, or an error."""
+
+    __slots__ = ("connect_timeout", "fut", "host", "live")
+
+    def __init__(
+        self, host: HostPool, fut: asyncio.Future[Connection], connect_timeout: float | None
+    ) -> None:
+        self.host = host
+        self.fut = fut
+        self.connect_timeout = connect_timeout
+        self.live = True  # still wants a connection: not served, cancelled nor timed out
+
+
+class HostPool:
+    """The books for one origin."""
+
+    __slots__ = (
+        "blocked",
+        "busy",
+        "connect_timeout",
+        "connecting",
+        "idle",
+        "key",
+        "n_waiting",
+        "opened",
+        "requests",
+        "reused",
+        "waiters",
+    )
+
+    def __init__(self, key: Origin) -> None:
+        self.key = key
+        self.idle: OrderedDict[Connection, None] = OrderedDict()  # MRU at the end
+        self.waiters: deque[Waiter] = deque()  # may hold dead entries; n_waiting counts live
+        self.n_waiting = 0
+        self.busy = 0
+        self.connecting = 0
+        self.blocked = False  # queued in PoolState.blocked, waiting for a global slot
+        self.connect_timeout: float | None = None  # of the latest waiter, for the next dial
+        self.opened = 0
+        self.reused = 0
+        self.requests = 0
+
+    @property
+    def total(self) -> int:
+        return self.busy + self.connecting + len(self.idle)
+
+    def __repr__(self) -> str:
+        return (
+            f"<HostPool {self.key} [busy {self.busy}, idle {len(self.idle)}, "
+            f"connecting {self.connecting}, waiting {self.n_waiting}]>"
+        )
+
+
+class PoolState:
+    """All hosts' books, the global cap, the idle LRU, and the effect lists."""
+
+    def __init__(
+        self,
+        *,
+        max_connections: int | None,
+        max_connections_per_host: int | None,
+        max_idle_per_host: int,
+        max_idle: int,
+        idle_timeout: float,
+    ) -> None:
+        for name, value in (
+            ("max_connections", max_connections),
+            ("max_connections_per_host", max_connections_per_host),
+        ):
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1 or None, not {value}")
+        if max_idle_per_host < 0 or max_idle < 0:
+            raise ValueError("idle limits must be >= 0")
+        self.max_connections = max_connections
+        self.max_per_host = max_connections_per_host
+        self.max_idle_per_host = max_idle_per_host
+        self.max_idle = max_idle
+        self.idle_timeout = idle_timeout
+        self.hosts: dict[Origin, HostPool] = {}
+        self.conns: set[Connection] = set()  # every open connection, for shutdown
+        self.idle_lru: OrderedDict[Connection, HostPool] = OrderedDict()  # oldest first
+        self.blocked: deque[HostPool] = deque()  # hosts waiting for a global slot, FIFO
+        self.busy_total = 0  # busy + connecting, all hosts: what max_connections bounds
+        self.closed = False
+        # Effects for the async layer.
+        self.to_close: list[Connection] = []
+        self.to_dial: list[HostPool] = []
+        # Lifetime counters.
+        self.requests = 0
+        self.opened = 0
+        self.closed_count = 0
+        self.reused = 0
+
+    # Leasing -----------------------------------------------------------------------------------
+
+    def checkout(
+        self,
+        key: Origin,
+        fut: asyncio.Future[Connection] | None,
+        now: float,
+        *,
+        connect_timeout: float | None = None,
+        fresh: bool = False,
+        count: bool = True,
+    ) -> Connection | Waiter:
+        """Lease an idle connection for `key`, or queue a waiter (starting dials as allowed).
+
+        With `fresh`, idle sockets are not handed out (they are suspect after a stale-socket
+        failure); one is closed if it stands in the way of the per-host cap.
+        `fut` is the future a waiter will resolve (created lazily when None).
+        """
+        if self.closed:
+            raise ClientClosed("the client has been closed")
+        host = self.hosts.get(key)
+        if host is None:
+            host = self.hosts[key] = HostPool(key)
+        if count:
+            host.requests += 1
+            self.requests += 1
+        idle = host.idle
+        if fresh:
+            if idle and self.max_per_host is not None and host.total >= self.max_per_host:
+                self._close_idle(host, idle.popitem(last=False)[0])
+        else:
+            while idle:
+                conn = idle.popitem()[0]  # most recently used first
+                del self.idle_lru[conn]
+                if now - conn.idle_since >= self.idle_timeout or not conn.is_reusable():
+                    self._close_popped_idle(host, conn)
+                    continue
+                conn.disarm_idle_watch()
+                conn.state = ConnState.ACTIVE
+                host.busy += 1
+                self.busy_total += 1
+                host.reused += 1
+                self.reused += 1
+                return conn
+        if fut is None:
+            fut = asyncio.get_running_loop().create_future()
+        waiter = Waiter(host, fut, connect_timeout)
+        host.waiters.append(waiter)
+        host.n_waiting += 1
+        host.connect_timeout = connect_timeout
+        self._pump(host)
+        return waiter
+
+    def checkin(self, conn: Connection, now: float) -> None:
+        """A busy connection finished a request cleanly: hand it to the longest waiter, or idle."""
+        if conn.state is not ConnState.ACTIVE:
+            return
+        host = self.hosts[conn.origin]
+        if self.closed:
+            self._drop_busy(host, conn)
+            return
+        waiter = self._next_waiter(host)
+        if waiter is not None:
+            host.reused += 1
+            self.reused += 1
+            waiter.fut.set_result(conn)  # late binding: stays busy, changes hands
+            return
+        host.busy -= 1
+        self.busy_total -= 1
+        self._make_idle(host, conn, now)
+        self._pump_blocked()
+
+    def discard(self, conn: Connection) -> None:
+        """`conn` is closed or broken: take it off the books (idempotent)."""
+        state = conn.state
+        if state is ConnState.CLOSED:
+            return
+        host = self.hosts[conn.origin]
+        if state is ConnState.IDLE:
+            del host.idle[conn]
+            del self.idle_lru[conn]
+            self._close_popped_idle(host, conn)
+        else:
+            self._drop_busy(host, conn)
+            return
+        self._pump(host)
+
+    def abandon(self, waiter: Waiter) -> None:
+        """The waiting request was cancelled or timed out (idempotent)."""
+        if not waiter.live:
+            return
+        waiter.live = False
+        host = waiter.host
+        host.n_waiting -= 1
+        # Dead entries stay in the deque (O(1) removal) and are skipped when popped; compact
+        # when they dominate so a storm of cancellations cannot grow it without bound.
+        if len(host.waiters) > 2 * host.n_waiting + 64:
+            host.waiters = deque(w for w in host.waiters if w.live)
+
+    # Dialing -----------------------------------------------------------------------------------
+
+    def dial_succeeded(self, host: HostPool, conn: Connection, now: float) -> None:
+        host.connecting -= 1
+        host.opened += 1
+        self.opened += 1
+        self.conns.add(conn)
+        conn.state = ConnState.ACTIVE
+        host.busy += 1  # the connecting slot becomes a busy one (busy_total unchanged)
+        if self.closed:
+            self._drop_busy(host, conn)
+            return
+        waiter = self._next_waiter(host)
+        if waiter is not None:
+            waiter.fut.set_result(conn)
+            return
+        host.busy -= 1
+        self.busy_total -= 1
+        self._make_idle(host, conn, now)
+        self._pump_blocked()
+
+    def dial_failed(self, host: HostPool, exc: BaseException) -> None:
+        """A dial failed: its error goes to the longest waiter (if any), and dials resume."""
+        host.connecting -= 1
+        self.busy_total -= 1
+        waiter = self._next_waiter(host)
+        if waiter is not None:
+            waiter.fut.set_exception(exc)
+        self._pump(host)
+        self._pump_blocked()
+
+    # Idle expiry and shutdown ------------------------------------------------------------------
+
+    def expire_idle(self, now: float) -> float | None:
+        """Close idle sockets past `idle_timeout`; return when the next one expires (or None)."""
+        lru = self.idle_lru
+        while lru:
+            conn = next(iter(lru))
+            deadline = conn.idle_since + self.idle_timeout
+            if deadline > now:
+                return deadline
+            host = lru.popitem(last=False)[1]
+            del host.idle[conn]
+            self._close_popped_idle(host, conn)
+        return None
+
+    def close(self) -> list[Connection]:
+        """Refuse new requests, fail waiters; return every open connection (for closing)."""
+        self.closed = True
+        exc = ClientClosed("the client was closed while this request waited for a connection")
+        for host in self.hosts.values():
+            while (waiter := self._next_waiter(host)) is not None:
+                waiter.fut.set_exception(exc)
+            for conn in host.idle:
+                conn.disarm_idle_watch()
+                conn.state = ConnState.CLOSED
+            host.idle.clear()
+        self.idle_lru.clear()
+        conns = list(self.conns)
+        self.closed_count += len(self.conns)
+        for conn in conns:
+            conn.state = ConnState.CLOSED
+            self.hosts[conn.origin].busy = 0
+        self.conns.clear()
+        self.busy_total = sum(h.connecting for h in self.hosts.values())
+        return conns
+
+    # Introspection -----------------------------------------------------------------------------
+
+    def snapshot(self) -> PoolStats:
+        return PoolStats(
+            requests=self.requests,
+            connections_opened=self.opened,
+            connections_closed=self.closed_count,
+            reused=self.reused,
+            hosts={
+                str(key): HostStats(
+                    active=h.busy,
+                    idle=len(h.idle),
+                    connecting=h.connecting,
+                    waiting=h.n_waiting,
+                    opened=h.opened,
+                    reused=h.reused,
+                    requests=h.requests,
+                    streams=0,
+                )
+                for key, h in self.hosts.items()
+            },
+        )
+
+    # Internals ---------------------------------------------------------------------------------
+
+    def _next_waiter(self, host: HostPool) -> Waiter | None:
+        waiters = host.waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.live:
+                continue
+            waiter.live = False
+            host.n_waiting -= 1
+            if not waiter.fut.done():  # done = its task was cancelled and has not yet said so
+                return waiter
+        return None
+
+    def _make_idle(self, host: HostPool, conn: Connection, now: float) -> None:
+        if not conn.is_reusable():
+            self._forget(conn)
+            self.to_close.append(conn)
+            self._pump(host)
+            return
+        conn.state = ConnState.IDLE
+        conn.idle_since = now
+        conn.arm_idle_watch()
+        host.idle[conn] = None
+        self.idle_lru[conn] = host
+        while len(host.idle) > self.max_idle_per_host:
+            oldest = host.idle.popitem(last=False)[0]
+            del self.idle_lru[oldest]
+            self._close_popped_idle(host, oldest)
+        while len(self.idle_lru) > self.max_idle:
+            oldest, owner = self.idle_lru.popitem(last=False)
+            del owner.idle[oldest]
+            self._close_popped_idle(owner, oldest)
+
+    def _drop_busy(self, host: HostPool, conn: Connection) -> None:
+        host.busy -= 1
+        self.busy_total -= 1
+        self._forget(conn)
+        self._pump(host)
+        self._pump_blocked()
+
+    def _close_idle(self, host: HostPool, conn: Connection) -> None:
+        del self.idle_lru[conn]
+        self._close_popped_idle(host, conn)
+
+    def _close_popped_idle(self, host: HostPool, conn: Connection) -> None:
+        conn.disarm_idle_watch()
+        self._forget(conn)
+        self.to_close.append(conn)
+
+    def _forget(self, conn: Connection) -> None:
+        conn.state = ConnState.CLOSED
+        self.conns.discard(conn)
+        self.closed_count += 1
+
+    def _pump(self, host: HostPool) -> None:
+        """Start dials for waiters not yet covered by one, within both caps."""
+        need = host.n_waiting - host.connecting
+        per_host = self.max_per_host
+        cap = self.max_connections
+        while need > 0:
+            if per_host is not None and host.total >= per_host:
+                return
+            if cap is not None and self.busy_total >= cap:
+                if not host.blocked:
+                    host.blocked = True
+                    self.blocked.append(host)
+                return
+            host.connecting += 1
+            self.busy_total += 1
+            self.to_dial.append(host)
+            need -= 1
+
+    def _pump_blocked(self) -> None:
+        cap = self.max_connections
+        blocked = self.blocked
+        while blocked and (cap is None or self.busy_total < cap):
+            host = blocked.popleft()
+            host.blocked = False
+            self._pump(host)

@@ -1,0 +1,94 @@
+"""Introspection: what a response's connection was, what the pool holds, what happened when.
+
+All are frozen snapshots (as anyio's `LockStatistics`): reading one never races the pool.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+__all__ = ("ConnInfo", "HostStats", "PoolStats", "TraceEvent", "TraceHook", "TraceName")
+
+
+@dataclass(frozen=True, slots=True)
+class ConnInfo:
+    """How a response's connection was obtained (Go's `httptrace.GotConnInfo`).
+
+    - `id`: the connection's number within its client (1, 2, ...);
+    - `reused`: the socket had carried an earlier request;
+    - `was_idle`: it was taken from the idle pool (rather than freshly dialed or handed over
+      directly by the request that released it);
+    - `idle_time`: seconds it had been idle when taken (0.0 unless `was_idle`);
+    - `http_version`: "HTTP/1.1" or "HTTP/2".
+    """
+
+    id: int
+    reused: bool
+    was_idle: bool
+    idle_time: float
+    http_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class HostStats:
+    """One origin's pool. `active` counts sockets carrying a request now."""
+
+    active: int
+    idle: int
+    connecting: int
+    waiting: int
+    opened: int
+    reused: int
+    requests: int
+    streams: int
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStats:
+    """The whole client. `hosts` is keyed by origin, e.g. "https://example.org:443"."""
+
+    requests: int
+    connections_opened: int
+    connections_closed: int
+    reused: int
+    hosts: dict[str, HostStats] = field(default_factory=dict)
+
+    @property
+    def active(self) -> int:
+        return sum(h.active for h in self.hosts.values())
+
+    @property
+    def idle(self) -> int:
+        return sum(h.idle for h in self.hosts.values())
+
+    @property
+    def connecting(self) -> int:
+        return sum(h.connecting for h in self.hosts.values())
+
+    @property
+    def waiting(self) -> int:
+        return sum(h.waiting for h in self.hosts.values())
+
+
+TraceName = Literal[
+    "connect_start",  # info: origin
+    "connect_done",  # info: origin, conn_id, error (None on success)
+    "tls_done",  # info: origin, conn_id, version, alpn, cipher
+    "got_conn",  # info: origin, conn_id, reused, was_idle, idle_time
+    "wrote_request",  # info: origin, conn_id, method, target
+    "first_byte",  # info: origin, conn_id
+]
+
+
+@dataclass(frozen=True, slots=True)
+class TraceEvent:
+    """One step of a request's or a dial's life, given to the client's `trace` hook."""
+
+    name: TraceName
+    time: float  # loop.time() when it happened
+    info: dict[str, Any]
+
+
+class TraceHook(Protocol):
+    def __call__(self, event: TraceEvent, /) -> None: ...

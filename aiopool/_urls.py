@@ -1,0 +1,165 @@
+"""URLs: parsed once, validated strictly, and turned into the pieces the wire needs.
+
+Rules kept here:
+- only `http` and `https` (anything else is `InvalidURL`, before any socket is opened);
+- a host is required; ports are 1..65535; default ports are filled in from the scheme;
+- no ASCII control characters or whitespace anywhere (RFC 3986 section 2: they are never valid
+  in a URI, and a raw CR/LF in the target is how request smuggling starts);
+- non-ASCII host names are IDNA-encoded; non-ASCII in path or query is percent-encoded (UTF-8),
+  as browsers and RFC 3987 section 3.1 do.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
+from urllib.parse import quote, urlencode, urlsplit
+
+from ._exceptions import InvalidURL
+
+__all__ = ("URL", "Origin", "QueryParams")
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+# Control characters (C0 and DEL) and space are never legal in a URL on the wire.
+_FORBIDDEN = re.compile(r"[\x00-\x20\x7f]")
+# Characters left alone when percent-encoding path and query (RFC 3986 reserved + unreserved + %).
+_SAFE = "!#$%&'()*+,/:;=?@[]~"
+
+QueryValue = str | int | float | bool | None
+QueryParams = (
+    Mapping[str, QueryValue | Sequence[QueryValue]] | Sequence[tuple[str, QueryValue]] | str
+)
+
+
+class Origin(NamedTuple):
+    """Where a connection goes: the part of a URL a socket is made for."""
+
+    scheme: str
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+
+class URL:
+    """An absolute http(s) URL, immutable and validated.
+
+    Raises `InvalidURL` for anything that could not safely be sent.
+    """
+
+    __slots__ = ("_str", "host_header", "origin", "target")
+
+    origin: Origin
+    target: bytes  # the request-target: path plus query, percent-encoded ASCII
+    host_header: bytes  # value for the Host header (port omitted when default)
+    _str: str
+
+    def __init__(self, url: str) -> None:
+        self.origin, self.target, self.host_header, self._str = _parse(url)
+
+    @property
+    def scheme(self) -> str:
+        return self.origin.scheme
+
+    @property
+    def host(self) -> str:
+        return self.origin.host
+
+    @property
+    def port(self) -> int:
+        return self.origin.port
+
+    @property
+    def path(self) -> str:
+        return self.target.decode("ascii").partition("?")[0]
+
+    @property
+    def query(self) -> str:
+        return self.target.decode("ascii").partition("?")[2]
+
+    def copy_merge_params(self, params: QueryParams) -> URL:
+        """Return a new URL with `params` appended to the query string."""
+        extra = params if isinstance(params, str) else urlencode(_flatten(params), doseq=False)
+        if not extra:
+            return self
+        head, _, _ = self._str.partition("#")
+        joiner = "&" if "?" in head else "?"
+        return URL(head + joiner + extra)
+
+    def __str__(self) -> str:
+        return self._str
+
+    def __repr__(self) -> str:
+        return f"URL({self._str!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, URL):
+            return self._str == other._str
+        if isinstance(other, str):
+            return self._str == other
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._str)
+
+
+def _flatten(params: Mapping[str, object] | Sequence[tuple[str, object]]) -> list[tuple[str, str]]:
+    items = params.items() if isinstance(params, Mapping) else params
+    out: list[tuple[str, str]] = []
+    for key, value in items:
+        values = value if isinstance(value, list | tuple) else (value,)
+        for v in values:
+            if v is None:
+                continue
+            text = ("true" if v else "false") if isinstance(v, bool) else str(v)
+            out.append((key, text))
+    return out
+
+
+@functools.lru_cache(maxsize=512)
+def _parse(url: str) -> tuple[Origin, bytes, bytes, str]:
+    # Cached: services call the same few URLs over and over, and urlsplit is not free.
+    if not isinstance(url, str):
+        raise InvalidURL(f"URL must be a str, not {type(url).__name__}")
+    if _FORBIDDEN.search(url):
+        raise InvalidURL(f"URL contains whitespace or control characters: {url!r}")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidURL(f"invalid URL {url!r}: {exc}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in DEFAULT_PORTS:
+        if not scheme:
+            raise InvalidURL(f"URL has no scheme (expected http:// or https://): {url!r}")
+        raise InvalidURL(f"unsupported URL scheme {scheme!r} (only http and https): {url!r}")
+    host = parts.hostname
+    if not host:
+        raise InvalidURL(f"URL has no host: {url!r}")
+    if port is None:
+        port = DEFAULT_PORTS[scheme]
+    elif port == 0:
+        raise InvalidURL(f"port 0 is not valid: {url!r}")
+    if ":" not in host:  # not an IPv6 literal
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError as exc:
+            raise InvalidURL(f"invalid host name {host!r}: {exc}") from None
+    path = quote(parts.path or "/", safe=_SAFE)
+    if not path.startswith("/"):
+        raise InvalidURL(f"URL path must be absolute: {url!r}")
+    target = path + ("?" + quote(parts.query, safe=_SAFE) if parts.query else "")
+    host_text = f"[{host}]" if ":" in host else host
+    host_header = host_text if port == DEFAULT_PORTS[scheme] else f"{host_text}:{port}"
+    userinfo = ""
+    if parts.username is not None:
+        userinfo = parts.netloc.rpartition("@")[0] + "@"
+    normal = f"{scheme}://{userinfo}{host_header}{target}"
+    if parts.fragment:
+        normal += "#" + parts.fragment
+    return Origin(scheme, host, port), target.encode("ascii"), host_header.encode("ascii"), normal
