@@ -1,0 +1,284 @@
+"""PoolState without sockets: the bookkeeping rules, step by step, with fake connections."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+import pytest
+
+import aiopool
+from aiopool._http11 import ConnState
+from aiopool._pool_state import PoolState, Waiter
+from aiopool._urls import Origin
+
+A = Origin("http", "a.test", 80)
+B = Origin("http", "b.test", 80)
+_ids = itertools.count(1)
+
+
+class FakeConn:
+    """Just enough of `Connection` for the books."""
+
+    http_version = "HTTP/1.1"
+    multiplexed = False
+
+    def __init__(self, origin: Origin) -> None:
+        self.id = next(_ids)
+        self.origin = origin
+        self.state = ConnState.ACTIVE
+        self.closed = False
+        self.requests = 0
+        self.idle_since = 0.0
+        self.got_response_bytes = False
+        self.reusable = True
+        self.watching = False
+
+    def is_reusable(self) -> bool:
+        return self.reusable and not self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def arm_idle_watch(self) -> None:
+        self.watching = True
+
+    def disarm_idle_watch(self) -> None:
+        self.watching = False
+
+
+def make_state(**kw: int | float | None) -> PoolState:
+    args: dict[str, int | float | None] = {
+        "max_connections": 100,
+        "max_connections_per_host": 2,
+        "max_idle_per_host": 2,
+        "max_idle": 10,
+        "idle_timeout": 90.0,
+    }
+    args.update(kw)
+    return PoolState(**args)  # type: ignore[arg-type]
+
+
+def dial(state: PoolState, origin: Origin, now: float = 0.0) -> FakeConn:
+    """Complete the oldest pending dial for `origin`."""
+    host = state.to_dial.pop(0)
+    assert host.key == origin
+    conn = FakeConn(origin)
+    state.dial_succeeded(host, conn, now)  # type: ignore[arg-type]
+    return conn
+
+
+async def test_first_request_queues_and_dials_once() -> None:
+    state = make_state()
+    got = state.checkout(A, None, 0.0)
+    assert isinstance(got, Waiter)
+    assert len(state.to_dial) == 1
+    conn = dial(state, A)
+    assert got.fut.result() is conn
+    assert conn.state is ConnState.ACTIVE
+    snap = state.snapshot().hosts[str(A)]
+    assert (snap.active, snap.idle, snap.connecting, snap.waiting) == (1, 0, 0, 0)
+
+
+async def test_released_connection_is_reused_most_recent_first() -> None:
+    state = make_state()
+    w1 = state.checkout(A, None, 0.0)
+    w2 = state.checkout(A, None, 0.0)
+    assert isinstance(w1, Waiter) and isinstance(w2, Waiter)
+    c1, c2 = dial(state, A), dial(state, A)
+    state.checkin(c1, 1.0)  # type: ignore[arg-type]
+    state.checkin(c2, 2.0)  # type: ignore[arg-type]
+    assert c1.state is ConnState.IDLE and c1.watching
+    assert state.checkout(A, None, 3.0) is c2  # MRU
+    assert not c2.watching
+    assert state.checkout(A, None, 3.0) is c1
+    assert state.reused == 2
+
+
+async def test_per_host_cap_queues_and_late_binds_to_longest_waiter() -> None:
+    state = make_state(max_connections_per_host=1)
+    first = state.checkout(A, None, 0.0)
+    second = state.checkout(A, None, 0.0)
+    third = state.checkout(A, None, 0.0)
+    assert isinstance(first, Waiter) and isinstance(second, Waiter) and isinstance(third, Waiter)
+    assert len(state.to_dial) == 1  # the cap allows one socket
+    conn = dial(state, A)
+    assert first.fut.result() is conn
+    state.checkin(conn, 1.0)  # type: ignore[arg-type]
+    assert second.fut.result() is conn  # handed over directly, never idle
+    assert not third.fut.done()
+    assert state.hosts[A].busy == 1 and not state.hosts[A].idle
+
+
+async def test_late_binding_serves_waiter_whose_dial_is_still_running() -> None:
+    state = make_state(max_connections_per_host=2)
+    w1 = state.checkout(A, None, 0.0)
+    assert isinstance(w1, Waiter)
+    c1 = dial(state, A)
+    w2 = state.checkout(A, None, 0.0)  # starts a second dial
+    assert isinstance(w2, Waiter) and len(state.to_dial) == 1
+    state.checkin(c1, 1.0)  # type: ignore[arg-type]
+    assert w2.fut.result() is c1  # the freed socket wins over the dial
+    c2 = dial(state, A, now=2.0)  # the dial lands with nobody waiting: it goes idle
+    assert c2.state is ConnState.IDLE
+    assert state.hosts[A].total == 2
+
+
+async def test_cancelled_waiter_is_skipped_and_does_not_leak() -> None:
+    state = make_state(max_connections_per_host=1)
+    w1 = state.checkout(A, None, 0.0)
+    w2 = state.checkout(A, None, 0.0)
+    w3 = state.checkout(A, None, 0.0)
+    assert isinstance(w1, Waiter) and isinstance(w2, Waiter) and isinstance(w3, Waiter)
+    conn = dial(state, A)
+    w2.fut.cancel()  # its task was cancelled before the pool heard of it
+    state.checkin(conn, 1.0)  # type: ignore[arg-type]
+    assert w3.fut.result() is conn
+    state.abandon(w2)  # the cancelled task reports late: a no-op
+    assert state.hosts[A].n_waiting == 0
+
+
+async def test_expired_and_server_closed_idle_sockets_are_never_handed_out() -> None:
+    state = make_state(idle_timeout=10.0)
+    waiters = [state.checkout(A, None, 0.0) for _ in range(2)]
+    c1, c2 = dial(state, A), dial(state, A)
+    assert all(isinstance(w, Waiter) for w in waiters)
+    state.checkin(c1, 0.0)  # type: ignore[arg-type]
+    state.checkin(c2, 5.0)  # type: ignore[arg-type]
+    c2.reusable = False  # the server closed it while idle, unnoticed until now
+    got = state.checkout(A, None, 12.0)  # c2 broken, c1 expired (idle 12 s > 10 s)
+    assert isinstance(got, Waiter)
+    assert set(state.to_close) == {c1, c2}
+    assert state.hosts[A].total == 1  # only the new dial
+
+
+async def test_expire_idle_sweeps_oldest_first() -> None:
+    state = make_state(idle_timeout=10.0, max_connections_per_host=3, max_idle_per_host=3)
+    waiters = [state.checkout(A, None, 0.0) for _ in range(3)]
+    conns = [dial(state, A) for _ in waiters]
+    for t, conn in enumerate(conns):
+        state.checkin(conn, float(t))  # type: ignore[arg-type]
+    assert state.expire_idle(10.5) == 11.0
+    assert state.to_close == [conns[0]]
+    assert state.expire_idle(100.0) is None
+    assert len(state.to_close) == 3
+
+
+async def test_idle_caps_per_host_and_global_close_the_oldest() -> None:
+    state = make_state(max_connections_per_host=5, max_idle_per_host=2, max_idle=3)
+    waiters = [state.checkout(A, None, 0.0) for _ in range(3)]
+    a = [dial(state, A) for _ in waiters]
+    waiters = [state.checkout(B, None, 0.0) for _ in range(2)]
+    b = [dial(state, B) for _ in waiters]
+    for t, conn in enumerate(a + b):
+        state.checkin(conn, float(t))  # type: ignore[arg-type]
+    # A keeps its two newest; then the global cap of 3 drops A's oldest remaining.
+    assert a[0] in state.to_close and a[1] in state.to_close
+    assert len(state.idle_lru) == 3
+    assert list(state.hosts[A].idle) == [a[2]]
+
+
+async def test_global_cap_blocks_then_serves_other_host_fifo() -> None:
+    state = make_state(max_connections=1, max_connections_per_host=5)
+    wa = state.checkout(A, None, 0.0)
+    assert isinstance(wa, Waiter)
+    ca = dial(state, A)
+    wb = state.checkout(B, None, 0.0)
+    assert isinstance(wb, Waiter)
+    assert state.to_dial == []  # blocked by the global cap
+    assert state.snapshot().hosts[str(B)].waiting == 1
+    state.checkin(ca, 1.0)  # type: ignore[arg-type]  # A's socket goes idle: a global slot frees
+    cb = dial(state, B)
+    assert wb.fut.result() is cb
+
+
+async def test_dial_failure_goes_to_longest_waiter_and_dialing_resumes() -> None:
+    state = make_state(max_connections_per_host=1)
+    w1 = state.checkout(A, None, 0.0)
+    w2 = state.checkout(A, None, 0.0)
+    assert isinstance(w1, Waiter) and isinstance(w2, Waiter)
+    host = state.to_dial.pop()
+    state.dial_failed(host, aiopool.ConnectError("refused"))
+    with pytest.raises(aiopool.ConnectError):
+        w1.fut.result()
+    assert len(state.to_dial) == 1  # a new dial for w2
+    conn = dial(state, A)
+    assert w2.fut.result() is conn
+    assert state.busy_total == 1
+
+
+async def test_discard_of_busy_connection_frees_slot_for_waiter() -> None:
+    state = make_state(max_connections_per_host=1)
+    w1 = state.checkout(A, None, 0.0)
+    w2 = state.checkout(A, None, 0.0)
+    assert isinstance(w1, Waiter) and isinstance(w2, Waiter)
+    conn = dial(state, A)
+    state.discard(conn)  # type: ignore[arg-type]
+    state.discard(conn)  # type: ignore[arg-type]  # idempotent
+    assert len(state.to_dial) == 1
+    assert state.hosts[A].busy == 0 and state.busy_total == 1
+    assert state.closed_count == 1
+
+
+async def test_fresh_checkout_skips_idle_and_makes_room() -> None:
+    state = make_state(max_connections_per_host=1)
+    w = state.checkout(A, None, 0.0)
+    assert isinstance(w, Waiter)
+    conn = dial(state, A)
+    state.checkin(conn, 1.0)  # type: ignore[arg-type]
+    got = state.checkout(A, None, 2.0, fresh=True)
+    assert isinstance(got, Waiter)
+    assert state.to_close == [conn] and len(state.to_dial) == 1
+
+
+async def test_close_fails_waiters_and_returns_every_connection() -> None:
+    state = make_state(max_connections_per_host=1)
+    w1 = state.checkout(A, None, 0.0)
+    w2 = state.checkout(A, None, 0.0)
+    assert isinstance(w1, Waiter) and isinstance(w2, Waiter)
+    conn = dial(state, A)
+    assert state.close() == [conn]
+    with pytest.raises(aiopool.ClientClosed):
+        w2.fut.result()
+    with pytest.raises(aiopool.ClientClosed):
+        state.checkout(A, None, 0.0)
+
+
+async def test_abandon_storm_keeps_queue_bounded() -> None:
+    state = make_state(max_connections_per_host=1)
+    waiters = [state.checkout(A, None, 0.0) for _ in range(10_000)]
+    for w in waiters[1:]:
+        assert isinstance(w, Waiter)
+        state.abandon(w)
+    assert state.hosts[A].n_waiting == 1
+    assert len(state.hosts[A].waiters) <= 2 * 1 + 64 + 1
+
+
+async def test_release_cost_does_not_grow_with_queue_length() -> None:
+    """Invariant 2: 10,000 waiters must not make each release slower (O(1) per step).
+
+    Counted in operations, not time: each checkin pops exactly one entry off the queue's head,
+    so handing one connection along 10,000 waiters does 10,000 pops, not 10,000**2 / 2 scans.
+    """
+    state = make_state(max_connections_per_host=1)
+    waiters = [state.checkout(A, None, 0.0) for _ in range(10_000)]
+    conn = dial(state, A)
+    queue = state.hosts[A].waiters
+    for i in range(1, 10_000):
+        before = len(queue)
+        state.checkin(conn, float(i))  # type: ignore[arg-type]
+        assert len(queue) == before - 1
+        w = waiters[i]
+        assert isinstance(w, Waiter) and w.fut.done()
+    assert state.hosts[A].n_waiting == 0
+
+
+def test_waiter_futures_are_created_lazily_per_loop() -> None:
+    state = make_state()
+
+    async def main() -> bool:
+        got = state.checkout(A, None, 0.0)
+        assert isinstance(got, Waiter)
+        return got.fut.get_loop() is asyncio.get_running_loop()
+
+    assert asyncio.run(main())
