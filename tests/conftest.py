@@ -1,0 +1,111 @@
+"""Shared fixtures: real servers for the client to talk to.
+
+All servers are session-scoped: they run outside the tests' event loops (FaultServer and
+BlackholeServer in their own threads, nginx in its own process), so one instance serves every
+test. Tests therefore must not assume absolute counter values on a shared server; use
+``fresh_fault_server`` to start from zeroed counters, and compare ``X-Conn-Id`` values with each
+other rather than with fixed numbers.
+
+Tests that use the ``nginx`` fixture are marked ``nginx`` automatically (see
+``pytest_collection_modifyitems``), so ``pytest -m "not nginx"`` deselects them. Without an
+nginx binary they are skipped, except under CI where that is a failure.
+
+This module must not import aiopool: the rig has to work while the library is being written.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trustme
+
+from tests.rig.fault_server import BlackholeServer, FaultServer, server_ssl_context
+from tests.rig.nginx import Nginx, find_nginx
+
+
+def _running_under_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Mark by fixture use so nobody has to remember the marker for -m selection to work.
+    for item in items:
+        if "nginx" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.nginx)
+
+
+@pytest.fixture(scope="session")
+def tls_ca() -> trustme.CA:
+    """The CA that issued every server certificate in the rig."""
+    return trustme.CA()
+
+
+@pytest.fixture(scope="session")
+def ca_path(tls_ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Path of the CA certificate (PEM), for ``verify=ca_path``-style client options."""
+    path: Path = tmp_path_factory.mktemp("tls") / "ca.pem"
+    tls_ca.cert_pem.write_to_path(str(path))
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def client_ssl_context(tls_ca: trustme.CA) -> ssl.SSLContext:
+    """A client context trusting ``tls_ca``. Shared: build your own to change settings."""
+    context = ssl.create_default_context()
+    tls_ca.configure_trust(context)
+    return context
+
+
+@pytest.fixture(scope="session")
+def fault_server() -> Iterator[FaultServer]:
+    """Plain-HTTP FaultServer at ``fault_server.url``."""
+    server = FaultServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fresh_fault_server(fault_server: FaultServer) -> FaultServer:
+    """The session's ``fault_server`` with its counters zeroed for this test."""
+    fault_server.reset()
+    return fault_server
+
+
+@pytest.fixture(scope="session")
+def tls_fault_server(tls_ca: trustme.CA) -> Iterator[FaultServer]:
+    """FaultServer over TLS (ALPN http/1.1) at ``https://localhost:PORT``, cert from tls_ca."""
+    server = FaultServer(ssl_context=server_ssl_context(tls_ca))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def blackhole() -> Iterator[BlackholeServer]:
+    """Accepts connections and never answers."""
+    server = BlackholeServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def nginx(tls_ca: trustme.CA) -> Iterator[Nginx]:
+    """A real nginx (HTTP/1.1, HTTPS with h2, h2c); its certificate is issued by tls_ca."""
+    if find_nginx() is None:
+        if _running_under_ci():
+            pytest.fail(
+                "nginx is required under CI (CI is set) but was not found on PATH or in the "
+                "sbin directories; .ci/run installs it",
+                pytrace=False,
+            )
+        pytest.skip("nginx not installed")
+    server = Nginx(tls_ca)
+    server.start()
+    yield server
+    server.stop()

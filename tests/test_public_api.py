@@ -1,0 +1,298 @@
+"""The public surface fixed by DESIGN.md: names, fields, the exception tree, the lifecycle."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.resources
+import inspect
+import tomllib
+from pathlib import Path
+
+import pytest
+
+import aiopool
+from tests.helpers import assert_settled
+from tests.rig.fault_server import FaultServer
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+# __all__ ---------------------------------------------------------------------------------------
+
+
+def test_all_is_a_tuple_of_unique_existing_names() -> None:
+    assert isinstance(aiopool.__all__, tuple)
+    assert len(set(aiopool.__all__)) == len(aiopool.__all__)
+    missing = [name for name in aiopool.__all__ if not hasattr(aiopool, name)]
+    assert missing == []
+
+
+def test_every_public_class_and_function_is_in_all() -> None:
+    # anyio's test_all_attributes idea: nothing public is exported by accident or forgotten.
+    public = {
+        name
+        for name, value in vars(aiopool).items()
+        if not name.startswith("_")
+        and (inspect.isclass(value) or inspect.isfunction(value))
+        and value.__module__.startswith("aiopool")
+    }
+    assert public - set(aiopool.__all__) == set()
+    # ...and everything exported besides __version__ is such a class or function.
+    assert set(aiopool.__all__) - public == {"__version__"}
+
+
+def test_exports_are_reexported_from_private_modules() -> None:
+    for name in aiopool.__all__:
+        value = getattr(aiopool, name)
+        if inspect.isclass(value):
+            assert value.__module__.startswith("aiopool._"), name
+            assert value.__name__ == name
+
+
+def test_version_is_a_string() -> None:
+    assert isinstance(aiopool.__version__, str)
+    assert aiopool.__version__.count(".") >= 1
+
+
+# Names fixed by DESIGN.md ----------------------------------------------------------------------
+
+
+def test_client_constructor_options() -> None:
+    params = inspect.signature(aiopool.Client).parameters
+    for name in (
+        "max_connections",
+        "max_connections_per_host",
+        "max_idle_per_host",
+        "idle_timeout",
+        "http2",
+        "timeout",
+        "verify",
+    ):
+        assert name in params, name
+        assert params[name].kind is inspect.Parameter.KEYWORD_ONLY, name
+    defaults = {name: p.default for name, p in params.items()}
+    assert defaults["max_connections"] == 100
+    assert defaults["max_connections_per_host"] == 10
+    assert defaults["max_idle_per_host"] == 10
+    assert defaults["idle_timeout"] == 90.0
+    assert defaults["http2"] is True
+    assert defaults["verify"] is True
+
+
+@pytest.mark.parametrize(
+    "method", ["get", "head", "post", "put", "patch", "delete", "options", "request", "stream"]
+)
+def test_client_request_methods(method: str) -> None:
+    func = getattr(aiopool.Client, method)
+    assert callable(func)
+    if method in ("request", "stream"):
+        params = inspect.signature(func).parameters
+        assert list(params)[:3] == ["self", "method", "url"]
+        for keyword in ("headers", "params", "content", "json", "timeout"):
+            assert params[keyword].kind is inspect.Parameter.KEYWORD_ONLY, keyword
+    if method != "stream":
+        assert inspect.iscoroutinefunction(func)
+    else:
+        assert not inspect.iscoroutinefunction(func)  # `async with client.stream(...)`
+
+
+def test_client_lifecycle_methods() -> None:
+    assert inspect.iscoroutinefunction(aiopool.Client.aclose)
+    assert callable(aiopool.Client.stats)
+    assert hasattr(aiopool.Client, "__aenter__")
+    assert hasattr(aiopool.Client, "__aexit__")
+
+
+def test_response_attributes() -> None:
+    request = aiopool.Request("GET", aiopool.URL("http://example.org/"), aiopool.Headers())
+    info = aiopool.ConnInfo(1, False, False, 0.0, "HTTP/1.1")
+    resp = aiopool.Response(200, request=request, conn_info=info, content=b"{}")
+    for name in (
+        "status_code",
+        "reason",
+        "headers",
+        "http_version",
+        "url",
+        "request",
+        "conn_info",
+        "content",
+        "text",
+        "encoding",
+        "is_success",
+        "is_closed",
+    ):
+        assert hasattr(resp, name), name
+    for name in ("json", "raise_for_status"):
+        assert callable(getattr(resp, name)), name
+    for name in ("aread", "aclose"):
+        assert inspect.iscoroutinefunction(getattr(resp, name)), name
+    assert inspect.isasyncgenfunction(aiopool.Response.aiter_bytes)
+
+
+def test_timeout_fields() -> None:
+    fields = [f.name for f in dataclasses.fields(aiopool.Timeout)]
+    assert fields == ["connect", "read", "write", "pool"]
+    assert callable(aiopool.Timeout.coerce)
+
+
+@pytest.mark.parametrize(
+    ("cls", "names"),
+    [
+        (aiopool.ConnInfo, ["id", "reused", "was_idle", "idle_time", "http_version"]),
+        (
+            aiopool.PoolStats,
+            ["requests", "connections_opened", "connections_closed", "reused", "hosts"],
+        ),
+        (
+            aiopool.HostStats,
+            ["active", "idle", "connecting", "waiting", "opened", "reused", "requests", "streams"],
+        ),
+    ],
+)
+def test_introspection_types_are_frozen_dataclasses(cls: type, names: list[str]) -> None:
+    assert dataclasses.is_dataclass(cls)
+    assert [f.name for f in dataclasses.fields(cls)] == names
+    assert cls.__dataclass_params__.frozen  # type: ignore[attr-defined]
+
+
+def test_introspection_snapshots_cannot_be_changed() -> None:
+    info = aiopool.ConnInfo(1, True, True, 0.5, "HTTP/1.1")
+    host = aiopool.HostStats(0, 1, 0, 0, 1, 1, 2, 0)
+    stats = aiopool.PoolStats(2, 1, 0, 1, {"http://h:80": host})
+    for obj, field in ((info, "reused"), (host, "idle"), (stats, "requests")):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(obj, field, 99)
+    assert (stats.active, stats.idle, stats.connecting, stats.waiting) == (0, 1, 0, 0)
+
+
+# The exception tree ----------------------------------------------------------------------------
+
+EXCEPTIONS = [
+    value
+    for name in aiopool.__all__
+    if inspect.isclass(value := getattr(aiopool, name)) and issubclass(value, BaseException)
+]
+
+
+def test_design_md_exception_names_exist() -> None:
+    for name in (
+        "AiopoolError",
+        "ConnectError",
+        "ConnectTimeout",
+        "ReadTimeout",
+        "WriteTimeout",
+        "PoolTimeout",
+        "RemoteProtocolError",
+        "LocalProtocolError",
+        "InvalidURL",
+    ):
+        assert getattr(aiopool, name) in EXCEPTIONS
+
+
+@pytest.mark.parametrize("exc", EXCEPTIONS, ids=lambda e: e.__name__)
+def test_every_exception_derives_from_aiopool_error(exc: type[BaseException]) -> None:
+    assert issubclass(exc, aiopool.AiopoolError)
+    assert issubclass(exc, Exception)  # never BaseException-only: `except Exception` sees them
+
+
+@pytest.mark.parametrize(
+    ("exc", "parent"),
+    [
+        (aiopool.ConnectTimeout, aiopool.TimeoutException),
+        (aiopool.ReadTimeout, aiopool.TimeoutException),
+        (aiopool.WriteTimeout, aiopool.TimeoutException),
+        (aiopool.PoolTimeout, aiopool.TimeoutException),
+        (aiopool.TimeoutException, aiopool.TransportError),
+        (aiopool.ConnectError, aiopool.NetworkError),
+        (aiopool.ReadError, aiopool.NetworkError),
+        (aiopool.WriteError, aiopool.NetworkError),
+        (aiopool.NetworkError, aiopool.TransportError),
+        (aiopool.RemoteProtocolError, aiopool.ProtocolError),
+        (aiopool.LocalProtocolError, aiopool.ProtocolError),
+        (aiopool.ProtocolError, aiopool.TransportError),
+        (aiopool.StreamConsumed, aiopool.StreamError),
+        (aiopool.StreamClosed, aiopool.StreamError),
+    ],
+    ids=lambda e: e.__name__,
+)
+def test_exception_tree(exc: type[Exception], parent: type[Exception]) -> None:
+    assert issubclass(exc, parent)
+
+
+def test_exception_families_do_not_overlap() -> None:
+    assert not issubclass(aiopool.ConnectTimeout, aiopool.NetworkError)
+    assert not issubclass(aiopool.ConnectError, aiopool.TimeoutException)
+    assert not issubclass(aiopool.InvalidURL, aiopool.TransportError)
+    assert not issubclass(aiopool.ClientClosed, aiopool.TransportError)
+    assert not issubclass(aiopool.HTTPStatusError, aiopool.TransportError)
+
+
+def test_transport_errors_carry_an_optional_request() -> None:
+    exc = aiopool.ReadTimeout("timed out")
+    assert exc.request is None
+    request = aiopool.Request("GET", aiopool.URL("http://example.org/"), aiopool.Headers())
+    exc.request = request
+    assert exc.request is request
+
+
+# Packaging -------------------------------------------------------------------------------------
+
+
+def test_py_typed_ships_in_the_package() -> None:
+    assert importlib.resources.files("aiopool").joinpath("py.typed").is_file()
+    with (PROJECT_ROOT / "pyproject.toml").open("rb") as f:
+        config = tomllib.load(f)
+    assert "py.typed" in config["tool"]["setuptools"]["package-data"]["aiopool"]
+
+
+# Lifecycle -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def server(fresh_fault_server: FaultServer) -> FaultServer:
+    return fresh_fault_server
+
+
+async def test_async_with_closes_the_client(server: FaultServer) -> None:
+    async with aiopool.Client() as client:
+        assert not client.is_closed
+        await client.get(f"{server.url}/echo")
+        assert client.stats().idle == 1
+    assert client.is_closed
+    stats = client.stats()
+    assert stats.idle == 0
+    assert stats.connections_closed == stats.connections_opened == 1
+    assert await server.wait_for_async(lambda: server.open_connections() == 0)
+
+
+async def test_closed_client_refuses_new_requests(server: FaultServer) -> None:
+    async with aiopool.Client() as client:
+        await client.get(f"{server.url}/echo")
+    with pytest.raises(aiopool.ClientClosed):
+        await client.get(f"{server.url}/echo")
+    with pytest.raises(aiopool.ClientClosed):
+        client.stream("GET", f"{server.url}/echo")
+    with pytest.raises(aiopool.ClientClosed):
+        async with client:
+            pass
+    await client.aclose()  # idempotent
+    assert client.stats().requests == 1
+    assert server.connections_accepted == 1
+
+
+async def test_client_accepts_a_url_object(server: FaultServer) -> None:
+    async with aiopool.Client() as client:
+        resp = await client.get(aiopool.URL(f"{server.url}/echo?id=u"))
+        assert resp.json()["id"] == "u"
+
+
+async def test_repr_shows_the_pool_counts(server: FaultServer) -> None:
+    async with aiopool.Client() as client:
+        assert "0 idle" in repr(client)
+        await client.get(f"{server.url}/echo")
+        text = repr(client)
+        assert text.startswith("<aiopool.Client")
+        assert "0 active" in text
+        assert "1 idle" in text
+        assert "0 connecting" in text
+        assert_settled(client)

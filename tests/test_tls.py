@@ -1,0 +1,350 @@
+"""HTTPS: certificate and host name verification, SNI, handshake timeouts, the client's context.
+
+Verification stays on throughout (the trustme CA from conftest), except in the one test that
+shows what `verify=False` does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import pathlib
+import socket
+import ssl
+import threading
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, Self
+
+import pytest
+import trustme
+
+import aiopool
+from tests.helpers import assert_settled, eventually
+from tests.rig.fault_server import BlackholeServer, FaultServer, server_ssl_context
+
+
+@pytest.fixture
+def server(tls_fault_server: FaultServer) -> FaultServer:
+    tls_fault_server.reset()
+    return tls_fault_server
+
+
+class SNIServer:
+    """A TLS FaultServer (cert for localhost and 127.0.0.1) recording the SNI of each hello."""
+
+    def __init__(self, ca: trustme.CA) -> None:
+        context = server_ssl_context(ca)
+        context.sni_callback = self._on_sni
+        self._lock = threading.Lock()
+        self._names: list[str | None] = []
+        self.server = FaultServer(ssl_context=context)
+
+    def _on_sni(self, sock: ssl.SSLObject, name: str | None, context: ssl.SSLContext) -> None:
+        with self._lock:  # called on the server's thread
+            self._names.append(name)
+
+    def names(self) -> list[str | None]:
+        with self._lock:
+            names, self._names = self._names, []
+            return names
+
+
+@pytest.fixture(scope="module")
+def sni_server(tls_ca: trustme.CA) -> Iterator[SNIServer]:
+    recorder = SNIServer(tls_ca)
+    with recorder.server:
+        yield recorder
+
+
+@pytest.fixture(scope="module")
+def other_name_server(tls_ca: trustme.CA) -> Iterator[FaultServer]:
+    """A TLS FaultServer whose certificate (from the trusted CA) is for other.test only."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls_ca.issue_cert("other.test").configure_cert(context)
+    context.set_alpn_protocols(["http/1.1"])
+    with FaultServer(ssl_context=context) as server:
+        yield server
+
+
+def origin(server: FaultServer) -> str:
+    return f"https://localhost:{server.port}"
+
+
+def sockets_to(port: int) -> int | None:
+    """How many of this process's TCP sockets connect to 127.0.0.1:`port` (None: no procfs)."""
+    try:
+        fds = os.listdir("/proc/self/fd")
+        with open("/proc/net/tcp") as table:
+            rows = table.read().splitlines()[1:]
+    except OSError:
+        return None
+    inodes = set()
+    for fd in fds:
+        try:
+            link = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue  # closed meanwhile
+        if link.startswith("socket:["):
+            inodes.add(link[len("socket:[") : -1])
+    count = 0
+    for row in rows:
+        fields = row.split()
+        if int(fields[2].rpartition(":")[2], 16) == port and fields[9] in inodes:
+            count += 1
+    return count
+
+
+@contextlib.asynccontextmanager
+async def tls_client(port: int, **options: Any) -> AsyncIterator[aiopool.Client]:
+    """`aiopool.Client(**options)`; once closed, wait until its sockets to `port` are closed too.
+
+    Works around the bug test_aclose_closes_tls_sockets_without_waiting_for_the_peer shows:
+    `aclose()` returns while TLS sockets still wait for the server's close_notify, so a loop
+    closed right after the test (as pytest-asyncio does) leaks them, and `filterwarnings =
+    error` turns the leak into a random failure of a later test.
+    """
+    async with aiopool.Client(**options) as client:
+        yield client
+    if sockets_to(port) is not None:
+        await eventually(lambda: sockets_to(port) == 0)
+
+
+class MuteTLSServer:
+    """Answers one request over TLS, then neither reads nor closes until `release()`.
+
+    A peer that never answers our close_notify: wedged, or gone without a FIN reaching us.
+    """
+
+    def __init__(self, ca: trustme.CA) -> None:
+        self._context = server_ssl_context(ca)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(5.0)
+        self.port: int = self._listener.getsockname()[1]
+        self._released = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="MuteTLSServer", daemon=True)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+        self._thread.join(5.0)
+        self._listener.close()
+
+    def release(self) -> None:
+        self._released.set()
+
+    def _serve(self) -> None:
+        try:
+            conn, _ = self._listener.accept()
+        except OSError:
+            return
+        conn.settimeout(5.0)
+        try:
+            with self._context.wrap_socket(conn, server_side=True) as tls:
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    data = tls.recv(65536)
+                    if not data:
+                        return
+                    head += data
+                tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                self._released.wait(5.0)
+        except OSError:
+            pass  # the client gave up: fine
+        finally:
+            conn.close()
+
+
+# Verification that succeeds --------------------------------------------------------------------
+
+
+async def test_verify_with_ca_path_reuses_the_tls_socket(server: FaultServer, ca_path: str) -> None:
+    events: list[aiopool.TraceEvent] = []
+    async with tls_client(server.port, verify=ca_path, trace=events.append) as client:
+        first = await client.get(f"{server.url}/echo?id=1")
+        second = await client.get(f"{server.url}/echo?id=2")
+        assert [first.json()["id"], second.json()["id"]] == ["1", "2"]
+        assert first.http_version == second.http_version == "HTTP/1.1"
+        assert not first.conn_info.reused
+        assert second.conn_info.reused
+        assert second.conn_info.was_idle
+        assert second.headers["x-conn-id"] == first.headers["x-conn-id"]
+        stats = assert_settled(client)
+        assert (stats.connections_opened, stats.reused) == (1, 1)
+        assert stats.hosts[origin(server)].idle == 1
+    assert server.connections_accepted == 1
+    (tls_done,) = [e for e in events if e.name == "tls_done"]  # one handshake for two requests
+    assert tls_done.info["version"] in ("TLSv1.2", "TLSv1.3")
+    assert tls_done.info["alpn"] == "http/1.1"
+    assert tls_done.info["cipher"]
+
+
+async def test_verify_with_a_path_object(server: FaultServer, ca_path: str) -> None:
+    async with tls_client(server.port, verify=pathlib.Path(ca_path)) as client:
+        resp = await client.get(f"{server.url}/bytes/10")
+        assert resp.content == b"x" * 10
+
+
+async def test_verify_with_an_ssl_context(
+    server: FaultServer, client_ssl_context: ssl.SSLContext
+) -> None:
+    async with tls_client(server.port, verify=client_ssl_context) as client:
+        assert client._ssl_context is client_ssl_context  # used as given
+        first = await client.get(f"{server.url}/echo")
+        second = await client.get(f"{server.url}/echo")
+        assert second.conn_info.reused
+        assert second.headers["x-conn-id"] == first.headers["x-conn-id"]
+        assert_settled(client)
+
+
+async def test_certificate_valid_for_the_ip_literal(server: FaultServer, ca_path: str) -> None:
+    async with tls_client(server.port, verify=ca_path) as client:
+        resp = await client.get(f"https://127.0.0.1:{server.port}/echo")
+        assert resp.status_code == 200
+        assert f"https://127.0.0.1:{server.port}" in client.stats().hosts
+
+
+async def test_verify_false_skips_verification(other_name_server: FaultServer) -> None:
+    # Wrong name and an untrusted issuer (no CA given): still connects, as asked.
+    async with tls_client(other_name_server.port, verify=False) as client:
+        ctx = client._ssl_context
+        assert ctx.verify_mode == ssl.CERT_NONE
+        assert not ctx.check_hostname
+        resp = await client.get(f"{other_name_server.url}/echo?id=unverified")
+        assert resp.json()["id"] == "unverified"
+        assert_settled(client)
+
+
+# Verification that fails -----------------------------------------------------------------------
+
+
+async def test_system_store_does_not_trust_the_test_ca(server: FaultServer) -> None:
+    async with aiopool.Client() as client:  # verify=True: the system CA store
+        with pytest.raises(aiopool.ConnectError) as info:
+            await client.get(f"{server.url}/echo")
+        message = str(info.value)
+        assert "certificate verification failed" in message
+        assert f"localhost:{server.port}" in message
+        assert isinstance(info.value.__cause__, ssl.SSLCertVerificationError)
+        stats = assert_settled(client)
+        assert (stats.requests, stats.connections_opened) == (1, 0)
+        assert stats.hosts[origin(server)].idle == 0
+
+
+@pytest.mark.parametrize(
+    ("host", "reason"),
+    [("localhost", "hostname mismatch"), ("127.0.0.1", "ip address mismatch")],
+)
+async def test_certificate_for_another_name_is_refused(
+    other_name_server: FaultServer, ca_path: str, host: str, reason: str
+) -> None:
+    async with aiopool.Client(verify=ca_path) as client:
+        with pytest.raises(aiopool.ConnectError) as info:
+            await client.get(f"https://{host}:{other_name_server.port}/echo")
+        message = str(info.value)
+        assert "certificate" in message
+        assert reason in message.lower()
+        assert isinstance(info.value.__cause__, ssl.SSLCertVerificationError)
+        stats = assert_settled(client)
+        assert (stats.connections_opened, stats.idle) == (0, 0)
+
+
+async def test_plain_http_to_a_tls_port_is_a_protocol_error(server: FaultServer) -> None:
+    async with aiopool.Client() as client:
+        with pytest.raises(aiopool.RemoteProtocolError, match="without sending a response"):
+            await client.get(f"http://127.0.0.1:{server.port}/echo")
+        stats = assert_settled(client)
+        assert (stats.connections_opened, stats.connections_closed) == (1, 1)
+
+
+async def test_tls_handshake_timeout(blackhole: BlackholeServer, ca_path: str) -> None:
+    timeout = aiopool.Timeout(connect=0.2)
+    async with aiopool.Client(verify=ca_path, timeout=timeout) as client:
+        with pytest.raises(aiopool.ConnectTimeout) as info:
+            await client.get(f"https://127.0.0.1:{blackhole.port}/")
+        assert f"127.0.0.1:{blackhole.port}" in str(info.value)
+        stats = assert_settled(client)
+        assert (stats.requests, stats.connections_opened) == (1, 0)
+        # The half-made TLS socket was closed, not leaked. (The blackhole never reads, so it
+        # cannot see the close; look at our own descriptors instead.)
+        if sockets_to(blackhole.port) is not None:
+            await eventually(lambda: sockets_to(blackhole.port) == 0)
+
+
+# SNI and the client's context ------------------------------------------------------------------
+
+
+async def test_sni_names_the_host(sni_server: SNIServer, ca_path: str) -> None:
+    sni_server.names()
+    port = sni_server.server.port
+    async with tls_client(port, verify=ca_path) as client:
+        await client.get(f"https://localhost:{port}/echo")
+        assert sni_server.names() == ["localhost"]
+        # RFC 6066 section 3: no SNI for an IP literal.
+        await client.get(f"https://127.0.0.1:{port}/echo")
+        assert sni_server.names() == [None]
+
+
+async def test_one_ssl_context_per_client(server: FaultServer, ca_path: str) -> None:
+    async with (
+        tls_client(server.port, verify=ca_path) as client,
+        aiopool.Client(verify=ca_path) as other,
+    ):
+        ctx = client._ssl_context
+        assert ctx is not other._ssl_context
+        assert client._pool._ssl_context is ctx
+        assert ctx.minimum_version == ssl.TLSVersion.TLSv1_2
+        assert ctx.check_hostname
+        assert ctx.verify_mode == ssl.CERT_REQUIRED
+        for host in ("localhost", "127.0.0.1", "localhost"):
+            await client.get(f"https://{host}:{server.port}/echo")
+            assert client._ssl_context is ctx
+        assert assert_settled(client).connections_opened == 2  # one per origin
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Client.aclose() only calls transport.close(); on TLS that starts a graceful "
+    "shutdown which waits (up to asyncio's 30 s) for the peer's close_notify, so the socket "
+    "outlives aclose() and leaks (ResourceWarning) when the loop ends first",
+)
+async def test_aclose_closes_tls_sockets_without_waiting_for_the_peer(
+    tls_ca: trustme.CA, ca_path: str
+) -> None:
+    if sockets_to(0) is None:
+        pytest.skip("needs /proc/self/fd and /proc/net/tcp")
+    with MuteTLSServer(tls_ca) as mute:
+        async with aiopool.Client(verify=ca_path) as client:
+            resp = await client.get(f"https://localhost:{mute.port}/")
+            assert resp.content == b"ok"
+            assert sockets_to(mute.port) == 1
+        try:
+            await asyncio.sleep(0.05)  # dozens of loop iterations: a TCP close takes one
+            assert sockets_to(mute.port) == 0
+        finally:
+            mute.release()  # the server closes; our half-closed TLS socket then closes too
+            await eventually(lambda: sockets_to(mute.port) == 0)
+
+
+@pytest.mark.parametrize("verify", [True, False, "ca_path"])
+def test_tls_1_2_is_the_minimum(verify: bool | str, ca_path: str) -> None:
+    client = aiopool.Client(verify=ca_path if verify == "ca_path" else verify)
+    assert client._ssl_context.minimum_version == ssl.TLSVersion.TLSv1_2
+    assert not client.is_closed  # never used, nothing to close
+
+
+def test_missing_ca_bundle_fails_at_construction(tmp_path: pathlib.Path) -> None:
+    # A configuration mistake, not a transport failure: a plain FileNotFoundError, deliberately
+    # not an AiopoolError, raised before any request could be made.
+    missing = tmp_path / "no-such-ca.pem"
+    with pytest.raises(FileNotFoundError, match=r"no-such-ca\.pem") as info:
+        aiopool.Client(verify=str(missing))
+    assert not isinstance(info.value, aiopool.AiopoolError)
+
+
+def test_verify_of_the_wrong_type_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match="verify must be"):
+        aiopool.Client(verify=42)  # type: ignore[arg-type]
