@@ -42,6 +42,10 @@ __all__ = ("AsyncioStream", "NetworkStream", "open_stream")
 _READ_HIGH_WATER = 256 * 1024
 
 
+# How long a TLS socket may take to finish its close_notify exchange after we close it.
+_TLS_SHUTDOWN_TIMEOUT = 2.0
+
+
 class NetworkStream(Protocol):
     """A connected byte stream. Reads and writes raise aiopool's exceptions only."""
 
@@ -63,6 +67,10 @@ class NetworkStream(Protocol):
 
     def abort(self) -> None:
         """Close at once, discarding anything unsent. Idempotent, never raises."""
+        ...
+
+    async def wait_closed(self, timeout: float) -> None:
+        """Wait up to `timeout` for a `close()` to complete (TLS close_notify), then abort."""
         ...
 
     def is_idle_clean(self) -> bool:
@@ -87,6 +95,7 @@ class _StreamProtocol(asyncio.Protocol):
         "_exc",
         "_idle_callback",
         "_loop",
+        "_lost_waiter",
         "_paused_reading",
         "_paused_writing",
         "_read_waiter",
@@ -105,6 +114,7 @@ class _StreamProtocol(asyncio.Protocol):
         self._paused_reading = False
         self._paused_writing = False
         self._idle_callback: Callable[[], None] | None = None
+        self._lost_waiter: asyncio.Future[None] | None = None
         self.closed = False
         self.transport: asyncio.Transport | None = None
 
@@ -132,9 +142,9 @@ class _StreamProtocol(asyncio.Protocol):
         self._eof = True
         self._exc = exc
         self._wake_reader()
-        waiter = self._drain_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        for waiter in (self._drain_waiter, self._lost_waiter):
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
 
     def pause_writing(self) -> None:
         self._paused_writing = True
@@ -236,6 +246,19 @@ class AsyncioStream:
         self._proto._idle_callback = None
         self._transport.abort()
 
+    async def wait_closed(self, timeout: float) -> None:
+        proto = self._proto
+        if proto.closed:
+            return
+        waiter = proto._lost_waiter = self._loop.create_future()
+        handle = self._loop.call_later(timeout, _expire_quietly, waiter)
+        try:
+            await waiter
+        finally:
+            handle.cancel()
+            if not proto.closed:
+                self._transport.abort()  # the peer never answered our close_notify
+
     def is_idle_clean(self) -> bool:
         proto = self._proto
         return not proto._buffer and not proto._eof and not proto.closed
@@ -245,6 +268,11 @@ class AsyncioStream:
 
     def extra(self, name: str) -> Any:
         return self._transport.get_extra_info(name)
+
+
+def _expire_quietly(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def _expire(waiter: asyncio.Future[None], exc_type: type[Exception]) -> None:
@@ -278,6 +306,9 @@ async def open_stream(
                 server_hostname=server_hostname if ssl_context is not None else None,
                 # The overall deadline above bounds the handshake; asyncio's own default is 60 s.
                 ssl_handshake_timeout=None if ssl_context is None else (timeout or 60.0) + 1.0,
+                # After our close_notify, wait this long for the server's before aborting
+                # (asyncio's default, 30 s, keeps dead sockets around far too long).
+                ssl_shutdown_timeout=None if ssl_context is None else _TLS_SHUTDOWN_TIMEOUT,
             )
     except TimeoutError:
         raise ConnectTimeout(f"connecting to {host}:{port} timed out after {timeout}s") from None

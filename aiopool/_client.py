@@ -8,6 +8,7 @@ releases the connection on every path.
 from __future__ import annotations
 
 import json as jsonlib
+import ssl
 import sys
 from collections.abc import AsyncIterable
 from types import TracebackType
@@ -25,7 +26,7 @@ from ._headers import Headers, HeaderTypes, validate_header
 from ._models import Request, RequestContent, Response
 from ._pool import ConnectionPool
 from ._stats import PoolStats, TraceHook
-from ._tls import VerifyTypes, create_ssl_context
+from ._tls import VerifyTypes, check_verify, create_ssl_context
 from ._urls import URL, QueryParams
 
 __all__ = ("Client",)
@@ -65,14 +66,16 @@ class Client:
         self.http2 = http2
         # HTTP/2 is negotiated by ALPN once the h2 connection lands; until then offer HTTP/1.1
         # only, so a server never picks a protocol we would not speak.
-        self._ssl_context = create_ssl_context(verify, alpn=["http/1.1"])
+        check_verify(verify)
+        self._verify = verify
+        self._ssl_context_cache: ssl.SSLContext | None = None
         self._pool = ConnectionPool(
             max_connections=max_connections,
             max_connections_per_host=max_connections_per_host,
             max_idle_per_host=max_idle_per_host,
             max_idle=max_idle,
             idle_timeout=idle_timeout,
-            ssl_context=self._ssl_context,
+            ssl_context=self._get_ssl_context,
             trace=trace,
         )
         self._default_headers = _default_headers(Headers(headers) if headers else None)
@@ -80,6 +83,13 @@ class Client:
 
     def __repr__(self) -> str:
         return f"<aiopool.Client {self._pool!r}>"
+
+    def _get_ssl_context(self) -> ssl.SSLContext:
+        # Built on the first https dial, then reused by every connection of this client.
+        # (Loading the system CA store costs ~25 ms; a plain-HTTP client never pays it.)
+        if self._ssl_context_cache is None:
+            self._ssl_context_cache = create_ssl_context(self._verify, alpn=["http/1.1"])
+        return self._ssl_context_cache
 
     # Lifecycle ---------------------------------------------------------------------------------
 
@@ -251,7 +261,11 @@ class Client:
         origin = request.url.origin
         retried = False
         while True:
-            conn, info = await pool.acquire(origin, timeout, fresh=retried, count=not retried)
+            try:
+                conn, info = await pool.acquire(origin, timeout, fresh=retried, count=not retried)
+            except TransportError as exc:
+                exc.request = request
+                raise
             try:
                 head, body = await conn.send(request, timeout)
             except TransportError as exc:

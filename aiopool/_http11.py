@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import itertools
 from collections.abc import AsyncIterable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -41,8 +40,6 @@ __all__ = ("ConnState", "Connection", "ConnectionOwner", "HTTP11Connection", "Re
 # large cookies and CSP headers; httpcore uses 100 KiB, curl 100 KiB (CURL_MAX_HTTP_HEADER),
 # aiohttp 8 KiB per line. 100 KiB is generous for honest servers and bounds hostile ones.
 MAX_RESPONSE_HEAD = 100 * 1024
-
-_conn_ids = itertools.count(1)
 
 
 class ConnState(enum.Enum):
@@ -81,6 +78,8 @@ class Connection(Protocol):
     def is_reusable(self) -> bool: ...
 
     def close(self) -> None: ...
+
+    async def wait_closed(self, timeout: float) -> None: ...
 
     async def send(self, request: Request, timeout: Timeout) -> tuple[ResponseHead, BodyStream]:
         """Send `request`, return the response head and its body stream (see HTTP11Connection)."""
@@ -132,9 +131,10 @@ class HTTP11Connection:
         origin: Origin,
         owner: ConnectionOwner,
         *,
+        conn_id: int,
         trace: TraceHook | None = None,
     ) -> None:
-        self.id = next(_conn_ids)
+        self.id = conn_id
         self.origin = origin
         self.state = ConnState.ACTIVE
         self.closed = False
@@ -167,6 +167,10 @@ class HTTP11Connection:
         """Close the socket now. Idempotent; does not touch the pool."""
         self.closed = True
         self._stream.close()
+
+    async def wait_closed(self, timeout: float) -> None:
+        """After `close()`: wait up to `timeout` for the socket to finish closing, then abort."""
+        await self._stream.wait_closed(timeout)
 
     def _fail(self) -> None:
         """Abort the socket and tell the owner; for every error and cancellation path."""
@@ -245,10 +249,12 @@ class HTTP11Connection:
         while True:
             event = await self._next_event(timeout.read)
             if type(event) is h11.Response:
+                raw = list(event.headers)
+                _refuse_ambiguous_framing(raw)
                 return ResponseHead(
                     event.status_code,
                     event.reason.decode("latin-1"),
-                    Headers._from_raw(list(event.headers)),
+                    Headers._from_raw(raw),
                     "HTTP/1.1" if event.http_version == b"1.1" else "HTTP/1.0",
                 )
             if type(event) is h11.InformationalResponse:
@@ -363,6 +369,22 @@ class HTTP11Body:
         if not self._done:
             self._done = True
             self._conn._fail()
+
+
+def _refuse_ambiguous_framing(headers: list[tuple[bytes, bytes]]) -> None:
+    """RFC 9112 section 6.3: a response with both Transfer-Encoding and Content-Length "ought to
+    be handled as an error"; it is the classic response-splitting vector, so we refuse it (h11
+    lets Transfer-Encoding win). Two different Content-Length values h11 refuses itself."""
+    te = cl = False
+    for name, _ in headers:
+        if name == b"transfer-encoding":
+            te = True
+        elif name == b"content-length":
+            cl = True
+    if te and cl:
+        raise RemoteProtocolError(
+            "malformed HTTP/1.1 response: both Transfer-Encoding and Content-Length"
+        )
 
 
 def _describe(exc: h11.RemoteProtocolError, got_bytes: bool) -> str:

@@ -16,7 +16,13 @@ import warnings
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any, Protocol
 
-from ._exceptions import HTTPStatusError, LocalProtocolError, StreamClosed, StreamConsumed
+from ._exceptions import (
+    HTTPStatusError,
+    LocalProtocolError,
+    StreamClosed,
+    StreamConsumed,
+    TransportError,
+)
 from ._headers import Headers, validate_header
 from ._stats import ConnInfo
 from ._urls import URL
@@ -191,9 +197,11 @@ class Response:
         try:
             while chunk := await stream.receive():
                 yield chunk
-        except BaseException:
+        except BaseException as exc:
             self._stream = None
             stream.abort()
+            if isinstance(exc, TransportError) and exc.request is None:
+                exc.request = self.request
             raise
         self._stream = None
 

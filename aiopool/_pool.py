@@ -15,8 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import ssl
+from collections.abc import Callable
 from typing import TYPE_CHECKING
+
+import anyio
 
 from ._backend import open_stream
 from ._config import Timeout
@@ -32,6 +36,9 @@ if TYPE_CHECKING:
 
 __all__ = ("ConnectionPool",)
 
+# On shutdown, how long TLS sockets may take to exchange close_notify before being aborted.
+_CLOSE_GRACE = 0.25
+
 
 class ConnectionPool:
     """Connections to every origin of one client. Implements `ConnectionOwner`."""
@@ -44,7 +51,7 @@ class ConnectionPool:
         max_idle_per_host: int,
         max_idle: int,
         idle_timeout: float,
-        ssl_context: ssl.SSLContext | None,
+        ssl_context: Callable[[], ssl.SSLContext],
         trace: TraceHook | None = None,
     ) -> None:
         self._state = PoolState(
@@ -54,8 +61,9 @@ class ConnectionPool:
             max_idle=max_idle,
             idle_timeout=idle_timeout,
         )
-        self._ssl_context = ssl_context
+        self._ssl_context = ssl_context  # built on first use: plain-HTTP clients never pay for it
         self._trace = trace
+        self._conn_ids = itertools.count(1)
         self._dials: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -183,7 +191,7 @@ class ConnectionPool:
             stream = await open_stream(
                 origin.host,
                 origin.port,
-                ssl_context=self._ssl_context if tls else None,
+                ssl_context=self._ssl_context() if tls else None,
                 server_hostname=origin.host,
                 timeout=host.connect_timeout,
             )
@@ -201,7 +209,7 @@ class ConnectionPool:
             if isinstance(exc, asyncio.CancelledError):
                 raise
             return
-        conn = HTTP11Connection(stream, origin, self, trace=trace)
+        conn = HTTP11Connection(stream, origin, self, conn_id=next(self._conn_ids), trace=trace)
         # The server closed an idle socket, or sent something unsolicited (such as a 408):
         # either way it must leave the idle stack at once and never be handed out.
         conn.on_idle_event = functools.partial(self.discard, conn)
@@ -241,17 +249,25 @@ class ConnectionPool:
     # Shutdown ----------------------------------------------------------------------------------
 
     async def aclose(self) -> None:
-        """Close every connection, fail waiters with `ClientClosed`, cancel dials in flight."""
+        """Close every connection, fail waiters with `ClientClosed`, cancel dials in flight.
+
+        TLS sockets get a short grace (`_CLOSE_GRACE`) to exchange close_notify, then are
+        aborted: when this returns, no socket of the client is left open.
+        """
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
-        for conn in self._state.close():
+        conns = self._state.close()
+        for conn in conns:
             conn.close()
         dials = list(self._dials)
         for task in dials:
             task.cancel()
-        if dials:
-            await asyncio.gather(*dials, return_exceptions=True)
+        with anyio.CancelScope(shield=True):
+            if dials:
+                await asyncio.gather(*dials, return_exceptions=True)
+            if conns:
+                await asyncio.gather(*(c.wait_closed(_CLOSE_GRACE) for c in conns))
 
     # Tracing -----------------------------------------------------------------------------------
 

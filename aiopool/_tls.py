@@ -10,9 +10,24 @@ import os
 import ssl
 from typing import TypeAlias
 
-__all__ = ("VerifyTypes", "create_ssl_context")
+__all__ = ("VerifyTypes", "check_verify", "create_ssl_context")
 
 VerifyTypes: TypeAlias = "bool | str | os.PathLike[str] | ssl.SSLContext"
+
+
+def check_verify(verify: VerifyTypes) -> None:
+    """Refuse a bad `verify=` at construction, though the context itself is built lazily.
+
+    Raises `TypeError` for a wrong type and `FileNotFoundError` for a missing CA path.
+    """
+    if isinstance(verify, bool | ssl.SSLContext):
+        return
+    if isinstance(verify, str | os.PathLike):
+        path = os.fspath(verify)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"verify={path!r}: no such CA bundle file or directory")
+        return
+    raise TypeError(f"verify must be bool, a path or an ssl.SSLContext, not {verify!r}")
 
 
 def create_ssl_context(verify: VerifyTypes, *, alpn: list[str]) -> ssl.SSLContext:

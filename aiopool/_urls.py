@@ -60,6 +60,8 @@ class URL:
     _str: str
 
     def __init__(self, url: str) -> None:
+        if not isinstance(url, str):
+            raise InvalidURL(f"URL must be a str, not {type(url).__name__}")
         self.origin, self.target, self.host_header, self._str = _parse(url)
 
     @property
@@ -87,9 +89,9 @@ class URL:
         extra = params if isinstance(params, str) else urlencode(_flatten(params), doseq=False)
         if not extra:
             return self
-        head, _, _ = self._str.partition("#")
+        head, hash_, fragment = self._str.partition("#")
         joiner = "&" if "?" in head else "?"
-        return URL(head + joiner + extra)
+        return URL(head + joiner + extra + hash_ + fragment)
 
     def __str__(self) -> str:
         return self._str
@@ -124,8 +126,6 @@ def _flatten(params: Mapping[str, object] | Sequence[tuple[str, object]]) -> lis
 @functools.lru_cache(maxsize=512)
 def _parse(url: str) -> tuple[Origin, bytes, bytes, str]:
     # Cached: services call the same few URLs over and over, and urlsplit is not free.
-    if not isinstance(url, str):
-        raise InvalidURL(f"URL must be a str, not {type(url).__name__}")
     if _FORBIDDEN.search(url):
         raise InvalidURL(f"URL contains whitespace or control characters: {url!r}")
     try:

@@ -160,11 +160,6 @@ def test_url_class_refuses_non_str(url: Any) -> None:
         aiopool.URL(url)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="URL() hashes its argument for the lru_cache on _urls._parse before the isinstance "
-    "check, so an unhashable argument raises TypeError instead of InvalidURL",
-)
 def test_url_class_refuses_unhashable_non_str() -> None:
     with pytest.raises(aiopool.InvalidURL, match="must be a str"):
         aiopool.URL(["http://127.0.0.1/"])  # type: ignore[arg-type]
@@ -220,12 +215,6 @@ async def test_illegal_header_opens_no_connection(server: FaultServer, headers: 
     assert server.connections_accepted == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_headers.validate_header only refuses CR/LF/NUL; values h11 rejects (leading or "
-    "trailing whitespace, VT, FF) pass it and fail inside h11 after a socket was leased, which "
-    "spends (closes) an idle socket or dials a new one for a request that can never be sent",
-)
 @pytest.mark.parametrize(
     "value",
     [
@@ -328,12 +317,6 @@ async def test_malformed_response_on_a_reused_socket_is_not_retried(server: Faul
     assert server.connections_accepted == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a response with both Content-Length and Transfer-Encoding is accepted (h11 lets "
-    "TE win) and its socket is pooled; RFC 9112 section 6.3 says it 'ought to be handled as an "
-    "error' (response splitting)",
-)
 async def test_content_length_with_transfer_encoding_is_refused(server: FaultServer) -> None:
     async with aiopool.Client() as client:
         with pytest.raises(aiopool.RemoteProtocolError):
@@ -392,11 +375,6 @@ async def test_broken_body_while_streaming(
         assert not again.conn_info.reused
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="errors raised while iterating a streamed body (Response.aiter_bytes) do not get "
-    ".request set; only the non-streamed path in Client._send sets it",
-)
 async def test_broken_streamed_body_error_carries_request(server: FaultServer) -> None:
     async with aiopool.Client() as client:
         with pytest.raises(aiopool.RemoteProtocolError) as info:
@@ -440,11 +418,6 @@ async def test_connect_failure_does_not_poison_other_hosts(server: FaultServer) 
         assert_settled(client)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Client._send awaits pool.acquire outside its try block, so ConnectError, "
-    "ConnectTimeout and PoolTimeout never get .request set",
-)
 async def test_connect_error_carries_request() -> None:
     url = f"http://127.0.0.1:{closed_port()}/x"
     async with aiopool.Client() as client:

@@ -92,7 +92,9 @@ async def test_per_host_idle_cap(server: FaultServer) -> None:
 
 async def test_per_host_cap_makes_requests_wait(server: FaultServer) -> None:
     async with aiopool.Client(max_connections_per_host=2) as client:
-        tasks = [asyncio.create_task(client.get(f"{server.url}/delay?s=0.2&id={i}")) for i in range(6)]
+        tasks = [
+            asyncio.create_task(client.get(f"{server.url}/delay?s=0.2&id={i}")) for i in range(6)
+        ]
         await eventually(lambda: client.stats().waiting == 4)
         host = client.stats().hosts[f"http://127.0.0.1:{server.port}"]
         assert host.active + host.connecting == 2
@@ -326,7 +328,9 @@ async def test_crossed_responses_impossible_under_random_cancellation(
     async with aiopool.Client(max_connections_per_host=20) as client:
 
         async def one(i: int) -> None:
-            resp = await client.get(f"{server.url}/delay?s={rng.choice([0, 0, 0.001, 0.005])}&id={i}")
+            resp = await client.get(
+                f"{server.url}/delay?s={rng.choice([0, 0, 0.001, 0.005])}&id={i}"
+            )
             assert resp.json()["id"] == str(i)
 
         tasks = [asyncio.create_task(one(i)) for i in range(3000)]
@@ -338,7 +342,9 @@ async def test_crossed_responses_impossible_under_random_cancellation(
         assert all(isinstance(e, asyncio.CancelledError) for e in errors), errors[:3]
         assert len(errors) < len(tasks)
         stats = assert_settled(client)
-        assert stats.hosts[f"http://127.0.0.1:{server.port}"].opened <= 20 + stats.connections_closed
+        assert (
+            stats.hosts[f"http://127.0.0.1:{server.port}"].opened <= 20 + stats.connections_closed
+        )
         # Still works afterwards.
         resp = await client.get(f"{server.url}/echo?id=after")
         assert resp.json()["id"] == "after"

@@ -10,7 +10,6 @@ import pytest
 import aiopool
 from tests.helpers import assert_settled
 from tests.rig.nginx import STATIC_FILES, Nginx
-from tests.test_tls import tls_client
 
 pytestmark = pytest.mark.nginx
 
@@ -86,7 +85,7 @@ async def test_connection_close_is_honoured(nginx: Nginx) -> None:
 async def test_https_download(nginx: Nginx, ca_path: str, name: str) -> None:
     events: list[aiopool.TraceEvent] = []
     expected = nginx.file_bytes(name)
-    async with tls_client(nginx.https_port, verify=ca_path, trace=events.append) as client:
+    async with aiopool.Client(verify=ca_path, trace=events.append) as client:
         first = await client.get(f"{nginx.https_url}/{name}")
         second = await client.get(f"{nginx.https_url}/small.txt")
         # nginx offers h2, but the client offers only http/1.1 by ALPN for now.

@@ -8,7 +8,8 @@ import itertools
 import pytest
 
 import aiopool
-from aiopool._http11 import ConnState
+from aiopool._http11 import ConnState, ResponseHead
+from aiopool._models import BodyStream, Request
 from aiopool._pool_state import PoolState, Waiter
 from aiopool._urls import Origin
 
@@ -46,17 +47,30 @@ class FakeConn:
     def disarm_idle_watch(self) -> None:
         self.watching = False
 
+    async def wait_closed(self, timeout: float) -> None:
+        raise NotImplementedError  # the books never wait
 
-def make_state(**kw: int | float | None) -> PoolState:
-    args: dict[str, int | float | None] = {
-        "max_connections": 100,
-        "max_connections_per_host": 2,
-        "max_idle_per_host": 2,
-        "max_idle": 10,
-        "idle_timeout": 90.0,
-    }
-    args.update(kw)
-    return PoolState(**args)  # type: ignore[arg-type]
+    async def send(
+        self, request: Request, timeout: aiopool.Timeout
+    ) -> tuple[ResponseHead, BodyStream]:
+        raise NotImplementedError  # the books never send
+
+
+def make_state(
+    *,
+    max_connections: int | None = 100,
+    max_connections_per_host: int | None = 2,
+    max_idle_per_host: int = 2,
+    max_idle: int = 10,
+    idle_timeout: float = 90.0,
+) -> PoolState:
+    return PoolState(
+        max_connections=max_connections,
+        max_connections_per_host=max_connections_per_host,
+        max_idle_per_host=max_idle_per_host,
+        max_idle=max_idle,
+        idle_timeout=idle_timeout,
+    )
 
 
 def dial(state: PoolState, origin: Origin, now: float = 0.0) -> FakeConn:
@@ -64,7 +78,7 @@ def dial(state: PoolState, origin: Origin, now: float = 0.0) -> FakeConn:
     host = state.to_dial.pop(0)
     assert host.key == origin
     conn = FakeConn(origin)
-    state.dial_succeeded(host, conn, now)  # type: ignore[arg-type]
+    state.dial_succeeded(host, conn, now)
     return conn
 
 
@@ -86,8 +100,8 @@ async def test_released_connection_is_reused_most_recent_first() -> None:
     w2 = state.checkout(A, None, 0.0)
     assert isinstance(w1, Waiter) and isinstance(w2, Waiter)
     c1, c2 = dial(state, A), dial(state, A)
-    state.checkin(c1, 1.0)  # type: ignore[arg-type]
-    state.checkin(c2, 2.0)  # type: ignore[arg-type]
+    state.checkin(c1, 1.0)
+    state.checkin(c2, 2.0)
     assert c1.state is ConnState.IDLE and c1.watching
     assert state.checkout(A, None, 3.0) is c2  # MRU
     assert not c2.watching
@@ -104,7 +118,7 @@ async def test_per_host_cap_queues_and_late_binds_to_longest_waiter() -> None:
     assert len(state.to_dial) == 1  # the cap allows one socket
     conn = dial(state, A)
     assert first.fut.result() is conn
-    state.checkin(conn, 1.0)  # type: ignore[arg-type]
+    state.checkin(conn, 1.0)
     assert second.fut.result() is conn  # handed over directly, never idle
     assert not third.fut.done()
     assert state.hosts[A].busy == 1 and not state.hosts[A].idle
@@ -117,7 +131,7 @@ async def test_late_binding_serves_waiter_whose_dial_is_still_running() -> None:
     c1 = dial(state, A)
     w2 = state.checkout(A, None, 0.0)  # starts a second dial
     assert isinstance(w2, Waiter) and len(state.to_dial) == 1
-    state.checkin(c1, 1.0)  # type: ignore[arg-type]
+    state.checkin(c1, 1.0)
     assert w2.fut.result() is c1  # the freed socket wins over the dial
     c2 = dial(state, A, now=2.0)  # the dial lands with nobody waiting: it goes idle
     assert c2.state is ConnState.IDLE
@@ -132,7 +146,7 @@ async def test_cancelled_waiter_is_skipped_and_does_not_leak() -> None:
     assert isinstance(w1, Waiter) and isinstance(w2, Waiter) and isinstance(w3, Waiter)
     conn = dial(state, A)
     w2.fut.cancel()  # its task was cancelled before the pool heard of it
-    state.checkin(conn, 1.0)  # type: ignore[arg-type]
+    state.checkin(conn, 1.0)
     assert w3.fut.result() is conn
     state.abandon(w2)  # the cancelled task reports late: a no-op
     assert state.hosts[A].n_waiting == 0
@@ -143,8 +157,8 @@ async def test_expired_and_server_closed_idle_sockets_are_never_handed_out() -> 
     waiters = [state.checkout(A, None, 0.0) for _ in range(2)]
     c1, c2 = dial(state, A), dial(state, A)
     assert all(isinstance(w, Waiter) for w in waiters)
-    state.checkin(c1, 0.0)  # type: ignore[arg-type]
-    state.checkin(c2, 5.0)  # type: ignore[arg-type]
+    state.checkin(c1, 0.0)
+    state.checkin(c2, 5.0)
     c2.reusable = False  # the server closed it while idle, unnoticed until now
     got = state.checkout(A, None, 12.0)  # c2 broken, c1 expired (idle 12 s > 10 s)
     assert isinstance(got, Waiter)
@@ -157,7 +171,7 @@ async def test_expire_idle_sweeps_oldest_first() -> None:
     waiters = [state.checkout(A, None, 0.0) for _ in range(3)]
     conns = [dial(state, A) for _ in waiters]
     for t, conn in enumerate(conns):
-        state.checkin(conn, float(t))  # type: ignore[arg-type]
+        state.checkin(conn, float(t))
     assert state.expire_idle(10.5) == 11.0
     assert state.to_close == [conns[0]]
     assert state.expire_idle(100.0) is None
@@ -171,7 +185,7 @@ async def test_idle_caps_per_host_and_global_close_the_oldest() -> None:
     waiters = [state.checkout(B, None, 0.0) for _ in range(2)]
     b = [dial(state, B) for _ in waiters]
     for t, conn in enumerate(a + b):
-        state.checkin(conn, float(t))  # type: ignore[arg-type]
+        state.checkin(conn, float(t))
     # A keeps its two newest; then the global cap of 3 drops A's oldest remaining.
     assert a[0] in state.to_close and a[1] in state.to_close
     assert len(state.idle_lru) == 3
@@ -187,7 +201,7 @@ async def test_global_cap_blocks_then_serves_other_host_fifo() -> None:
     assert isinstance(wb, Waiter)
     assert state.to_dial == []  # blocked by the global cap
     assert state.snapshot().hosts[str(B)].waiting == 1
-    state.checkin(ca, 1.0)  # type: ignore[arg-type]  # A's socket goes idle: a global slot frees
+    state.checkin(ca, 1.0)  # A's socket goes idle: a global slot frees
     cb = dial(state, B)
     assert wb.fut.result() is cb
 
@@ -213,8 +227,8 @@ async def test_discard_of_busy_connection_frees_slot_for_waiter() -> None:
     w2 = state.checkout(A, None, 0.0)
     assert isinstance(w1, Waiter) and isinstance(w2, Waiter)
     conn = dial(state, A)
-    state.discard(conn)  # type: ignore[arg-type]
-    state.discard(conn)  # type: ignore[arg-type]  # idempotent
+    state.discard(conn)
+    state.discard(conn)  # idempotent
     assert len(state.to_dial) == 1
     assert state.hosts[A].busy == 0 and state.busy_total == 1
     assert state.closed_count == 1
@@ -225,7 +239,7 @@ async def test_fresh_checkout_skips_idle_and_makes_room() -> None:
     w = state.checkout(A, None, 0.0)
     assert isinstance(w, Waiter)
     conn = dial(state, A)
-    state.checkin(conn, 1.0)  # type: ignore[arg-type]
+    state.checkin(conn, 1.0)
     got = state.checkout(A, None, 2.0, fresh=True)
     assert isinstance(got, Waiter)
     assert state.to_close == [conn] and len(state.to_dial) == 1
@@ -266,7 +280,7 @@ async def test_release_cost_does_not_grow_with_queue_length() -> None:
     queue = state.hosts[A].waiters
     for i in range(1, 10_000):
         before = len(queue)
-        state.checkin(conn, float(i))  # type: ignore[arg-type]
+        state.checkin(conn, float(i))
         assert len(queue) == before - 1
         w = waiters[i]
         assert isinstance(w, Waiter) and w.fut.done()

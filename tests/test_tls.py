@@ -7,14 +7,13 @@ shows what `verify=False` does.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import pathlib
 import socket
 import ssl
 import threading
-from collections.abc import AsyncIterator, Iterator
-from typing import Any, Self
+from collections.abc import Iterator
+from typing import Self
 
 import pytest
 import trustme
@@ -95,21 +94,6 @@ def sockets_to(port: int) -> int | None:
     return count
 
 
-@contextlib.asynccontextmanager
-async def tls_client(port: int, **options: Any) -> AsyncIterator[aiopool.Client]:
-    """`aiopool.Client(**options)`; once closed, wait until its sockets to `port` are closed too.
-
-    Works around the bug test_aclose_closes_tls_sockets_without_waiting_for_the_peer shows:
-    `aclose()` returns while TLS sockets still wait for the server's close_notify, so a loop
-    closed right after the test (as pytest-asyncio does) leaks them, and `filterwarnings =
-    error` turns the leak into a random failure of a later test.
-    """
-    async with aiopool.Client(**options) as client:
-        yield client
-    if sockets_to(port) is not None:
-        await eventually(lambda: sockets_to(port) == 0)
-
-
 class MuteTLSServer:
     """Answers one request over TLS, then neither reads nor closes until `release()`.
 
@@ -163,7 +147,7 @@ class MuteTLSServer:
 
 async def test_verify_with_ca_path_reuses_the_tls_socket(server: FaultServer, ca_path: str) -> None:
     events: list[aiopool.TraceEvent] = []
-    async with tls_client(server.port, verify=ca_path, trace=events.append) as client:
+    async with aiopool.Client(verify=ca_path, trace=events.append) as client:
         first = await client.get(f"{server.url}/echo?id=1")
         second = await client.get(f"{server.url}/echo?id=2")
         assert [first.json()["id"], second.json()["id"]] == ["1", "2"]
@@ -183,7 +167,7 @@ async def test_verify_with_ca_path_reuses_the_tls_socket(server: FaultServer, ca
 
 
 async def test_verify_with_a_path_object(server: FaultServer, ca_path: str) -> None:
-    async with tls_client(server.port, verify=pathlib.Path(ca_path)) as client:
+    async with aiopool.Client(verify=pathlib.Path(ca_path)) as client:
         resp = await client.get(f"{server.url}/bytes/10")
         assert resp.content == b"x" * 10
 
@@ -191,8 +175,8 @@ async def test_verify_with_a_path_object(server: FaultServer, ca_path: str) -> N
 async def test_verify_with_an_ssl_context(
     server: FaultServer, client_ssl_context: ssl.SSLContext
 ) -> None:
-    async with tls_client(server.port, verify=client_ssl_context) as client:
-        assert client._ssl_context is client_ssl_context  # used as given
+    async with aiopool.Client(verify=client_ssl_context) as client:
+        assert client._get_ssl_context() is client_ssl_context  # used as given
         first = await client.get(f"{server.url}/echo")
         second = await client.get(f"{server.url}/echo")
         assert second.conn_info.reused
@@ -201,7 +185,7 @@ async def test_verify_with_an_ssl_context(
 
 
 async def test_certificate_valid_for_the_ip_literal(server: FaultServer, ca_path: str) -> None:
-    async with tls_client(server.port, verify=ca_path) as client:
+    async with aiopool.Client(verify=ca_path) as client:
         resp = await client.get(f"https://127.0.0.1:{server.port}/echo")
         assert resp.status_code == 200
         assert f"https://127.0.0.1:{server.port}" in client.stats().hosts
@@ -209,8 +193,8 @@ async def test_certificate_valid_for_the_ip_literal(server: FaultServer, ca_path
 
 async def test_verify_false_skips_verification(other_name_server: FaultServer) -> None:
     # Wrong name and an untrusted issuer (no CA given): still connects, as asked.
-    async with tls_client(other_name_server.port, verify=False) as client:
-        ctx = client._ssl_context
+    async with aiopool.Client(verify=False) as client:
+        ctx = client._get_ssl_context()
         assert ctx.verify_mode == ssl.CERT_NONE
         assert not ctx.check_hostname
         resp = await client.get(f"{other_name_server.url}/echo?id=unverified")
@@ -280,7 +264,7 @@ async def test_tls_handshake_timeout(blackhole: BlackholeServer, ca_path: str) -
 async def test_sni_names_the_host(sni_server: SNIServer, ca_path: str) -> None:
     sni_server.names()
     port = sni_server.server.port
-    async with tls_client(port, verify=ca_path) as client:
+    async with aiopool.Client(verify=ca_path) as client:
         await client.get(f"https://localhost:{port}/echo")
         assert sni_server.names() == ["localhost"]
         # RFC 6066 section 3: no SNI for an IP literal.
@@ -290,27 +274,21 @@ async def test_sni_names_the_host(sni_server: SNIServer, ca_path: str) -> None:
 
 async def test_one_ssl_context_per_client(server: FaultServer, ca_path: str) -> None:
     async with (
-        tls_client(server.port, verify=ca_path) as client,
+        aiopool.Client(verify=ca_path) as client,
         aiopool.Client(verify=ca_path) as other,
     ):
-        ctx = client._ssl_context
-        assert ctx is not other._ssl_context
-        assert client._pool._ssl_context is ctx
+        ctx = client._get_ssl_context()
+        assert ctx is not other._get_ssl_context()
+        assert client._pool._ssl_context() is ctx
         assert ctx.minimum_version == ssl.TLSVersion.TLSv1_2
         assert ctx.check_hostname
         assert ctx.verify_mode == ssl.CERT_REQUIRED
         for host in ("localhost", "127.0.0.1", "localhost"):
             await client.get(f"https://{host}:{server.port}/echo")
-            assert client._ssl_context is ctx
+            assert client._get_ssl_context() is ctx
         assert assert_settled(client).connections_opened == 2  # one per origin
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Client.aclose() only calls transport.close(); on TLS that starts a graceful "
-    "shutdown which waits (up to asyncio's 30 s) for the peer's close_notify, so the socket "
-    "outlives aclose() and leaks (ResourceWarning) when the loop ends first",
-)
 async def test_aclose_closes_tls_sockets_without_waiting_for_the_peer(
     tls_ca: trustme.CA, ca_path: str
 ) -> None:
@@ -332,7 +310,7 @@ async def test_aclose_closes_tls_sockets_without_waiting_for_the_peer(
 @pytest.mark.parametrize("verify", [True, False, "ca_path"])
 def test_tls_1_2_is_the_minimum(verify: bool | str, ca_path: str) -> None:
     client = aiopool.Client(verify=ca_path if verify == "ca_path" else verify)
-    assert client._ssl_context.minimum_version == ssl.TLSVersion.TLSv1_2
+    assert client._get_ssl_context().minimum_version == ssl.TLSVersion.TLSv1_2
     assert not client.is_closed  # never used, nothing to close
 
 
