@@ -162,3 +162,25 @@ async def test_missing_file_is_a_response_not_an_error(nginx: Nginx) -> None:
         with pytest.raises(aiopool.HTTPStatusError, match="404"):
             resp.raise_for_status()
         assert assert_settled(client).idle == 1
+
+
+async def test_10000_gathered_tasks_on_one_host(nginx: Nginx) -> None:
+    """Invariant 2 at scale: 10,000 tasks queue on a pool of 100 sockets; each gets its own body,
+    no more than 100 sockets are ever opened, and the pool settles with all of them idle."""
+    peak_waiting = 0
+
+    async def one(i: int) -> str:
+        nonlocal peak_waiting
+        peak_waiting = max(peak_waiting, client.stats().waiting)
+        return (await client.get(f"{nginx.http_url}/echo?id={i}")).text
+
+    async with aiopool.Client(
+        max_connections=100, max_connections_per_host=100, max_idle_per_host=100
+    ) as client:
+        bodies = await asyncio.gather(*(one(i) for i in range(10_000)))
+        assert bodies == [str(i) for i in range(10_000)]
+        stats = assert_settled(client)
+        assert stats.requests == 10_000
+        assert stats.connections_opened == 100 == stats.idle
+        assert stats.reused == 10_000 - 100
+        assert peak_waiting >= 9_000  # they really queued
