@@ -90,7 +90,7 @@ class _StreamProtocol(asyncio.Protocol):
     __slots__ = (
         "_buffer",
         "_buffered",
-        "_drain_waiter",
+        "_drain_waiters",
         "_eof",
         "_exc",
         "_idle_callback",
@@ -110,7 +110,8 @@ class _StreamProtocol(asyncio.Protocol):
         self._eof = False
         self._exc: BaseException | None = None
         self._read_waiter: asyncio.Future[None] | None = None
-        self._drain_waiter: asyncio.Future[None] | None = None
+        # Several HTTP/2 streams may wait for the same socket to drain.
+        self._drain_waiters: list[asyncio.Future[None]] = []
         self._paused_reading = False
         self._paused_writing = False
         self._idle_callback: Callable[[], None] | None = None
@@ -142,18 +143,23 @@ class _StreamProtocol(asyncio.Protocol):
         self._eof = True
         self._exc = exc
         self._wake_reader()
-        for waiter in (self._drain_waiter, self._lost_waiter):
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
+        self._wake_writers()
+        waiter = self._lost_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def pause_writing(self) -> None:
         self._paused_writing = True
 
     def resume_writing(self) -> None:
         self._paused_writing = False
-        waiter = self._drain_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._wake_writers()
+
+    def _wake_writers(self) -> None:
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     def _wake_reader(self) -> None:
         waiter = self._read_waiter
@@ -219,10 +225,10 @@ class AsyncioStream:
 
     async def drain(self, timeout: float | None) -> None:
         proto = self._proto
-        if not proto._paused_writing:
-            return
+        if not proto._paused_writing or proto.closed:
+            return  # a close shows up at the next write or read, with its reason
         waiter = self._loop.create_future()
-        proto._drain_waiter = waiter
+        proto._drain_waiters.append(waiter)
         handle = (
             self._loop.call_at(self._loop.time() + timeout, _expire, waiter, WriteTimeout)
             if timeout is not None
@@ -231,7 +237,6 @@ class AsyncioStream:
         try:
             await waiter
         finally:
-            proto._drain_waiter = None
             if handle is not None:
                 handle.cancel()
         if proto.closed:

@@ -37,6 +37,9 @@ _DEFAULT_TIMEOUT = Timeout(30.0, connect=10.0)
 # meaning for content even if there is none (some servers answer 411 otherwise).
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _UNSET: Any = object()
+# Go's http2 transport retries unprocessed requests up to 6 times with backoff; a GOAWAY or
+# REFUSED_STREAM rarely strikes twice in a row, so 3 bounds a storm without giving up early.
+_MAX_UNPROCESSED_RETRIES = 3
 
 
 class Client:
@@ -56,16 +59,20 @@ class Client:
         max_idle_per_host: int = 10,
         max_idle: int = 100,
         idle_timeout: float = 90.0,
+        http1: bool = True,
         http2: bool = True,
         timeout: TimeoutTypes = _DEFAULT_TIMEOUT,
         verify: VerifyTypes = True,
         headers: HeaderTypes | None = None,
         trace: TraceHook | None = None,
     ) -> None:
+        if not (http1 or http2):
+            raise ValueError("at least one of http1 and http2 must be enabled")
         self.timeout = Timeout.coerce(timeout)
+        self.http1 = http1
         self.http2 = http2
-        # HTTP/2 is negotiated by ALPN once the h2 connection lands; until then offer HTTP/1.1
-        # only, so a server never picks a protocol we would not speak.
+        # ALPN (RFC 7301) offers what we speak, h2 first: the server picks.
+        self._alpn = (["h2"] if http2 else []) + (["http/1.1"] if http1 else [])
         check_verify(verify)
         self._verify = verify
         self._ssl_context_cache: ssl.SSLContext | None = None
@@ -76,6 +83,8 @@ class Client:
             max_idle=max_idle,
             idle_timeout=idle_timeout,
             ssl_context=self._get_ssl_context,
+            http1=http1,
+            http2=http2,
             trace=trace,
         )
         self._default_headers = _default_headers(Headers(headers) if headers else None)
@@ -88,7 +97,7 @@ class Client:
         # Built on the first https dial, then reused by every connection of this client.
         # (Loading the system CA store costs ~25 ms; a plain-HTTP client never pays it.)
         if self._ssl_context_cache is None:
-            self._ssl_context_cache = create_ssl_context(self._verify, alpn=["http/1.1"])
+            self._ssl_context_cache = create_ssl_context(self._verify, alpn=self._alpn)
         return self._ssl_context_cache
 
     # Lifecycle ---------------------------------------------------------------------------------
@@ -260,15 +269,27 @@ class Client:
         pool = self._pool
         origin = request.url.origin
         retried = False
+        unprocessed_retries = 0
         while True:
             try:
-                conn, info = await pool.acquire(origin, timeout, fresh=retried, count=not retried)
+                conn, info = await pool.acquire(
+                    origin, timeout, fresh=retried, count=not (retried or unprocessed_retries)
+                )
             except TransportError as exc:
                 exc.request = request
                 raise
             try:
                 head, body = await conn.send(request, timeout)
             except TransportError as exc:
+                # HTTP/2 told us the server never acted on it (GOAWAY, REFUSED_STREAM, a lowered
+                # stream limit): send it again elsewhere, a few times at most.
+                if (
+                    exc.unprocessed
+                    and unprocessed_retries < _MAX_UNPROCESSED_RETRIES
+                    and request.replayable
+                ):
+                    unprocessed_retries += 1
+                    continue
                 # DESIGN invariant 6 (Go's rule): a replayable request that failed on a reused
                 # socket before any response byte is retried once, on a fresh socket. The socket
                 # was closed and discarded by `send` already.

@@ -88,9 +88,14 @@ class StreamClosed(StreamError):
 
 
 class TransportError(AiopoolError):
-    """Something went wrong between us and the server; `.request` says for which request."""
+    """Something went wrong between us and the server; `.request` says for which request.
+
+    `unprocessed` is True when the server is known not to have acted on the request (HTTP/2
+    REFUSED_STREAM, or a stream above a GOAWAY's last stream id): it is safe to send again.
+    """
 
     request: Request | None = None
+    unprocessed: bool = False
 
 
 class TimeoutException(TransportError):

@@ -57,9 +57,17 @@ class ConnState(enum.Enum):
 class ConnectionOwner(Protocol):
     """What a connection tells the pool (synchronously) when a request is done with it."""
 
-    def release(self, conn: Connection) -> None: ...
+    def release(self, conn: Connection) -> None:
+        """A request is done with `conn` cleanly (for HTTP/2: one stream ended)."""
+        ...
 
-    def discard(self, conn: Connection) -> None: ...
+    def discard(self, conn: Connection) -> None:
+        """`conn` is closed or broken."""
+        ...
+
+    def capacity_changed(self, conn: Connection) -> None:
+        """An HTTP/2 peer changed how many streams `conn` may carry."""
+        ...
 
 
 class Connection(Protocol):
@@ -76,6 +84,17 @@ class Connection(Protocol):
     got_response_bytes: bool
 
     def is_reusable(self) -> bool: ...
+
+    def capacity(self) -> int:
+        """Further requests it can take at once now (HTTP/2 streams; 0 for HTTP/1.1)."""
+        ...
+
+    def reserve(self) -> None:
+        """Promise one of `capacity()` to a request (synchronous, by the pool)."""
+        ...
+
+    @property
+    def open_streams(self) -> int: ...
 
     def close(self) -> None: ...
 
@@ -156,6 +175,16 @@ class HTTP11Connection:
 
     def is_reusable(self) -> bool:
         return not self.closed and self._h11.our_state is h11.IDLE and self._stream.is_idle_clean()
+
+    def capacity(self) -> int:
+        return 0  # one request at a time: leased whole, never shared
+
+    def reserve(self) -> None:
+        raise AssertionError("HTTP/1.1 connections are leased, not reserved")  # Defensive
+
+    @property
+    def open_streams(self) -> int:
+        return 0
 
     def arm_idle_watch(self) -> None:
         self._stream.set_idle_callback(self.on_idle_event)

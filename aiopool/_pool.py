@@ -25,6 +25,7 @@ import anyio
 from ._backend import open_stream
 from ._config import Timeout
 from ._exceptions import AiopoolError, ClientClosed, ConnectError, PoolTimeout
+from ._http2 import HTTP2Connection
 from ._http11 import ConnState, HTTP11Connection
 from ._pool_state import PoolState, Waiter
 from ._stats import ConnInfo, PoolStats, TraceEvent, TraceHook, TraceName
@@ -52,20 +53,27 @@ class ConnectionPool:
         max_idle: int,
         idle_timeout: float,
         ssl_context: Callable[[], ssl.SSLContext],
+        http1: bool = True,
+        http2: bool = False,
         trace: TraceHook | None = None,
     ) -> None:
+        self._http1 = http1
+        self._http2 = http2
         self._state = PoolState(
             max_connections=max_connections,
             max_connections_per_host=max_connections_per_host,
             max_idle_per_host=max_idle_per_host,
             max_idle=max_idle,
             idle_timeout=idle_timeout,
+            may_multiplex=self._may_multiplex,
         )
         self._ssl_context = ssl_context  # built on first use: plain-HTTP clients never pay for it
         self._trace = trace
         self._conn_ids = itertools.count(1)
         self._dials: set[asyncio.Task[None]] = set()
+        self._readers: set[asyncio.Task[None]] = set()  # one per HTTP/2 socket
         self._sweeper: asyncio.TimerHandle | None = None
+        self._h2_timers: dict[Connection, asyncio.TimerHandle] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def __repr__(self) -> str:
@@ -77,6 +85,11 @@ class ConnectionPool:
             f"<ConnectionPool [Requests: {busy} active, {waiting} queued | "
             f"Connections: {busy} active, {len(s.idle_lru)} idle, {connecting} connecting]>"
         )
+
+    def _may_multiplex(self, origin: Origin) -> bool:
+        if not self._http2:
+            return False
+        return origin.scheme == "https" or not self._http1  # h2c only by prior knowledge
 
     @property
     def closed(self) -> bool:
@@ -108,7 +121,10 @@ class ConnectionPool:
         if state.to_dial or state.to_close:
             self._apply()
         if not isinstance(got, Waiter):
-            info = ConnInfo(got.id, True, True, now - got.idle_since, got.http_version)
+            if got.multiplexed:
+                info = ConnInfo(got.id, got.requests > 0, False, 0.0, got.http_version)
+            else:
+                info = ConnInfo(got.id, True, True, now - got.idle_since, got.http_version)
             if self._trace is not None:
                 self._emit_got_conn(got, info)
             return got, info
@@ -154,8 +170,18 @@ class ConnectionPool:
         state.checkin(conn, self._loop.time() if self._loop else 0.0)
         if state.to_dial or state.to_close:
             self._apply()
-        if conn.state is ConnState.IDLE and self._sweeper is None:
-            self._schedule_sweep(conn.idle_since + state.idle_timeout)
+        if conn.state is ConnState.IDLE:
+            if self._sweeper is None:
+                self._schedule_sweep(conn.idle_since + state.idle_timeout)
+        elif conn.multiplexed and conn.open_streams == 0:
+            self._watch_h2_idle(conn)
+
+    def capacity_changed(self, conn: Connection) -> None:
+        """An HTTP/2 peer changed its stream limit or sent GOAWAY (synchronous)."""
+        state = self._state
+        state.capacity_changed(conn, self._loop.time() if self._loop else 0.0)
+        if state.to_dial or state.to_close:
+            self._apply()
 
     def discard(self, conn: Connection) -> None:
         """`conn` closed or broke (synchronous; idempotent)."""
@@ -209,20 +235,48 @@ class ConnectionPool:
             if isinstance(exc, asyncio.CancelledError):
                 raise
             return
-        conn = HTTP11Connection(stream, origin, self, conn_id=next(self._conn_ids), trace=trace)
-        # The server closed an idle socket, or sent something unsolicited (such as a 408):
-        # either way it must leave the idle stack at once and never be handed out.
-        conn.on_idle_event = functools.partial(self.discard, conn)
+        ssl_object = stream.extra("ssl_object") if tls else None
+        alpn = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
+        conn: Connection
+        if alpn == "h2" or (not tls and self._may_multiplex(origin)):
+            h2conn = HTTP2Connection(
+                stream, origin, self, conn_id=next(self._conn_ids), trace=trace
+            )
+            try:
+                reader = h2conn.start()
+            except Exception as exc:  # the socket died before the preface went out
+                stream.abort()
+                error = ConnectError(f"HTTP/2 preface to {origin} failed: {exc}")
+                state.dial_failed(host, error)
+                self._apply()
+                return
+            self._readers.add(reader)
+            reader.add_done_callback(self._readers.discard)
+            conn = h2conn
+        elif not self._http1:
+            stream.abort()
+            state.dial_failed(
+                host, ConnectError(f"{origin} did not negotiate HTTP/2 (ALPN: {alpn!r})")
+            )
+            self._apply()
+            return
+        else:
+            h1conn = HTTP11Connection(
+                stream, origin, self, conn_id=next(self._conn_ids), trace=trace
+            )
+            # The server closed an idle socket, or sent something unsolicited (such as a 408):
+            # either way it must leave the idle stack at once and never be handed out.
+            h1conn.on_idle_event = functools.partial(self.discard, h1conn)
+            conn = h1conn
         if trace is not None:
             self._emit("connect_done", origin=str(origin), conn_id=conn.id, error=None)
             if tls:
-                ssl_object = stream.extra("ssl_object")
                 self._emit(
                     "tls_done",
                     origin=str(origin),
                     conn_id=conn.id,
                     version=ssl_object.version() if ssl_object else None,
-                    alpn=ssl_object.selected_alpn_protocol() if ssl_object else None,
+                    alpn=alpn,
                     cipher=ssl_object.cipher()[0] if ssl_object else None,
                 )
         assert self._loop is not None
@@ -231,6 +285,8 @@ class ConnectionPool:
             self._apply()
         if conn.state is ConnState.IDLE and self._sweeper is None:
             self._schedule_sweep(conn.idle_since + state.idle_timeout)
+        elif conn.multiplexed and conn.open_streams == 0:
+            self._watch_h2_idle(conn)
 
     # Idle expiry -------------------------------------------------------------------------------
 
@@ -246,6 +302,24 @@ class ConnectionPool:
         if next_deadline is not None:
             self._schedule_sweep(next_deadline)
 
+    def _watch_h2_idle(self, conn: Connection) -> None:
+        # One timer per HTTP/2 socket, re-armed only when it fires: streams coming and going
+        # cost nothing here.
+        if conn not in self._h2_timers:
+            assert self._loop is not None
+            when = conn.idle_since + self._state.idle_timeout
+            self._h2_timers[conn] = self._loop.call_at(when, self._check_h2_idle, conn)
+
+    def _check_h2_idle(self, conn: Connection) -> None:
+        del self._h2_timers[conn]
+        if conn.state is not ConnState.ACTIVE or conn.open_streams:
+            return
+        assert self._loop is not None
+        if self._loop.time() - conn.idle_since >= self._state.idle_timeout:
+            self.discard(conn)  # the pool closes it
+        else:
+            self._watch_h2_idle(conn)
+
     # Shutdown ----------------------------------------------------------------------------------
 
     async def aclose(self) -> None:
@@ -257,10 +331,13 @@ class ConnectionPool:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
+        for handle in self._h2_timers.values():
+            handle.cancel()
+        self._h2_timers.clear()
         conns = self._state.close()
         for conn in conns:
             conn.close()
-        dials = list(self._dials)
+        dials = list(self._dials) + list(self._readers)
         for task in dials:
             task.cancel()
         with anyio.CancelScope(shield=True):

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ._exceptions import ClientClosed
@@ -59,12 +60,15 @@ class HostPool:
     """The books for one origin."""
 
     __slots__ = (
+        "alpn",
         "blocked",
         "busy",
         "connect_timeout",
         "connecting",
+        "h2",
         "idle",
         "key",
+        "may_multiplex",
         "n_waiting",
         "opened",
         "requests",
@@ -72,8 +76,14 @@ class HostPool:
         "waiters",
     )
 
-    def __init__(self, key: Origin) -> None:
+    def __init__(self, key: Origin, may_multiplex: bool = False) -> None:
         self.key = key
+        # Could this origin speak HTTP/2 (https with h2 offered, or h2c by prior knowledge)?
+        # Until the first socket says (`alpn`), only one dial runs, as Go and httpcore do:
+        # if the answer is h2, that one socket serves every waiter.
+        self.may_multiplex = may_multiplex
+        self.alpn: str | None = None  # "h2" or "http/1.1" once learned
+        self.h2: dict[Connection, None] = {}  # open HTTP/2 sockets (each counts as busy)
         self.idle: OrderedDict[Connection, None] = OrderedDict()  # MRU at the end
         self.waiters: deque[Waiter] = deque()  # may hold dead entries; n_waiting counts live
         self.n_waiting = 0
@@ -87,7 +97,7 @@ class HostPool:
 
     @property
     def total(self) -> int:
-        return self.busy + self.connecting + len(self.idle)
+        return self.busy + self.connecting + len(self.idle) + len(self.h2)
 
     def __repr__(self) -> str:
         return (
@@ -107,6 +117,7 @@ class PoolState:
         max_idle_per_host: int,
         max_idle: int,
         idle_timeout: float,
+        may_multiplex: Callable[[Origin], bool] | None = None,
     ) -> None:
         for name, value in (
             ("max_connections", max_connections),
@@ -121,6 +132,7 @@ class PoolState:
         self.max_idle_per_host = max_idle_per_host
         self.max_idle = max_idle
         self.idle_timeout = idle_timeout
+        self._may_multiplex = may_multiplex
         self.hosts: dict[Origin, HostPool] = {}
         self.conns: set[Connection] = set()  # every open connection, for shutdown
         self.idle_lru: OrderedDict[Connection, HostPool] = OrderedDict()  # oldest first
@@ -158,10 +170,18 @@ class PoolState:
             raise ClientClosed("the client has been closed")
         host = self.hosts.get(key)
         if host is None:
-            host = self.hosts[key] = HostPool(key)
+            multiplex = self._may_multiplex is not None and self._may_multiplex(key)
+            host = self.hosts[key] = HostPool(key, multiplex)
         if count:
             host.requests += 1
             self.requests += 1
+        for conn in host.h2:  # one or two sockets per origin: a scan is O(1) in practice
+            if conn.capacity() > 0:
+                conn.reserve()
+                if conn.requests:
+                    host.reused += 1
+                    self.reused += 1
+                return conn
         idle = host.idle
         if fresh:
             if idle and self.max_per_host is not None and host.total >= self.max_per_host:
@@ -194,6 +214,9 @@ class PoolState:
         if conn.state is not ConnState.ACTIVE:
             return
         host = self.hosts[conn.origin]
+        if conn.multiplexed:
+            self.stream_released(host, conn, now)
+            return
         if self.closed:
             self._drop_busy(host, conn)
             return
@@ -214,6 +237,14 @@ class PoolState:
         if state is ConnState.CLOSED:
             return
         host = self.hosts[conn.origin]
+        if conn.multiplexed:
+            del host.h2[conn]
+            self.busy_total -= 1
+            self._forget(conn)
+            self.to_close.append(conn)
+            self._pump(host)
+            self._pump_blocked()
+            return
         if state is ConnState.IDLE:
             del host.idle[conn]
             del self.idle_lru[conn]
@@ -235,6 +266,37 @@ class PoolState:
         if len(host.waiters) > 2 * host.n_waiting + 64:
             host.waiters = deque(w for w in host.waiters if w.live)
 
+    # HTTP/2 ------------------------------------------------------------------------------------
+
+    def stream_released(self, host: HostPool, conn: Connection, now: float) -> None:
+        """A stream of an HTTP/2 socket ended: its slot goes to the longest waiter."""
+        if not conn.is_reusable():  # draining after GOAWAY, or closed
+            if conn.open_streams == 0:
+                self.discard(conn)
+            return
+        self._serve_from(host, conn)
+        if conn.open_streams == 0:
+            conn.idle_since = now
+
+    def capacity_changed(self, conn: Connection, now: float) -> None:
+        """The peer changed SETTINGS_MAX_CONCURRENT_STREAMS, or sent GOAWAY."""
+        if conn.state is not ConnState.ACTIVE:
+            return
+        host = self.hosts[conn.origin]
+        self.stream_released(host, conn, now)
+        self._pump(host)  # a lowered limit or a GOAWAY may call for another socket
+
+    def _serve_from(self, host: HostPool, conn: Connection) -> None:
+        while conn.capacity() > 0:
+            waiter = self._next_waiter(host)
+            if waiter is None:
+                return
+            conn.reserve()
+            if conn.requests:
+                host.reused += 1
+                self.reused += 1
+            waiter.fut.set_result(conn)
+
     # Dialing -----------------------------------------------------------------------------------
 
     def dial_succeeded(self, host: HostPool, conn: Connection, now: float) -> None:
@@ -243,6 +305,18 @@ class PoolState:
         self.opened += 1
         self.conns.add(conn)
         conn.state = ConnState.ACTIVE
+        if conn.multiplexed:
+            host.alpn = "h2"
+            host.h2[conn] = None  # the connecting slot becomes this socket (busy_total same)
+            if self.closed:
+                self.discard(conn)
+                return
+            conn.idle_since = now
+            self._serve_from(host, conn)
+            self._pump(host)
+            return
+        if host.may_multiplex:
+            host.alpn = "http/1.1"
         host.busy += 1  # the connecting slot becomes a busy one (busy_total unchanged)
         if self.closed:
             self._drop_busy(host, conn)
@@ -250,6 +324,7 @@ class PoolState:
         waiter = self._next_waiter(host)
         if waiter is not None:
             waiter.fut.set_result(conn)
+            self._pump(host)  # waiters held back while the protocol was unknown
             return
         host.busy -= 1
         self.busy_total -= 1
@@ -292,6 +367,7 @@ class PoolState:
                 conn.disarm_idle_watch()
                 conn.state = ConnState.CLOSED
             host.idle.clear()
+            host.h2.clear()
         self.idle_lru.clear()
         conns = list(self.conns)
         self.closed_count += len(self.conns)
@@ -310,19 +386,22 @@ class PoolState:
             connections_opened=self.opened,
             connections_closed=self.closed_count,
             reused=self.reused,
-            hosts={
-                str(key): HostStats(
-                    active=h.busy,
-                    idle=len(h.idle),
-                    connecting=h.connecting,
-                    waiting=h.n_waiting,
-                    opened=h.opened,
-                    reused=h.reused,
-                    requests=h.requests,
-                    streams=0,
-                )
-                for key, h in self.hosts.items()
-            },
+            hosts={str(key): self._host_stats(h) for key, h in self.hosts.items()},
+        )
+
+    @staticmethod
+    def _host_stats(h: HostPool) -> HostStats:
+        streams = [c.open_streams for c in h.h2]
+        busy_h2 = sum(1 for n in streams if n)
+        return HostStats(
+            active=h.busy + busy_h2,
+            idle=len(h.idle) + len(streams) - busy_h2,
+            connecting=h.connecting,
+            waiting=h.n_waiting,
+            opened=h.opened,
+            reused=h.reused,
+            requests=h.requests,
+            streams=sum(streams),
         )
 
     # Internals ---------------------------------------------------------------------------------
@@ -383,6 +462,13 @@ class PoolState:
     def _pump(self, host: HostPool) -> None:
         """Start dials for waiters not yet covered by one, within both caps."""
         need = host.n_waiting - host.connecting
+        if need <= 0:
+            return
+        if host.may_multiplex and host.alpn != "http/1.1":
+            # HTTP/2 (or not yet known): one dial at a time, and none while a socket has room.
+            if host.connecting or any(c.capacity() > 0 for c in host.h2):
+                return
+            need = 1
         per_host = self.max_per_host
         cap = self.max_connections
         while need > 0:

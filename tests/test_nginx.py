@@ -82,20 +82,24 @@ async def test_connection_close_is_honoured(nginx: Nginx) -> None:
 
 
 @pytest.mark.parametrize("name", ["small.txt", "1m.bin", "10m.bin"])
-async def test_https_download(nginx: Nginx, ca_path: str, name: str) -> None:
+@pytest.mark.parametrize(
+    ("http2", "version", "alpn"), [(True, "HTTP/2", "h2"), (False, "HTTP/1.1", "http/1.1")]
+)
+async def test_https_download(
+    nginx: Nginx, ca_path: str, name: str, http2: bool, version: str, alpn: str
+) -> None:
     events: list[aiopool.TraceEvent] = []
     expected = nginx.file_bytes(name)
-    async with aiopool.Client(verify=ca_path, trace=events.append) as client:
+    async with aiopool.Client(verify=ca_path, trace=events.append, http2=http2) as client:
         first = await client.get(f"{nginx.https_url}/{name}")
         second = await client.get(f"{nginx.https_url}/small.txt")
-        # nginx offers h2, but the client offers only http/1.1 by ALPN for now.
-        assert first.http_version == second.http_version == "HTTP/1.1"
-        assert first.conn_info.http_version == "HTTP/1.1"
+        assert first.http_version == second.http_version == version
+        assert first.conn_info.http_version == version
         assert sha256(first.content) == sha256(expected)
         assert second.conn_info.reused
         assert assert_settled(client).connections_opened == 1
     (tls_done,) = [e for e in events if e.name == "tls_done"]
-    assert tls_done.info["alpn"] == "http/1.1"
+    assert tls_done.info["alpn"] == alpn
 
 
 async def test_https_to_the_plain_http_port_is_a_connect_error(nginx: Nginx, ca_path: str) -> None:

@@ -1,0 +1,584 @@
+"""HTTP/2 over h2: many concurrent streams on one socket (DESIGN invariant 5).
+
+Rules kept here:
+- one reader task per socket (owned by the pool, not by any request) feeds the h2 state machine
+  and wakes only the stream an event is for; a stream's task waits on its own future alone;
+- capacity is the peer's SETTINGS_MAX_CONCURRENT_STREAMS (100 assumed until its first SETTINGS
+  arrive, as Go does) minus the streams reserved or open; the pool reserves a stream
+  synchronously when it hands the connection out, so no request can ever hit h2's
+  "too many streams" error; if the peer lowers its limit between reservation and send, the
+  request goes back to the pool without a byte sent (`TransportError.unprocessed`);
+- receive windows are large (16 MiB per stream, 16 MiB for the connection) and credited as the
+  application consumes data, so a fast download never stalls on WINDOW_UPDATE round trips while
+  a slow consumer still bounds what the server may push at us;
+- uploads wait for window updates on their stream's own future, never by polling;
+- GOAWAY: no new streams; streams above `last_stream_id` fail as `unprocessed` (the client retries
+  them on another socket); streams at or below finish. REFUSED_STREAM is `unprocessed` too;
+- closing a response early, a read timeout, or cancelling its task sends RST_STREAM(CANCEL),
+  credits the connection window for what was buffered, and frees the slot; the socket stays up;
+- a socket that dies fails every open stream at once with a typed error; none waits for a
+  timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import h2.settings
+from h2.errors import ErrorCodes
+
+from ._exceptions import (
+    ReadError,
+    ReadTimeout,
+    RemoteProtocolError,
+    TransportError,
+    WriteError,
+)
+from ._headers import Headers
+from ._http11 import ConnState, ResponseHead
+from ._stats import TraceEvent, TraceHook, TraceName
+
+if TYPE_CHECKING:
+    from ._backend import NetworkStream
+    from ._config import Timeout
+    from ._http11 import ConnectionOwner
+    from ._models import Request
+    from ._urls import Origin
+
+__all__ = ("HTTP2Connection",)
+
+# Receive windows. RFC 9113's defaults (64 KiB) cap a download at 64 KiB per round trip; Go's
+# transport uses 4 MiB per stream and 1 GiB per connection, curl 32 MiB per stream. 16 MiB for
+# both keeps a 10 MB download to one window while bounding what a stream may buffer.
+STREAM_WINDOW = 16 * 1024 * 1024
+CONNECTION_WINDOW = 16 * 1024 * 1024
+# Until the peer's first SETTINGS frame says otherwise (RFC 9113 section 6.5.2 leaves the
+# initial limit unbounded; Go and curl assume 100, the value RFC 9113 recommends as a minimum).
+DEFAULT_MAX_STREAMS = 100
+# RFC 9113 section 8.2.2: connection-specific header fields must not be sent over HTTP/2.
+_CONNECTION_HEADERS = frozenset(
+    {b"host", b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
+)
+
+
+class _Stream:
+    """One request/response exchange; touched by its own task and the reader only."""
+
+    __slots__ = (
+        "body",
+        "ended",
+        "error",
+        "headers",
+        "id",
+        "read_timeout",
+        "released",
+        "sending",
+        "status",
+        "unacked",
+        "waiter",
+    )
+
+    def __init__(self, stream_id: int, read_timeout: float | None) -> None:
+        self.id = stream_id
+        self.read_timeout = read_timeout
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] | None = None
+        self.body: deque[bytes] = deque()
+        self.unacked = 0  # flow-controlled bytes received but not yet consumed
+        self.ended = False
+        self.error: TransportError | None = None
+        self.waiter: asyncio.Future[None] | None = None
+        self.sending = False
+        self.released = False
+
+
+class HTTP2Connection:
+    """One socket speaking HTTP/2 through an `h2.connection.H2Connection`."""
+
+    http_version = "HTTP/2"
+    multiplexed = True
+
+    def __init__(
+        self,
+        stream: NetworkStream,
+        origin: Origin,
+        owner: ConnectionOwner,
+        *,
+        conn_id: int,
+        trace: TraceHook | None = None,
+    ) -> None:
+        self.id = conn_id
+        self.origin = origin
+        self.state = ConnState.ACTIVE
+        self.closed = False
+        self.requests = 0
+        self.idle_since = 0.0
+        self.got_response_bytes = False  # (HTTP/1.1's retry signal; h2 uses `unprocessed`)
+        self.on_idle_event: Any = None
+        self.reserved = 0  # streams promised to requests (opened or about to be)
+        self.draining = False  # GOAWAY received or sent: no new streams
+        self._settings_received = False
+        self._stream = stream
+        self._owner = owner
+        self._trace = trace
+        self._streams: dict[int, _Stream] = {}
+        self._loop = asyncio.get_running_loop()
+        self._reader: asyncio.Task[None] | None = None
+        config = h2.config.H2Configuration(client_side=True, header_encoding=None)
+        self._h2 = h2.connection.H2Connection(config=config)
+
+    def __repr__(self) -> str:
+        return (
+            f"<HTTP2Connection #{self.id} [{self.state.value}, {self.origin}, "
+            f"{len(self._streams)} streams]>"
+        )
+
+    # Lifecycle ---------------------------------------------------------------------------------
+
+    def start(self) -> asyncio.Task[None]:
+        """Send the preface and settings; start (and return) the reader task."""
+        conn = self._h2
+        conn.initiate_connection()
+        conn.update_settings(
+            {
+                h2.settings.SettingCodes.ENABLE_PUSH: 0,
+                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
+                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: 256 * 1024,
+            }
+        )
+        conn.increment_flow_control_window(CONNECTION_WINDOW - 65_535)
+        self._flush()
+        self._reader = self._loop.create_task(self._read_loop())
+        return self._reader
+
+    def capacity(self) -> int:
+        """How many more streams this socket can take now (0 while draining or closed)."""
+        if self.closed or self.draining:
+            return 0
+        limit = self._h2.remote_settings.max_concurrent_streams
+        if not self._settings_received:
+            limit = min(limit, DEFAULT_MAX_STREAMS)
+        return limit - self.reserved
+
+    @property
+    def open_streams(self) -> int:
+        return self.reserved
+
+    def reserve(self) -> None:
+        self.reserved += 1
+
+    def is_reusable(self) -> bool:
+        return not self.closed and not self.draining
+
+    def arm_idle_watch(self) -> None:
+        pass  # the reader task sees everything; nothing to arm
+
+    def disarm_idle_watch(self) -> None:
+        pass
+
+    def close(self) -> None:
+        """Say GOAWAY and close the socket. Idempotent; does not touch the pool."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self._h2.close_connection()
+            self._stream.write_nowait(self._h2.data_to_send())
+        except (h2.exceptions.ProtocolError, TransportError):
+            pass  # already broken: just close
+        self._stream.close()
+        self._fail_streams(ReadError("the connection was closed"))
+        if self._reader is not None and self._reader is not asyncio.current_task():
+            self._reader.cancel()
+
+    async def wait_closed(self, timeout: float) -> None:
+        await self._stream.wait_closed(timeout)
+
+    def _die(self, exc: TransportError) -> None:
+        """The socket failed or the peer broke the protocol: fail everything, leave the pool."""
+        if not self.closed:
+            self.closed = True
+            self._stream.abort()
+        self._fail_streams(exc)
+        self._owner.discard(self)
+
+    def _fail_streams(self, exc: TransportError) -> None:
+        for stream in list(self._streams.values()):
+            if stream.error is None and not stream.ended:
+                stream.error = exc
+            _wake(stream)
+
+    # Sending -----------------------------------------------------------------------------------
+
+    async def send(self, request: Request, timeout: Timeout) -> tuple[ResponseHead, H2Body]:
+        """Open a stream for `request` (on a slot the pool reserved) and await the response head.
+
+        Raises like `HTTP11Connection.send`; errors with `unprocessed=True` mean the server never
+        saw the request (GOAWAY, REFUSED_STREAM, a lowered stream limit) and it may be retried.
+        Cancellation or a timeout resets the stream only; the socket stays in service.
+        """
+        self.requests += 1
+        conn = self._h2
+        if (
+            self.closed
+            or self.draining
+            or (conn.open_outbound_streams >= conn.remote_settings.max_concurrent_streams)
+        ):
+            self._release_slot()
+            exc = RemoteProtocolError("HTTP/2 connection cannot take a new stream now")
+            exc.unprocessed = True
+            raise exc
+        stream_id = conn.get_next_available_stream_id()
+        stream = _Stream(stream_id, timeout.read)
+        self._streams[stream_id] = stream
+        try:
+            content = request.content
+            end = content is None or (isinstance(content, bytes) and not content)
+            conn.send_headers(stream_id, self._request_headers(request), end_stream=end)
+            self._flush()
+            if not end:
+                await self._send_body(stream, request, timeout)
+            await self._stream.drain(timeout.write)
+            if self._trace is not None:
+                self._emit("wrote_request", method=request.method, target=request.url.target)
+            while stream.headers is None:
+                await self._wait(stream, stream.read_timeout)
+        except BaseException:
+            self._abort_stream(stream)
+            raise
+        head = ResponseHead(
+            stream.status,
+            _reason(stream.status),  # HTTP/2 has no reason phrase; give the standard one
+            Headers._from_raw(stream.headers),
+            "HTTP/2",
+        )
+        return head, H2Body(self, stream)
+
+    def _request_headers(self, request: Request) -> list[tuple[bytes, bytes]]:
+        url = request.url
+        headers = [
+            (b":method", request.method.encode("ascii")),
+            (b":scheme", url.scheme.encode("ascii")),
+            (b":authority", url.host_header),
+            (b":path", url.target),
+        ]
+        for name, value in request.headers.raw:
+            lowered = name.lower()
+            if lowered in _CONNECTION_HEADERS:
+                if lowered == b"host":
+                    headers[2] = (b":authority", value)
+                continue
+            if lowered == b"te" and value.lower() != b"trailers":
+                continue
+            headers.append((lowered, value))
+        return headers
+
+    async def _send_body(self, stream: _Stream, request: Request, timeout: Timeout) -> None:
+        content = request.content
+        conn = self._h2
+        stream.sending = True
+        try:
+            if isinstance(content, bytes):
+                await self._send_data(stream, content, timeout)
+            else:
+                assert content is not None
+                async for chunk in content:
+                    request.body_started = True
+                    if not isinstance(chunk, bytes | bytearray | memoryview):
+                        raise TypeError(
+                            f"request body chunks must be bytes, not {type(chunk).__name__}"
+                        )
+                    await self._send_data(stream, bytes(chunk), timeout)
+            conn.end_stream(stream.id)
+            self._flush()
+        finally:
+            stream.sending = False
+
+    async def _send_data(self, stream: _Stream, data: bytes, timeout: Timeout) -> None:
+        conn = self._h2
+        view = memoryview(data)
+        while view:
+            if stream.error is not None:
+                raise stream.error
+            window = min(
+                conn.local_flow_control_window(stream.id),
+                conn.max_outbound_frame_size,
+                len(view),
+            )
+            if window <= 0:
+                # The peer's window is shut: wait for its WINDOW_UPDATE (or SETTINGS) on this
+                # stream's own future; other streams carry on meanwhile.
+                await self._wait(stream, timeout.write, WriteError)
+                continue
+            conn.send_data(stream.id, view[:window].tobytes())
+            view = view[window:]
+            self._flush()
+            await self._stream.drain(timeout.write)
+
+    def _flush(self) -> None:
+        data = self._h2.data_to_send()
+        if data:
+            self._stream.write_nowait(data)
+
+    # Receiving ---------------------------------------------------------------------------------
+
+    async def _wait(
+        self,
+        stream: _Stream,
+        timeout: float | None,
+        timeout_exc: type[TransportError] = ReadTimeout,
+    ) -> None:
+        if stream.error is not None:
+            raise stream.error
+        waiter = stream.waiter = self._loop.create_future()
+        handle = (
+            self._loop.call_later(timeout, _expire, waiter, timeout_exc)
+            if timeout is not None
+            else None
+        )
+        try:
+            await waiter
+        finally:
+            stream.waiter = None
+            if handle is not None:
+                handle.cancel()
+        if stream.error is not None:
+            raise stream.error
+
+    async def _receive_chunk(self, stream: _Stream) -> bytes:
+        while not stream.body:
+            if stream.ended:
+                self._finish_stream(stream)
+                return b""
+            await self._wait(stream, stream.read_timeout)
+        chunk = stream.body.popleft()
+        self._credit(stream, len(chunk))
+        return chunk
+
+    def _credit(self, stream: _Stream, size: int) -> None:
+        # Flow-controlled length can exceed the data (padding): credit all we were charged
+        # once the stream's buffer is empty.
+        credit = stream.unacked if not stream.body else min(size, stream.unacked)
+        if credit:
+            stream.unacked -= credit
+            try:
+                self._h2.acknowledge_received_data(credit, stream.id)
+                self._flush()
+            except (h2.exceptions.ProtocolError, TransportError):
+                pass  # the stream or socket is already gone; nothing left to credit
+
+    def _finish_stream(self, stream: _Stream) -> None:
+        """The response ended and was consumed: the slot goes back to the pool."""
+        self._streams.pop(stream.id, None)
+        if not stream.released:
+            stream.released = True
+            self._release_slot()
+
+    def _abort_stream(self, stream: _Stream) -> None:
+        """Early close, error or cancellation: RST_STREAM(CANCEL) unless already ended."""
+        if stream.released:
+            return
+        self._streams.pop(stream.id, None)
+        if not self.closed:
+            try:
+                if stream.unacked:
+                    self._h2.acknowledge_received_data(stream.unacked, stream.id)
+                    stream.unacked = 0
+                if not stream.ended or stream.sending:
+                    self._h2.reset_stream(stream.id, ErrorCodes.CANCEL)
+                self._flush()
+            except h2.exceptions.StreamClosedError:
+                pass  # the peer closed or reset it first
+            except (h2.exceptions.ProtocolError, TransportError) as exc:
+                self._die(RemoteProtocolError(f"HTTP/2 connection failed: {exc}"))
+        stream.released = True
+        self._release_slot()
+
+    def _release_slot(self) -> None:
+        self.reserved -= 1
+        self._owner.release(self)
+
+    # The reader --------------------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        stream = self._stream
+        conn = self._h2
+        try:
+            while True:
+                data = await stream.read(None)
+                if not data:
+                    raise ReadError("server closed the HTTP/2 connection")
+                try:
+                    events = conn.receive_data(data)
+                except h2.exceptions.ProtocolError as exc:
+                    raise RemoteProtocolError(f"HTTP/2 protocol error from server: {exc}") from exc
+                for event in events:
+                    self._dispatch(event)
+                self._flush()
+                if self.draining and not self._streams:
+                    self.close()
+                    self._owner.discard(self)
+                    return
+        except asyncio.CancelledError:
+            raise
+        except TransportError as exc:
+            self._die(exc)
+        except Exception as exc:  # Defensive: a bug here must fail streams, not hang them
+            self._die(RemoteProtocolError(f"HTTP/2 connection failed: {exc!r}"))
+
+    def _dispatch(self, event: h2.events.Event) -> None:
+        etype = type(event)
+        if etype is h2.events.DataReceived:
+            assert isinstance(event, h2.events.DataReceived)
+            s = self._streams.get(event.stream_id or 0)
+            size = event.flow_controlled_length or 0
+            if s is None:
+                if size:  # a stream we already left: credit the connection window anyway
+                    self._h2.acknowledge_received_data(size, event.stream_id or 0)
+                return
+            if event.data:
+                s.body.append(event.data)
+            s.unacked += size
+            _wake(s)
+        elif etype is h2.events.ResponseReceived:
+            assert isinstance(event, h2.events.ResponseReceived)
+            s = self._streams.get(event.stream_id or 0)
+            if s is not None:
+                self._on_response(s, event.headers or [])
+        elif etype is h2.events.StreamEnded:
+            s = self._streams.get(event.stream_id or 0)  # type: ignore[attr-defined]
+            if s is not None:
+                s.ended = True
+                _wake(s)
+        elif etype is h2.events.StreamReset:
+            assert isinstance(event, h2.events.StreamReset)
+            s = self._streams.get(event.stream_id or 0)
+            if s is not None:
+                code = event.error_code
+                exc = RemoteProtocolError(f"server reset the HTTP/2 stream ({code!r})")
+                if code == ErrorCodes.REFUSED_STREAM:
+                    exc.unprocessed = True  # RFC 9113 section 8.7: never processed
+                s.error = exc
+                _wake(s)
+        elif etype is h2.events.WindowUpdated:
+            assert isinstance(event, h2.events.WindowUpdated)
+            if event.stream_id:
+                s = self._streams.get(event.stream_id)
+                if s is not None and s.sending:
+                    _wake(s)
+            else:
+                self._wake_senders()
+        elif etype is h2.events.RemoteSettingsChanged:
+            assert isinstance(event, h2.events.RemoteSettingsChanged)
+            self._settings_received = True
+            changed = event.changed_settings
+            if h2.settings.SettingCodes.INITIAL_WINDOW_SIZE in changed:
+                self._wake_senders()
+            self._owner.capacity_changed(self)
+        elif etype is h2.events.ConnectionTerminated:
+            assert isinstance(event, h2.events.ConnectionTerminated)
+            self._on_goaway(event)
+        elif etype is h2.events.PingAckReceived:
+            pass
+        elif etype is h2.events.PushedStreamReceived:  # Defensive: push is disabled
+            assert isinstance(event, h2.events.PushedStreamReceived)
+            self._h2.reset_stream(event.pushed_stream_id or 0, ErrorCodes.REFUSED_STREAM)
+
+    def _on_response(self, s: _Stream, headers: list[tuple[bytes, bytes]]) -> None:
+        status = 0
+        plain: list[tuple[bytes, bytes]] = []
+        for name, value in headers:
+            if name == b":status":
+                status = int(value)
+            elif not name.startswith(b":"):
+                plain.append((name, value))
+        s.status = status
+        s.headers = plain
+        if not self.got_response_bytes and self._trace is not None:
+            self._emit("first_byte")
+        _wake(s)
+
+    def _on_goaway(self, event: h2.events.ConnectionTerminated) -> None:
+        self.draining = True
+        last = event.last_stream_id or 0
+        code = event.error_code
+        for s in list(self._streams.values()):
+            if s.id > last:
+                exc = RemoteProtocolError(
+                    f"server sent GOAWAY (last stream {last}, {code!r}) before stream {s.id}"
+                )
+                exc.unprocessed = True
+                s.error = exc
+                _wake(s)
+            elif code != ErrorCodes.NO_ERROR and not s.ended:
+                s.error = RemoteProtocolError(f"server sent GOAWAY with {code!r}")
+                _wake(s)
+        self._owner.capacity_changed(self)
+
+    def _wake_senders(self) -> None:
+        for s in self._streams.values():
+            if s.sending:
+                _wake(s)
+
+    def _emit(self, name: TraceName, **info: Any) -> None:
+        assert self._trace is not None
+        info.update(origin=str(self.origin), conn_id=self.id)
+        self._trace(TraceEvent(name, self._loop.time(), info))
+
+
+class H2Body:
+    """The `BodyStream` of one HTTP/2 response."""
+
+    __slots__ = ("_conn", "_stream")
+
+    def __init__(self, conn: HTTP2Connection, stream: _Stream) -> None:
+        self._conn = conn
+        self._stream = stream
+
+    async def receive(self) -> bytes:
+        stream = self._stream
+        if stream.released:
+            return b""
+        try:
+            return await self._conn._receive_chunk(stream)
+        except BaseException:
+            self._conn._abort_stream(stream)
+            raise
+
+    async def aclose(self) -> None:
+        # No draining over HTTP/2: RST_STREAM is cheap and keeps the socket usable.
+        self.abort()
+
+    def abort(self) -> None:
+        stream = self._stream
+        if stream.released:
+            return
+        if stream.ended and not stream.body:
+            self._conn._finish_stream(stream)
+        else:
+            self._conn._abort_stream(stream)
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
+
+
+def _wake(stream: _Stream) -> None:
+    waiter = stream.waiter
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
+
+
+def _expire(waiter: asyncio.Future[None], exc_type: type[TransportError]) -> None:
+    if not waiter.done():
+        waiter.set_exception(exc_type("timed out"))
