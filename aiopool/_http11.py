@@ -93,6 +93,10 @@ class Connection(Protocol):
         """Promise one of `capacity()` to a request (synchronous, by the pool)."""
         ...
 
+    def unreserve(self) -> None:
+        """Take back a promise no request will use (its task was cancelled)."""
+        ...
+
     @property
     def open_streams(self) -> int: ...
 
@@ -180,6 +184,9 @@ class HTTP11Connection:
         return 0  # one request at a time: leased whole, never shared
 
     def reserve(self) -> None:
+        raise AssertionError("HTTP/1.1 connections are leased, not reserved")  # Defensive
+
+    def unreserve(self) -> None:
         raise AssertionError("HTTP/1.1 connections are leased, not reserved")  # Defensive
 
     @property

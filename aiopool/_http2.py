@@ -32,6 +32,7 @@ import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
+from h2.connection import ConnectionState
 from h2.errors import ErrorCodes
 
 from ._exceptions import (
@@ -66,6 +67,23 @@ DEFAULT_MAX_STREAMS = 100
 _CONNECTION_HEADERS = frozenset(
     {b"host", b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
 )
+
+
+class _H2Connection(h2.connection.H2Connection):
+    """h2's connection, except that a GOAWAY does not end the streams it lets finish.
+
+    h2 moves its connection state machine to CLOSED on receiving GOAWAY and then refuses every
+    later frame, but RFC 9113 section 6.8 lets the peer complete the streams at or below
+    `last_stream_id` (nginx does exactly that after `keepalive_requests`). We keep the state
+    machine open; `HTTP2Connection.draining` is what stops new streams.
+    """
+
+    def _receive_goaway_frame(self, frame: Any) -> tuple[list[Any], list[h2.events.Event]]:
+        before = self.state_machine.state
+        frames, events = super()._receive_goaway_frame(frame)
+        if before is not ConnectionState.CLOSED:
+            self.state_machine.state = before
+        return frames, events
 
 
 class _Stream:
@@ -132,7 +150,7 @@ class HTTP2Connection:
         self._loop = asyncio.get_running_loop()
         self._reader: asyncio.Task[None] | None = None
         config = h2.config.H2Configuration(client_side=True, header_encoding=None)
-        self._h2 = h2.connection.H2Connection(config=config)
+        self._h2 = _H2Connection(config=config)
 
     def __repr__(self) -> str:
         return (
@@ -173,6 +191,9 @@ class HTTP2Connection:
 
     def reserve(self) -> None:
         self.reserved += 1
+
+    def unreserve(self) -> None:
+        self.reserved -= 1
 
     def is_reusable(self) -> bool:
         return not self.closed and not self.draining
@@ -353,26 +374,24 @@ class HTTP2Connection:
             raise stream.error
 
     async def _receive_chunk(self, stream: _Stream) -> bytes:
-        while not stream.body:
+        body = stream.body
+        while not body:
             if stream.ended:
                 self._finish_stream(stream)
                 return b""
             await self._wait(stream, stream.read_timeout)
-        chunk = stream.body.popleft()
-        self._credit(stream, len(chunk))
-        return chunk
-
-    def _credit(self, stream: _Stream, size: int) -> None:
-        # Flow-controlled length can exceed the data (padding): credit all we were charged
-        # once the stream's buffer is empty.
-        credit = stream.unacked if not stream.body else min(size, stream.unacked)
-        if credit:
-            stream.unacked -= credit
+        # Hand over everything buffered at once (a fast download arrives as dozens of 8-16 KiB
+        # DATA frames per socket read) and credit the window once for all of it.
+        chunk = body.popleft() if len(body) == 1 else b"".join(body)
+        body.clear()
+        credit, stream.unacked = stream.unacked, 0
+        if credit and not self.closed:
             try:
                 self._h2.acknowledge_received_data(credit, stream.id)
                 self._flush()
             except (h2.exceptions.ProtocolError, TransportError):
                 pass  # the stream or socket is already gone; nothing left to credit
+        return chunk
 
     def _finish_stream(self, stream: _Stream) -> None:
         """The response ended and was consumed: the slot goes back to the pool."""

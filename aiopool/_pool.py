@@ -145,8 +145,12 @@ class ConnectionPool:
             return await fut
         except BaseException:
             if fut.done() and not fut.cancelled() and fut.exception() is None:
-                # Handed a connection just as we were cancelled: give it straight back.
-                self.release(fut.result())
+                # Handed a connection (or an h2 stream slot) just as we were cancelled: give it
+                # straight back, unused.
+                conn = fut.result()
+                if conn.multiplexed:
+                    conn.unreserve()
+                self.release(conn)
             else:
                 self._state.abandon(waiter)
                 self._apply()

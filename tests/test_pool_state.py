@@ -50,6 +50,19 @@ class FakeConn:
     async def wait_closed(self, timeout: float) -> None:
         raise NotImplementedError  # the books never wait
 
+    def capacity(self) -> int:
+        return 0
+
+    def reserve(self) -> None:
+        raise NotImplementedError  # HTTP/1.1-like: leased whole
+
+    def unreserve(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def open_streams(self) -> int:
+        return 0
+
     async def send(
         self, request: Request, timeout: aiopool.Timeout
     ) -> tuple[ResponseHead, BodyStream]:

@@ -27,7 +27,14 @@ from typing import Final, Self
 
 import trustme
 
-__all__ = ["STATIC_FILES", "Nginx", "NginxError", "find_nginx"]
+__all__ = [
+    "LIMITED_REQUESTS",
+    "LIMITED_STREAMS",
+    "STATIC_FILES",
+    "Nginx",
+    "NginxError",
+    "find_nginx",
+]
 
 # Where nginx lives on Debian-like systems when sbin directories are not on a user's PATH.
 _EXTRA_SEARCH_DIRS: Final = ("/usr/sbin", "/usr/local/sbin", "/sbin")
@@ -49,6 +56,11 @@ _STOP_TIMEOUT: Final = 10.0
 
 class NginxError(RuntimeError):
     """nginx could not be found, started or stopped."""
+
+
+# Limits of the h2c_limited listener.
+LIMITED_STREAMS = 4
+LIMITED_REQUESTS = 25
 
 
 def find_nginx() -> str | None:
@@ -96,6 +108,9 @@ class Nginx:
     * ``https_url`` -- ``https://localhost:P2``, TLS 1.2/1.3, ALPN ``h2`` and ``http/1.1``; the
       certificate (issued by ``ca``) is also valid for 127.0.0.1
     * ``h2c_url``   -- ``http://127.0.0.1:P3``, HTTP/2 over cleartext with prior knowledge only
+    * ``h2c_limited_url`` -- ``http://127.0.0.1:P4``, h2c with small limits: at most
+      ``LIMITED_STREAMS`` concurrent streams per connection, and a GOAWAY after
+      ``LIMITED_REQUESTS`` requests on a connection (nginx's ``keepalive_requests``)
 
     Locations: ``/<name>`` for each of ``STATIC_FILES``; ``/echo?id=X`` returns ``X`` as
     text/plain; ``/close`` returns ``bye`` with ``Connection: close``.
@@ -126,6 +141,14 @@ class Nginx:
     @property
     def h2c_port(self) -> int:
         return self._port(2)
+
+    @property
+    def h2c_limited_port(self) -> int:
+        return self._port(3)
+
+    @property
+    def h2c_limited_url(self) -> str:
+        return f"http://127.0.0.1:{self.h2c_limited_port}"
 
     @property
     def http_url(self) -> str:
@@ -174,7 +197,7 @@ class Nginx:
         try:
             self._populate_prefix()
             for attempt in range(1, _START_ATTEMPTS + 1):
-                self._ports = _free_ports(3)
+                self._ports = _free_ports(4)
                 self._write_config()
                 if self._launch(binary, last_attempt=attempt == _START_ATTEMPTS):
                     return
@@ -219,6 +242,7 @@ class Nginx:
         assert self._prefix is not None
         prefix = self._prefix
         http_port, https_port, h2c_port = self._port(0), self._port(1), self._port(2)
+        limited_port = self._port(3)
         temp = prefix / "temp"
         locations = f"""
         root {_quote(self.docroot)};
@@ -281,6 +305,14 @@ http {{
         # Cleartext HTTP/2 (prior knowledge); nginx 1.22 does not do the h2c upgrade dance.
         listen 127.0.0.1:{h2c_port} http2;
         server_name localhost;{locations}
+    }}
+
+    server {{
+        # Small limits, so clients meet SETTINGS_MAX_CONCURRENT_STREAMS and GOAWAY quickly.
+        listen 127.0.0.1:{limited_port} http2;
+        server_name localhost;
+        http2_max_concurrent_streams {LIMITED_STREAMS};
+        keepalive_requests {LIMITED_REQUESTS};{locations}
     }}
 }}
 """

@@ -1,0 +1,143 @@
+"""HTTP/2 against nginx: ALPN h2 over TLS, h2c by prior knowledge, small stream limits, GOAWAY."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+import aiopool
+from tests.helpers import assert_settled, eventually
+from tests.rig.fault_server import FaultServer
+from tests.rig.nginx import LIMITED_REQUESTS, LIMITED_STREAMS, Nginx
+
+pytestmark = pytest.mark.nginx
+
+
+async def test_alpn_picks_h2_and_100_requests_share_one_socket(nginx: Nginx, ca_path: str) -> None:
+    async with aiopool.Client(verify=ca_path) as client:
+        responses = await asyncio.gather(
+            *(client.get(f"{nginx.https_url}/echo?id={i}") for i in range(100))
+        )
+        assert [r.text for r in responses] == [str(i) for i in range(100)]
+        assert {r.http_version for r in responses} == {"HTTP/2"}
+        assert {r.conn_info.id for r in responses} == {1}
+        assert responses[0].reason == "OK"
+        stats = assert_settled(client)
+        # Every request waited for the one socket being dialed instead of dialing its own.
+        assert stats.connections_opened == 1
+        assert stats.hosts[f"https://localhost:{nginx.https_port}"].idle == 1
+
+
+async def test_streams_are_counted_while_in_flight(nginx: Nginx, ca_path: str) -> None:
+    async with aiopool.Client(verify=ca_path) as client:
+        await client.get(f"{nginx.https_url}/small.txt")  # learn the protocol first
+        contexts = [client.stream("GET", f"{nginx.https_url}/1m.bin") for _ in range(5)]
+        responses = [await c.__aenter__() for c in contexts]
+        host = client.stats().hosts[f"https://localhost:{nginx.https_port}"]
+        assert (host.streams, host.active, host.opened) == (5, 1, 1)
+        for ctx, resp in zip(contexts, responses, strict=True):
+            assert resp.http_version == "HTTP/2"
+            await ctx.__aexit__(None, None, None)  # closed unread: RST_STREAM, slot freed
+        stats = assert_settled(client)
+        assert stats.connections_opened == 1 and stats.idle == 1
+        again = await client.get(f"{nginx.https_url}/small.txt")
+        assert again.conn_info.reused and again.conn_info.id == 1
+
+
+async def test_h2c_by_prior_knowledge(nginx: Nginx) -> None:
+    async with aiopool.Client(http1=False) as client:
+        responses = await asyncio.gather(
+            *(client.get(f"{nginx.h2c_url}/echo?id={i}") for i in range(50))
+        )
+        assert [r.text for r in responses] == [str(i) for i in range(50)]
+        assert {r.http_version for r in responses} == {"HTTP/2"}
+        assert assert_settled(client).connections_opened == 1
+
+
+async def test_http1_only_client_never_speaks_h2(nginx: Nginx, ca_path: str) -> None:
+    async with aiopool.Client(verify=ca_path, http2=False) as client:
+        resp = await client.get(f"{nginx.https_url}/small.txt")
+        assert resp.http_version == "HTTP/1.1"
+
+
+async def test_h2_only_client_refuses_an_http1_server(
+    tls_fault_server: FaultServer, ca_path: str
+) -> None:
+    # The TLS fault server answers ALPN with http/1.1 only.
+    async with aiopool.Client(verify=ca_path, http1=False) as client:
+        with pytest.raises(aiopool.ConnectError, match="did not negotiate HTTP/2"):
+            await client.get(f"{tls_fault_server.url}/echo")
+        assert_settled(client)
+
+
+async def test_small_stream_limit_opens_more_sockets_never_fails(nginx: Nginx) -> None:
+    """nginx allows LIMITED_STREAMS streams per socket: 40 requests need 10 sockets' worth of
+    streams; none may fail with "too many streams", none may hang."""
+    async with aiopool.Client(http1=False, max_connections_per_host=3) as client:
+        responses = await asyncio.gather(
+            *(client.get(f"{nginx.h2c_limited_url}/echo?id={i}") for i in range(40))
+        )
+        assert [r.text for r in responses] == [str(i) for i in range(40)]
+        stats = assert_settled(client)
+        assert stats.hosts[f"http://127.0.0.1:{nginx.h2c_limited_port}"].opened <= 3 + (
+            40 // LIMITED_REQUESTS
+        )
+
+
+async def test_goaway_after_keepalive_requests_is_transparent(nginx: Nginx) -> None:
+    """nginx sends GOAWAY after LIMITED_REQUESTS requests on a socket; the client moves to a
+    new socket without losing or failing a request."""
+    n = LIMITED_REQUESTS * 4
+    async with aiopool.Client(http1=False, max_connections_per_host=2) as client:
+        ids: list[str] = []
+        for batch in range(0, n, LIMITED_STREAMS):
+            responses = await asyncio.gather(
+                *(
+                    client.get(f"{nginx.h2c_limited_url}/echo?id={i}")
+                    for i in range(batch, min(batch + LIMITED_STREAMS, n))
+                )
+            )
+            ids.extend(r.text for r in responses)
+        assert ids == [str(i) for i in range(n)]
+        await eventually(lambda: client.stats().connecting == 0)
+        stats = assert_settled(client)
+        assert stats.connections_opened >= n // LIMITED_REQUESTS
+        assert stats.requests == n
+
+
+async def test_10mb_download_over_h2_matches(nginx: Nginx, ca_path: str) -> None:
+    expected = nginx.file_bytes("10m.bin")
+    async with aiopool.Client(verify=ca_path) as client:
+        resp = await client.get(f"{nginx.https_url}/10m.bin")
+        assert resp.http_version == "HTTP/2"
+        assert resp.content == expected
+        # Several downloads at once over the one socket share its window fairly.
+        many = await asyncio.gather(*(client.get(f"{nginx.https_url}/1m.bin") for _ in range(8)))
+        assert all(r.content == nginx.file_bytes("1m.bin") for r in many)
+        assert assert_settled(client).connections_opened == 1
+
+
+async def test_cancellation_storm_over_one_h2_socket(nginx: Nginx, ca_path: str) -> None:
+    """Thousands of tasks over HTTP/2, a third cancelled at random: every completed body
+    matches its request id, and no stream is left open afterwards."""
+    rng = random.Random(7)
+    async with aiopool.Client(verify=ca_path) as client:
+        await client.get(f"{nginx.https_url}/small.txt")
+
+        async def one(i: int) -> None:
+            resp = await client.get(f"{nginx.https_url}/echo?id={i}")
+            assert resp.text == str(i)
+
+        tasks = [asyncio.create_task(one(i)) for i in range(2000)]
+        for _ in range(700):
+            await asyncio.sleep(rng.random() * 0.001)
+            rng.choice(tasks).cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        assert all(isinstance(e, asyncio.CancelledError) for e in errors), errors[:3]
+        assert len(errors) < len(tasks)
+        stats = assert_settled(client)
+        assert stats.hosts[f"https://localhost:{nginx.https_port}"].streams == 0
+        assert (await client.get(f"{nginx.https_url}/echo?id=after")).text == "after"
