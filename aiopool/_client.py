@@ -49,6 +49,12 @@ class Client:
     `max_connections_per_host` (every socket to one origin, the lease semaphore), idle sockets
     kept `max_idle_per_host` per host and `max_idle` in all, each for at most `idle_timeout`
     seconds. `None` removes a cap.
+
+    Protocols: `http2=True` offers h2 by ALPN on https (the server chooses); `http1=False`
+    speaks only HTTP/2 (h2c by prior knowledge on http://). `http2_ping_interval` (seconds,
+    off by default) sends a PING on an HTTP/2 socket that has been silent that long and closes
+    it if nothing answers within `http2_ping_timeout` (15 s), as Go's `ReadIdleTimeout` and
+    `PingTimeout` do.
     """
 
     def __init__(
@@ -61,6 +67,8 @@ class Client:
         idle_timeout: float = 90.0,
         http1: bool = True,
         http2: bool = True,
+        http2_ping_interval: float | None = None,
+        http2_ping_timeout: float = 15.0,
         timeout: TimeoutTypes = _DEFAULT_TIMEOUT,
         verify: VerifyTypes = True,
         headers: HeaderTypes | None = None,
@@ -85,6 +93,8 @@ class Client:
             ssl_context=self._get_ssl_context,
             http1=http1,
             http2=http2,
+            http2_ping_interval=http2_ping_interval,
+            http2_ping_timeout=http2_ping_timeout,
             trace=trace,
         )
         self._default_headers = _default_headers(Headers(headers) if headers else None)

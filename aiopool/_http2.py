@@ -131,10 +131,13 @@ class HTTP2Connection:
         *,
         conn_id: int,
         trace: TraceHook | None = None,
+        ping_interval: float | None = None,
+        ping_timeout: float = 15.0,
     ) -> None:
         self.id = conn_id
         self.origin = origin
         self.state = ConnState.ACTIVE
+        self._ping = (ping_interval, ping_timeout)
         self.closed = False
         self.requests = 0
         self.idle_since = 0.0
@@ -429,9 +432,24 @@ class HTTP2Connection:
     async def _read_loop(self) -> None:
         stream = self._stream
         conn = self._h2
+        ping_interval, ping_timeout = self._ping
+        awaiting_pong = False
         try:
             while True:
-                data = await stream.read(None)
+                try:
+                    data = await stream.read(ping_timeout if awaiting_pong else ping_interval)
+                except ReadTimeout:
+                    # Go's ReadIdleTimeout/PingTimeout: silence for `ping_interval`, then a PING;
+                    # no answer (nor any other frame) within `ping_timeout` means the peer is gone.
+                    if awaiting_pong:
+                        raise ReadError(
+                            f"HTTP/2 peer did not answer a PING within {ping_timeout}s"
+                        ) from None
+                    awaiting_pong = True
+                    conn.ping(b"aiopool!")
+                    self._flush()
+                    continue
+                awaiting_pong = False
                 if not data:
                     raise ReadError("server closed the HTTP/2 connection")
                 try:

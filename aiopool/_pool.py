@@ -55,9 +55,12 @@ class ConnectionPool:
         ssl_context: Callable[[], ssl.SSLContext],
         http1: bool = True,
         http2: bool = False,
+        http2_ping_interval: float | None = None,
+        http2_ping_timeout: float = 15.0,
         trace: TraceHook | None = None,
     ) -> None:
         self._http1 = http1
+        self._ping = (http2_ping_interval, http2_ping_timeout)
         self._http2 = http2
         self._state = PoolState(
             max_connections=max_connections,
@@ -244,7 +247,13 @@ class ConnectionPool:
         conn: Connection
         if alpn == "h2" or (not tls and self._may_multiplex(origin)):
             h2conn = HTTP2Connection(
-                stream, origin, self, conn_id=next(self._conn_ids), trace=trace
+                stream,
+                origin,
+                self,
+                conn_id=next(self._conn_ids),
+                trace=trace,
+                ping_interval=self._ping[0],
+                ping_timeout=self._ping[1],
             )
             try:
                 reader = h2conn.start()

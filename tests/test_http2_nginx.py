@@ -9,7 +9,7 @@ import pytest
 
 import aiopool
 from tests.helpers import assert_settled, eventually
-from tests.rig.fault_server import FaultServer
+from tests.rig.fault_server import BlackholeServer, FaultServer
 from tests.rig.nginx import LIMITED_REQUESTS, LIMITED_STREAMS, Nginx
 
 pytestmark = pytest.mark.nginx
@@ -141,3 +141,25 @@ async def test_cancellation_storm_over_one_h2_socket(nginx: Nginx, ca_path: str)
         stats = assert_settled(client)
         assert stats.hosts[f"https://localhost:{nginx.https_port}"].streams == 0
         assert (await client.get(f"{nginx.https_url}/echo?id=after")).text == "after"
+
+
+async def test_ping_health_check_fails_a_silent_peer_fast(blackhole: BlackholeServer) -> None:
+    """h2c to a peer that accepts and then says nothing: with a PING health check the waiting
+    request fails with ReadError after interval + timeout, not after the read timeout."""
+    url = f"http://127.0.0.1:{blackhole.port}/"
+    async with aiopool.Client(
+        http1=False, http2_ping_interval=0.1, http2_ping_timeout=0.1, timeout=30
+    ) as client:
+        with pytest.raises(aiopool.ReadError, match="PING"):
+            await client.get(url)
+        stats = assert_settled(client)
+        assert stats.connections_closed == 1
+
+
+async def test_ping_health_check_keeps_a_live_socket(nginx: Nginx) -> None:
+    async with aiopool.Client(http1=False, http2_ping_interval=0.05) as client:
+        first = await client.get(f"{nginx.h2c_url}/echo?id=1")
+        await asyncio.sleep(0.3)  # several PINGs, each answered
+        second = await client.get(f"{nginx.h2c_url}/echo?id=2")
+        assert second.conn_info.id == first.conn_info.id
+        assert assert_settled(client).connections_closed == 0
