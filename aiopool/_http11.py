@@ -242,7 +242,16 @@ class HTTP11Connection:
         url = request.url
         try:
             data = conn.send(
-                h11.Request(method=request.method, target=url.target, headers=request.headers.raw)
+                # `_parsed=True` skips h11's re-validation: `Request` already checked the
+                # method and every header against the same RFC 9110 grammar, and `URL` the
+                # target, before a socket was leased. (A third of h11's send cost.)
+                h11.Request(
+                    method=request.method.encode("ascii"),
+                    target=url.target,
+                    headers=request.headers.raw,
+                    http_version=b"1.1",
+                    _parsed=True,
+                )
             )
         except h11.LocalProtocolError as exc:
             raise LocalProtocolError(str(exc)) from exc
