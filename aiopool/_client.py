@@ -306,6 +306,7 @@ class Client:
                 if (
                     not retried
                     and info.reused
+                    and (conn.closed or not conn.multiplexed)  # h2: the socket died, not a stream
                     and not conn.got_response_bytes
                     and request.replayable
                     and not isinstance(exc, TimeoutException | LocalProtocolError)

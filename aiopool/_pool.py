@@ -132,7 +132,7 @@ class ConnectionPool:
                 self._emit_got_conn(got, info)
             return got, info
         conn = await self._wait(got, timeout.pool)
-        info = ConnInfo(conn.id, conn.requests > 0, False, 0.0, conn.http_version)
+        info = ConnInfo(conn.id, got.reused, False, 0.0, conn.http_version)
         if self._trace is not None:
             self._emit_got_conn(conn, info)
         return conn, info

@@ -45,7 +45,7 @@ __all__ = ("HostPool", "PoolState", "Waiter")
 class Waiter:
     """A request waiting for a connection. `fut` resolves to the connection, or an error."""
 
-    __slots__ = ("connect_timeout", "fut", "host", "live")
+    __slots__ = ("connect_timeout", "fut", "host", "live", "reused")
 
     def __init__(
         self, host: HostPool, fut: asyncio.Future[Connection], connect_timeout: float | None
@@ -54,6 +54,7 @@ class Waiter:
         self.fut = fut
         self.connect_timeout = connect_timeout
         self.live = True  # still wants a connection: not served, cancelled nor timed out
+        self.reused = False  # whether the connection it was handed had carried a request
 
 
 class HostPool:
@@ -224,6 +225,7 @@ class PoolState:
         if waiter is not None:
             host.reused += 1
             self.reused += 1
+            waiter.reused = True
             waiter.fut.set_result(conn)  # late binding: stays busy, changes hands
             return
         host.busy -= 1
@@ -295,6 +297,7 @@ class PoolState:
             if conn.requests:
                 host.reused += 1
                 self.reused += 1
+                waiter.reused = True
             waiter.fut.set_result(conn)
 
     # Dialing -----------------------------------------------------------------------------------

@@ -109,3 +109,56 @@ def nginx(tls_ca: trustme.CA) -> Iterator[Nginx]:
     server.start()
     yield server
     server.stop()
+
+
+# -- HTTP/2 servers --------------------------------------------------------------------------
+# Imported here rather than at the top so this section stays a pure append to the file.
+from tests.rig.h2_server import H2ScriptServer  # noqa: E402
+from tests.rig.hypercorn_app import HypercornServer  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def h2_server() -> Iterator[H2ScriptServer]:
+    """Scripted HTTP/2 server, cleartext with prior knowledge (h2c), at ``h2_server.url``.
+
+    Shared by the session: use ``fresh_h2_server`` so knobs left by another test cannot leak
+    into yours.
+    """
+    server = H2ScriptServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fresh_h2_server(h2_server: H2ScriptServer) -> H2ScriptServer:
+    """The session's ``h2_server`` with default knobs and zeroed counters for this test."""
+    h2_server.reset_script()
+    h2_server.reset()
+    return h2_server
+
+
+@pytest.fixture(scope="session")
+def tls_h2_server(tls_ca: trustme.CA) -> Iterator[H2ScriptServer]:
+    """Scripted HTTP/2 server over TLS (ALPN ``h2`` only) at ``https://localhost:PORT``."""
+    server = H2ScriptServer(ssl_context=server_ssl_context(tls_ca, alpn=("h2",)))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fresh_tls_h2_server(tls_h2_server: H2ScriptServer) -> H2ScriptServer:
+    """``tls_h2_server`` with default knobs and zeroed counters for this test."""
+    tls_h2_server.reset_script()
+    tls_h2_server.reset()
+    return tls_h2_server
+
+
+@pytest.fixture(scope="session")
+def hypercorn_server(tls_ca: trustme.CA) -> Iterator[HypercornServer]:
+    """hypercorn over TLS (ALPN ``h2``, ``http/1.1``) at ``https://localhost:PORT``."""
+    server = HypercornServer(tls_ca)
+    server.start()
+    yield server
+    server.stop()

@@ -1,0 +1,371 @@
+"""hypercorn serving a tiny ASGI app: a real, independent HTTP/2 server written in Python.
+
+``H2ScriptServer`` and the client under test both sit on h2; hypercorn also uses h2, but its
+own framing, flow-control and connection management, so agreement with it is evidence the
+client interoperates rather than merely mirrors the rig. nginx (``Nginx.https_url``) is the
+non-Python counterpart.
+
+hypercorn runs in its own thread and loop, like the other rig servers, so one session-scoped
+instance serves tests on every pytest-asyncio loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import shutil
+import socket
+import tempfile
+import threading
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import parse_qsl
+
+import trustme
+from hypercorn.asyncio import serve
+from hypercorn.config import Config, Sockets
+from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope, Scope
+
+from .fault_server import pattern
+
+__all__ = ["HypercornServer", "RigApp"]
+
+logger = logging.getLogger(__name__)
+
+_HOST = "127.0.0.1"
+_THREAD_JOIN_TIMEOUT = 10.0
+# How long hypercorn lets open connections finish at stop() before it cancels them.
+_GRACEFUL_TIMEOUT = 1.0
+# Idle connections stay open this long: longer than any test, so a test that sees a fresh
+# connection knows the client opened it, not that the server timed the old one out.
+_KEEP_ALIVE_TIMEOUT = 300.0
+# How long after the graceful period stop() waits before it cuts the remaining connections.
+_CUT_AFTER = 0.5
+
+
+class RigApp:
+    """The ASGI application. Routes, like ``H2ScriptServer``'s:
+
+    * ``/echo?id=X`` -- 200, body X, header ``x-id: X``
+    * ``/bytes/N?seed=S`` -- 200, ``pattern(N, S)``
+    * ``/slow?chunks=K&delay=S`` -- 200, K (5) pieces of 10 bytes each after S (0.1) s,
+      ``pattern(10 * K)`` in all
+    * ``/upload`` -- 200, body ``b"<count> <sha256 hex>"`` of the request body
+    * anything else -- 404
+
+    Every response carries ``x-http-version`` (``2`` for HTTP/2) from the ASGI scope.
+    """
+
+    def __init__(self) -> None:
+        self._running: set[asyncio.Task[object]] = set()
+
+    def abort_requests(self) -> None:
+        """Cancel every request in progress (hypercorn then resets its stream).
+
+        hypercorn 0.18 cannot shut down while a request is still running: once its graceful
+        period ends it cancels the connection's task group, and the request's final
+        ``send(None)`` then fails with "TaskGroup is shutting down" and leaks a never-awaited
+        coroutine. Ending the requests first leaves it only idle connections to close.
+        """
+        for task in self._running:
+            task.cancel()
+
+    @property
+    def requests_running(self) -> int:
+        return len(self._running)
+
+    async def __call__(
+        self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        if scope["type"] == "lifespan":
+            # Answered so hypercorn does not log a "lifespan unsupported" warning at startup.
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        self._running.add(task)
+        try:
+            await _serve(scope, receive, send)
+        finally:
+            self._running.discard(task)
+
+
+async def _serve(scope: HTTPScope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+    query = dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
+    path = scope["path"]
+    body = bytearray()
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+        if message["type"] == "http.request":
+            body += message["body"]
+            if not message["more_body"]:
+                break
+    try:
+        if path == "/echo":
+            value = query.get("id", "")
+            await _respond(scope, send, 200, value.encode("latin-1"), [(b"x-id", value.encode())])
+        elif path.startswith("/bytes/"):
+            count = int(path.removeprefix("/bytes/"))
+            await _respond(scope, send, 200, pattern(count, int(query.get("seed", "0"))))
+        elif path == "/slow":
+            await _slow(
+                scope, send, int(query.get("chunks", "5")), float(query.get("delay", "0.1"))
+            )
+        elif path == "/upload":
+            digest = hashlib.sha256(body).hexdigest()
+            await _respond(scope, send, 200, f"{len(body)} {digest}".encode())
+        else:
+            await _respond(scope, send, 404, b"not found\n")
+    except ValueError as exc:
+        await _respond(scope, send, 400, f"{exc}\n".encode())
+
+
+def _head(scope: HTTPScope, length: int) -> list[tuple[bytes, bytes]]:
+    return [
+        (b"content-length", str(length).encode()),
+        (b"x-http-version", scope["http_version"].encode()),
+    ]
+
+
+async def _respond(
+    scope: HTTPScope,
+    send: ASGISendCallable,
+    status: int,
+    body: bytes,
+    extra: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    headers = _head(scope, len(body)) + (extra or [])
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def _slow(scope: HTTPScope, send: ASGISendCallable, chunks: int, delay: float) -> None:
+    if chunks < 0 or not 0 <= delay < 3600:
+        raise ValueError("chunks and delay must not be negative")
+    body = pattern(10 * chunks)
+    headers = _head(scope, len(body))
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    for index in range(chunks):
+        await asyncio.sleep(delay)
+        piece = body[index * 10 : index * 10 + 10]
+        await send({"type": "http.response.body", "body": piece, "more_body": True})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+class _TrackingListener(socket.socket):
+    """A listening socket that remembers the connections it accepts.
+
+    asyncio accepts by calling ``accept()`` on the very socket hypercorn was given, so this is
+    the one place to learn about connections without reaching into hypercorn. ``stop()`` uses
+    it to cut connections hypercorn cannot close by itself: a TLS close waits up to 30 s for
+    the peer's close_notify.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(socket.AF_INET, socket.SOCK_STREAM)
+        self.lock = threading.Lock()
+        self.total = 0
+        self.accepted: list[socket.socket] = []
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        conn, address = super().accept()
+        with self.lock:
+            self.total += 1
+            # Closed ones are dropped here so the list stays as short as the open set.
+            self.accepted = [s for s in self.accepted if s.fileno() != -1] + [conn]
+        return conn, address
+
+    def open_connections(self) -> list[socket.socket]:
+        with self.lock:
+            return [s for s in self.accepted if s.fileno() != -1]
+
+
+def _cut(connections: list[socket.socket]) -> None:
+    for conn in connections:
+        with contextlib.suppress(OSError):  # closed meanwhile
+            conn.shutdown(socket.SHUT_RDWR)
+
+
+class _BoundConfig(Config):
+    """A Config that serves a socket bound beforehand.
+
+    hypercorn binds what ``bind`` names itself, and with port 0 nobody could learn the port;
+    binding first and handing the socket over avoids both that and a pick-then-bind race.
+    """
+
+    def __init__(self, listener: socket.socket, on_serving: threading.Event) -> None:
+        super().__init__()
+        self._listener = listener
+        self._on_serving = on_serving
+
+    def create_sockets(self) -> Sockets:
+        # Called right before hypercorn starts serving; the socket already listens, so no
+        # connection made from now on is refused.
+        self._on_serving.set()
+        if self.ssl_enabled:
+            return Sockets([self._listener], [], [])
+        return Sockets([], [self._listener], [])
+
+
+class HypercornServer:
+    """hypercorn on 127.0.0.1: HTTPS with ALPN ``h2``/``http/1.1`` (a cert from ``ca``), or
+    plain HTTP (h2c prior knowledge and HTTP/1.1) with ``tls=False``. Serves ``self.app``, a
+    ``RigApp``; ``max_concurrent_streams`` is hypercorn's SETTINGS_MAX_CONCURRENT_STREAMS."""
+
+    def __init__(
+        self, ca: trustme.CA | None = None, *, tls: bool = True, max_concurrent_streams: int = 100
+    ) -> None:
+        self.ca: trustme.CA = ca if ca is not None else trustme.CA()
+        self._tls = tls
+        self._max_concurrent_streams = max_concurrent_streams
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._shutdown: asyncio.Event | None = None
+        self._listener: _TrackingListener | None = None
+        self._accepted_before_reset = 0
+        self._port: int | None = None
+        self._ready = threading.Event()
+        self.app = RigApp()
+        self.errors: list[BaseException] = []
+        """Exceptions that ended the server thread (bugs, not client misbehaviour)."""
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("HypercornServer is not running")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """``https://localhost:PORT`` (the cert is valid for 127.0.0.1 too), or ``http://``."""
+        if self._tls:
+            return f"https://localhost:{self.port}"
+        return f"http://{_HOST}:{self.port}"
+
+    def start(self) -> None:
+        """Bind a free port, start hypercorn and return once it serves."""
+        if self._thread is not None:
+            raise RuntimeError("HypercornServer already started")
+        listener = _TrackingListener()
+        listener.bind((_HOST, 0))
+        listener.listen(128)
+        listener.setblocking(False)
+        self._listener, self._port = listener, listener.getsockname()[1]
+        self._accepted_before_reset = 0
+        self._ready.clear()
+        self._thread = threading.Thread(target=self._thread_main, name="hypercorn", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(_THREAD_JOIN_TIMEOUT) or self.errors:
+            self.stop()
+            raise RuntimeError(f"hypercorn failed to start: {self.errors!r}")
+
+    def stop(self) -> None:
+        """Shut hypercorn down (open connections get ``_GRACEFUL_TIMEOUT``) and join it."""
+        thread, loop, shutdown = self._thread, self._loop, self._shutdown
+        if thread is not None:
+            if loop is not None and shutdown is not None:
+                # The loop may have finished already, e.g. if hypercorn failed to start.
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(shutdown.set)
+            thread.join(_GRACEFUL_TIMEOUT + _CUT_AFTER)
+            if thread.is_alive() and loop is not None and self._listener is not None:
+                # Past hypercorn's graceful period something still waits on a peer (see
+                # _TrackingListener); shutting the sockets down ends those waits at once.
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(_cut, self._listener.open_connections())
+            thread.join(_THREAD_JOIN_TIMEOUT)
+            if thread.is_alive():
+                raise RuntimeError("hypercorn thread did not stop")
+        if self._listener is not None:
+            # hypercorn closed it already unless it failed before serving; closing twice is
+            # harmless for a socket object.
+            self._listener.close()
+        self._thread = self._loop = self._shutdown = self._listener = None
+        self._port = None
+
+    @property
+    def connections_accepted(self) -> int:
+        """TCP connections accepted since the last ``reset()`` (counted before TLS)."""
+        if self._listener is None:
+            return 0
+        with self._listener.lock:
+            return self._listener.total - self._accepted_before_reset
+
+    def open_connections(self) -> int:
+        """Server-side connections whose socket hypercorn has not closed yet."""
+        return 0 if self._listener is None else len(self._listener.open_connections())
+
+    def reset(self) -> None:
+        """Zero ``connections_accepted``."""
+        if self._listener is not None:
+            with self._listener.lock:
+                self._accepted_before_reset = self._listener.total
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    async def _wait_for_stop(self) -> None:
+        assert self._shutdown is not None
+        await self._shutdown.wait()
+        self.app.abort_requests()
+        # Give the cancelled requests a moment to unwind (hypercorn resets their streams)
+        # before hypercorn starts its own shutdown; see RigApp.abort_requests.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_GRACEFUL_TIMEOUT):
+                while self.app.requests_running:
+                    await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)
+
+    def _thread_main(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as exc:
+            logger.error("hypercorn thread failed", exc_info=exc)
+            self.errors.append(exc)
+        finally:
+            self._ready.set()  # never leave start() waiting for a thread that has ended
+
+    async def _main(self) -> None:
+        assert self._listener is not None
+        self._loop = asyncio.get_running_loop()
+        self._shutdown = asyncio.Event()
+        config = _BoundConfig(self._listener, self._ready)
+        config.alpn_protocols = ["h2", "http/1.1"]
+        config.keep_alive_timeout = _KEEP_ALIVE_TIMEOUT
+        config.h2_max_concurrent_streams = self._max_concurrent_streams
+        config.graceful_timeout = _GRACEFUL_TIMEOUT
+        config.accesslog = None
+        config.errorlog = logger
+        tls_dir = Path(tempfile.mkdtemp(prefix="aiopool-hypercorn-"))
+        try:
+            if self._tls:
+                leaf = self.ca.issue_cert("localhost", "127.0.0.1")
+                leaf.private_key_pem.write_to_path(str(tls_dir / "key.pem"))
+                chain = b"".join(blob.bytes() for blob in leaf.cert_chain_pems)
+                (tls_dir / "chain.pem").write_bytes(chain)
+                config.certfile = str(tls_dir / "chain.pem")
+                config.keyfile = str(tls_dir / "key.pem")
+            await serve(self.app, config, shutdown_trigger=self._wait_for_stop, mode="asgi")
+        finally:
+            shutil.rmtree(tls_dir, ignore_errors=True)

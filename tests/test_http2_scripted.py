@@ -1,0 +1,211 @@
+"""HTTP/2 byte-level scenarios against the scripted h2 peer (tests/rig/h2_server.py).
+
+GOAWAY with streams on both sides of last_stream_id, RST_STREAM, a lowered stream limit,
+window exhaustion on upload, a socket dying under 50 open streams, PINGs, early close and
+cancellation sending RST_STREAM(CANCEL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+
+import pytest
+from h2.errors import ErrorCodes
+
+import aiopool
+from tests.helpers import assert_settled, eventually
+from tests.rig.h2_server import H2ScriptServer
+from tests.rig.hypercorn_app import HypercornServer
+
+
+@pytest.fixture
+def server(fresh_h2_server: H2ScriptServer) -> H2ScriptServer:
+    return fresh_h2_server
+
+
+def h2_client(**options: object) -> aiopool.Client:
+    return aiopool.Client(http1=False, **options)  # type: ignore[arg-type]
+
+
+async def test_streams_share_one_socket_and_ids_match(server: H2ScriptServer) -> None:
+    async with h2_client() as client:
+        responses = await asyncio.gather(
+            *(client.get(f"{server.url}/echo?id={i}") for i in range(50))
+        )
+        assert [r.text for r in responses] == [str(i) for i in range(50)]
+        assert len({r.headers["x-conn-id"] for r in responses}) == 1
+        assert len({r.headers["x-stream-id"] for r in responses}) == 50
+        assert assert_settled(client).connections_opened == 1
+    assert server.max_open_streams_seen > 1
+
+
+async def test_goaway_mid_flight_retries_streams_above_last_id(server: H2ScriptServer) -> None:
+    # The first connection answers its first 3 streams, then GOAWAY(last = 3rd stream);
+    # streams above it were never processed and must move to a new socket.
+    server.script(goaway_after_streams=3, scripted_connections=1)
+    async with h2_client() as client:
+        responses = await asyncio.gather(
+            *(client.get(f"{server.url}/echo?id={i}") for i in range(8))
+        )
+        assert [r.text for r in responses] == [str(i) for i in range(8)]
+        conns = [r.headers["x-conn-id"] for r in responses]
+        assert len(set(conns)) == 2
+        assert conns.count(conns[0]) == 3  # streams 1, 3 and 5 finished on the first socket
+        await eventually(lambda: client.stats().idle == 1)
+        stats = assert_settled(client)
+        assert stats.connections_opened == 2 and stats.requests == 8
+    assert server.goaways_sent == 1
+
+
+async def test_refused_stream_is_retried(server: H2ScriptServer) -> None:
+    server.script(refuse_first_n=1)
+    async with h2_client() as client:
+        resp = await client.post(f"{server.url}/echo?id=x", content=b"body")
+        assert resp.text == "x"
+        assert server.streams_received == 2
+        assert assert_settled(client).connections_opened == 1
+
+
+async def test_refused_every_time_gives_up_with_a_typed_error(server: H2ScriptServer) -> None:
+    async with h2_client() as client:
+        with pytest.raises(aiopool.RemoteProtocolError, match="REFUSED_STREAM") as info:
+            await client.get(f"{server.url}/rst?code={ErrorCodes.REFUSED_STREAM}")
+        assert info.value.unprocessed
+        assert server.streams_received == 4  # the first try and three retries
+        assert_settled(client)
+
+
+async def test_reset_stream_fails_only_that_stream(server: H2ScriptServer) -> None:
+    async with h2_client() as client:
+        first = await client.get(f"{server.url}/echo?id=1")
+        with pytest.raises(aiopool.RemoteProtocolError, match="INTERNAL_ERROR") as info:
+            await client.get(f"{server.url}/rst?code={ErrorCodes.INTERNAL_ERROR}")
+        assert not info.value.unprocessed
+        after = await client.get(f"{server.url}/echo?id=2")
+        assert after.headers["x-conn-id"] == first.headers["x-conn-id"]
+        assert assert_settled(client).connections_opened == 1
+
+
+async def test_lowered_stream_limit_never_fails_a_request(server: H2ScriptServer) -> None:
+    # After the 3rd stream the server allows only 1 concurrent stream, though more are open.
+    server.script(lower_max_concurrent_to=(3, 1))
+    async with h2_client(max_connections_per_host=1) as client:
+        responses = await asyncio.gather(
+            *(client.get(f"{server.url}/slow?chunks=2&delay=0.02") for _ in range(12))
+        )
+        assert all(r.status_code == 200 and len(r.content) == 20 for r in responses)
+        stats = assert_settled(client)
+        assert stats.connections_opened == 1
+    assert not server.protocol_errors
+
+
+async def test_upload_waits_for_window_updates_without_blocking_others(
+    server: H2ScriptServer,
+) -> None:
+    # 64 KiB receive window, acknowledged only after 20 ms: a 1 MiB upload needs ~16 updates.
+    server.script(initial_window_size=65535, ack_delay=0.02)
+    payload = bytes(range(256)) * 4096
+    async with h2_client() as client:
+        await client.get(f"{server.url}/echo?id=warm")
+        upload = asyncio.create_task(client.post(f"{server.url}/upload", content=payload))
+        # 16 windows at >= 20 ms each: the upload is still waiting for WINDOW_UPDATEs while
+        # another stream on the same socket completes.
+        await asyncio.sleep(0.05)
+        echo = await client.get(f"{server.url}/echo?id=meanwhile")
+        assert echo.text == "meanwhile"
+        assert not upload.done()
+        resp = await upload
+        count, digest = resp.text.split()
+        assert int(count) == len(payload)
+        assert digest == hashlib.sha256(payload).hexdigest()
+        assert assert_settled(client).connections_opened == 1
+
+
+async def test_dead_socket_fails_all_50_streams_at_once(server: H2ScriptServer) -> None:
+    server.script(drop_after_streams=50)
+    async with h2_client(timeout=30) as client:
+        results = await asyncio.gather(
+            *(client.get(f"{server.url}/echo?id={i}") for i in range(50)),
+            return_exceptions=True,
+        )
+        assert all(isinstance(r, aiopool.TransportError) for r in results), results[:3]
+        assert not any(isinstance(r, aiopool.TimeoutException) for r in results)
+        stats = assert_settled(client)
+        assert stats.connections_closed == 1 and stats.idle == 0
+        server.reset_script()
+        assert (await client.get(f"{server.url}/echo?id=next")).text == "next"
+
+
+async def test_server_ping_is_answered(server: H2ScriptServer) -> None:
+    server.script(ping_on_connect=True)
+    async with h2_client() as client:
+        await client.get(f"{server.url}/echo")
+        await eventually(lambda: server.pings_acked == 1)
+
+
+async def test_early_close_sends_rst_stream_cancel(server: H2ScriptServer) -> None:
+    async with h2_client() as client:
+        async with client.stream("GET", f"{server.url}/stall") as resp:
+            assert resp.status_code == 200
+        await eventually(lambda: server.streams_reset_by_client == 1)
+        assert server.reset_codes == [ErrorCodes.CANCEL]
+        host = assert_settled(client).hosts[f"http://127.0.0.1:{server.port}"]
+        assert host.streams == 0 and host.idle == 1
+        assert (await client.get(f"{server.url}/echo?id=1")).conn_info.reused
+
+
+async def test_cancelled_task_frees_its_stream(server: H2ScriptServer) -> None:
+    async with h2_client() as client:
+        task = asyncio.create_task(client.get(f"{server.url}/stall-headers"))
+        await eventually(
+            lambda: (
+                client.stats().hosts.get(f"http://127.0.0.1:{server.port}") is not None
+                and client.stats().hosts[f"http://127.0.0.1:{server.port}"].streams == 1
+            )
+        )
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await eventually(lambda: server.streams_reset_by_client == 1)
+        stats = assert_settled(client)
+        assert stats.connections_closed == 0
+
+
+async def test_read_timeout_resets_the_stream_not_the_socket(server: H2ScriptServer) -> None:
+    async with h2_client() as client:
+        first = await client.get(f"{server.url}/echo?id=1")
+        with pytest.raises(aiopool.ReadTimeout):
+            await client.get(f"{server.url}/stall-headers", timeout=aiopool.Timeout(5, read=0.05))
+        again = await client.get(f"{server.url}/echo?id=2")
+        assert again.headers["x-conn-id"] == first.headers["x-conn-id"]
+        assert assert_settled(client).connections_closed == 0
+
+
+async def test_tls_h2_with_alpn(fresh_tls_h2_server: H2ScriptServer, ca_path: str) -> None:
+    async with aiopool.Client(verify=ca_path) as client:
+        responses = await asyncio.gather(
+            *(client.get(f"{fresh_tls_h2_server.url}/echo?id={i}") for i in range(20))
+        )
+        assert {r.http_version for r in responses} == {"HTTP/2"}
+        assert assert_settled(client).connections_opened == 1
+
+
+async def test_hypercorn_echo_upload_and_slow_streams(
+    hypercorn_server: HypercornServer, ca_path: str
+) -> None:
+    url = hypercorn_server.url
+    payload = b"\x00\x01" * (2 * 1024 * 1024)
+    async with aiopool.Client(verify=ca_path) as client:
+        slow = asyncio.create_task(client.get(f"{url}/slow?chunks=3&delay=0.05"))
+        echoes = await asyncio.gather(*(client.get(f"{url}/echo?id={i}") for i in range(200)))
+        assert [r.text for r in echoes] == [str(i) for i in range(200)]
+        assert not slow.done() or (await slow).status_code == 200  # fast streams passed it
+        upload = await client.post(f"{url}/upload", content=payload)
+        count, digest = upload.text.split()
+        assert int(count) == len(payload)
+        assert digest == hashlib.sha256(payload).hexdigest()
+        assert (await slow).status_code == 200
+        assert {r.http_version for r in echoes} == {"HTTP/2"}
+        # hypercorn allows 100 concurrent streams per socket: 201 at once need 3 sockets.
+        assert assert_settled(client).connections_opened <= 3
