@@ -163,3 +163,22 @@ async def test_ping_health_check_keeps_a_live_socket(nginx: Nginx) -> None:
         second = await client.get(f"{nginx.h2c_url}/echo?id=2")
         assert second.conn_info.id == first.conn_info.id
         assert assert_settled(client).connections_closed == 0
+
+
+async def test_discarded_data_is_credited_to_the_connection_window(
+    nginx: Nginx, ca_path: str
+) -> None:
+    """Close five 10 MB streams after their first chunk: whatever the server had already sent
+    (up to the 16 MiB connection window) is discarded, and must be credited back, or the
+    socket's window would run dry and the next download stall."""
+    expected = nginx.file_bytes("10m.bin")
+    async with aiopool.Client(verify=ca_path, timeout=10) as client:
+        for _ in range(5):
+            async with client.stream("GET", f"{nginx.https_url}/10m.bin") as resp:
+                async for _chunk in resp.aiter_bytes():
+                    await asyncio.sleep(0.02)  # let the server fill the window meanwhile
+                    break
+        resp = await client.get(f"{nginx.https_url}/10m.bin")
+        assert resp.content == expected
+        stats = assert_settled(client)
+        assert stats.connections_opened == 1
