@@ -24,6 +24,8 @@ import pytest
 import trustme
 
 from tests.rig.fault_server import BlackholeServer, FaultServer, server_ssl_context
+from tests.rig.h2_server import H2ScriptServer
+from tests.rig.hypercorn_app import HypercornServer
 from tests.rig.nginx import Nginx, find_nginx
 
 
@@ -113,8 +115,6 @@ def nginx(tls_ca: trustme.CA) -> Iterator[Nginx]:
 
 # -- HTTP/2 servers --------------------------------------------------------------------------
 # Imported here rather than at the top so this section stays a pure append to the file.
-from tests.rig.h2_server import H2ScriptServer  # noqa: E402
-from tests.rig.hypercorn_app import HypercornServer  # noqa: E402
 
 
 @pytest.fixture(scope="session")

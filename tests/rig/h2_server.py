@@ -7,11 +7,11 @@ path picks a response (see ``H2ScriptServer``); per-connection faults are *scrip
 (see ``H2Knobs``), because HTTP/2 faults such as GOAWAY are about streams and connections, not
 about the one request that would carry a path.
 
-Frames go out in the order h2 produced them: every h2 call is followed by ``_flush()`` on the
-server's loop, so per-stream tasks never reorder each other's bytes. The one frame written
-behind h2's back is the graceful GOAWAY: h2 moves a connection to CLOSED as soon as it sends
-(or receives) GOAWAY and then refuses to send DATA, so the server could not finish the streams
-the GOAWAY promised to finish.
+Frames go out in the order h2 produced them: every h2 call is followed by a flush of h2's output
+on the server's loop, with no await in between, so per-stream tasks never interleave partial
+writes. The one frame written behind h2's back is the graceful GOAWAY: h2 moves a connection to
+CLOSED as soon as it sends (or receives) GOAWAY and then refuses to send DATA, so the server
+could not finish the streams the GOAWAY promised to finish.
 """
 
 from __future__ import annotations
