@@ -16,14 +16,13 @@
             ├── LocalProtocolError      (we were about to send something illegal)
             └── RemoteProtocolError     (the server sent something illegal)
 
-Backend errors (OSError, ssl.SSLError, h11's errors) are translated once, at the edge where they
-are raised (`map_exceptions`), never caught piecemeal in the middle of the code.
+Backend errors are translated once, at the edge where they are raised: OSError and ssl.SSLError
+in `_backend` (dialing and the socket), h11's and h2's errors in `_http11` and `_http2`. Nothing
+in between catches them piecemeal.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -50,7 +49,6 @@ __all__ = (
     "TransportError",
     "WriteError",
     "WriteTimeout",
-    "map_exceptions",
 )
 
 
@@ -144,24 +142,3 @@ class LocalProtocolError(ProtocolError):
 
 class RemoteProtocolError(ProtocolError):
     """The server sent bytes that are not valid HTTP, or closed mid-message."""
-
-
-ExceptionMapping = Mapping[type[BaseException], type[AiopoolError]]
-
-
-@contextlib.contextmanager
-def map_exceptions(mapping: ExceptionMapping) -> Iterator[None]:
-    """Translate backend exceptions into aiopool's, keeping the original as `__cause__`.
-
-    The first entry of `mapping` that matches (by isinstance, in order) wins; exceptions already
-    derived from `AiopoolError`, and anything unmatched, pass through untouched.
-    """
-    try:
-        yield
-    except AiopoolError:
-        raise
-    except Exception as exc:
-        for from_exc, to_exc in mapping.items():
-            if isinstance(exc, from_exc):
-                raise to_exc(str(exc) or type(exc).__name__) from exc
-        raise
