@@ -223,3 +223,23 @@ async def test_per_request_timeout_overrides_client_default(server: FaultServer)
         assert resp.status_code == 200
         with pytest.raises(aiopool.ReadTimeout):
             await client.get(f"{server.url}/delay?s=0.2")
+
+
+async def test_cancel_while_draining_an_unread_body(server: FaultServer) -> None:
+    # The body trickles (10 bytes every 20 ms), so leaving the block starts a drain that is
+    # still waiting when the task is cancelled: the socket must be closed, not pooled.
+    entered = asyncio.Event()
+
+    async def consume() -> None:
+        async with client.stream("GET", f"{server.url}/slow?chunks=20&delay=0.02&size=10"):
+            entered.set()
+
+    async with aiopool.Client() as client:
+        task = asyncio.create_task(consume())
+        await entered.wait()
+        await asyncio.sleep(0.01)  # inside the 50 ms drain window
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        stats = assert_settled(client)
+        assert stats.idle == 0 and stats.connections_closed == 1
