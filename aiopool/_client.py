@@ -12,7 +12,7 @@ import ssl
 import sys
 from collections.abc import AsyncIterable
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from ._config import Timeout, TimeoutTypes
 from ._exceptions import (
@@ -23,6 +23,7 @@ from ._exceptions import (
     TransportError,
 )
 from ._headers import Headers, HeaderTypes, validate_header
+from ._http11 import HTTP11Connection
 from ._models import Request, RequestContent, Response
 from ._pool import ConnectionPool
 from ._stats import PoolStats, TraceHook
@@ -55,6 +56,9 @@ class Client:
     off by default) sends a PING on an HTTP/2 socket that has been silent that long and closes
     it if nothing answers within `http2_ping_timeout` (15 s), as Go's `ReadIdleTimeout` and
     `PingTimeout` do.
+
+    `http1_parser`: "httptools" (llhttp, fast; `pip install aiopool[speedups]`), "h11" (pure
+    Python, the reference), or "auto" (the default: httptools when installed, else h11).
     """
 
     def __init__(
@@ -69,6 +73,7 @@ class Client:
         http2: bool = True,
         http2_ping_interval: float | None = None,
         http2_ping_timeout: float = 15.0,
+        http1_parser: HTTP1Parser = "auto",
         timeout: TimeoutTypes = _DEFAULT_TIMEOUT,
         verify: VerifyTypes = True,
         headers: HeaderTypes | None = None,
@@ -95,6 +100,7 @@ class Client:
             http2=http2,
             http2_ping_interval=http2_ping_interval,
             http2_ping_timeout=http2_ping_timeout,
+            http1_class=_http1_class(http1_parser),
             trace=trace,
         )
         self._default_headers = _default_headers(Headers(headers) if headers else None)
@@ -333,6 +339,29 @@ class Client:
                 exc.request = request
                 raise
         return response
+
+
+HTTP1Parser = Literal["auto", "h11", "httptools"]
+# What "auto" means; tests switch it to run the suite on each parser.
+DEFAULT_HTTP1_PARSER: HTTP1Parser = "auto"
+
+
+def _http1_class(parser: HTTP1Parser) -> type[HTTP11Connection]:
+    if parser == "auto":
+        parser = DEFAULT_HTTP1_PARSER
+    if parser == "h11":
+        return HTTP11Connection
+    if parser not in ("auto", "httptools"):
+        raise ValueError(f"http1_parser must be 'auto', 'h11' or 'httptools', not {parser!r}")
+    try:
+        from ._http11_httptools import HttptoolsConnection
+    except ImportError:
+        if parser == "httptools":
+            raise ImportError(
+                "http1_parser='httptools' needs httptools: pip install aiopool[speedups]"
+            ) from None
+        return HTTP11Connection
+    return HttptoolsConnection
 
 
 class StreamContext:

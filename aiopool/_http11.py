@@ -170,15 +170,21 @@ class HTTP11Connection:
         self._owner = owner
         self.on_idle_event: Callable[[], None] | None = None  # set by the pool
         self._trace = trace
+        self._setup_protocol()
+
+    def _setup_protocol(self) -> None:
         self._h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_RESPONSE_HEAD)
 
     def __repr__(self) -> str:
-        return f"<HTTP11Connection #{self.id} [{self.state.value}, {self.origin}]>"
+        return f"<{type(self).__name__} #{self.id} [{self.state.value}, {self.origin}]>"
 
     # Pool-facing -------------------------------------------------------------------------------
 
     def is_reusable(self) -> bool:
-        return not self.closed and self._h11.our_state is h11.IDLE and self._stream.is_idle_clean()
+        return not self.closed and self._between_requests() and self._stream.is_idle_clean()
+
+    def _between_requests(self) -> bool:
+        return self._h11.our_state is h11.IDLE
 
     def capacity(self) -> int:
         return 0  # one request at a time: leased whole, never shared
@@ -315,22 +321,27 @@ class HTTP11Connection:
                 raise RemoteProtocolError(_describe(exc, self.got_response_bytes)) from exc
             if event is not h11.NEED_DATA:
                 return event
-            try:
-                data = await self._stream.read(read_timeout)
-            except NetworkError as exc:
-                if not self.got_response_bytes:
-                    raise RemoteProtocolError(
-                        f"server disconnected without sending a response ({exc})"
-                    ) from exc
-                raise
-            if data:
-                if not self.got_response_bytes:
-                    self.got_response_bytes = True
-                    if self._trace is not None:
-                        self._emit("first_byte")
-            elif not self.got_response_bytes:
-                raise RemoteProtocolError("server disconnected without sending a response")
-            conn.receive_data(data)
+            conn.receive_data(await self._read_more(read_timeout))
+
+    async def _read_more(self, read_timeout: float | None) -> bytes:
+        """Next bytes from the socket (b"" at EOF), mapping a disconnect before the first byte
+        of a response to RemoteProtocolError (the stale keep-alive socket signal)."""
+        try:
+            data = await self._stream.read(read_timeout)
+        except NetworkError as exc:
+            if not self.got_response_bytes:
+                raise RemoteProtocolError(
+                    f"server disconnected without sending a response ({exc})"
+                ) from exc
+            raise
+        if data:
+            if not self.got_response_bytes:
+                self.got_response_bytes = True
+                if self._trace is not None:
+                    self._emit("first_byte")
+        elif not self.got_response_bytes:
+            raise RemoteProtocolError("server disconnected without sending a response")
+        return data
 
     def _emit(self, name: TraceName, **info: Any) -> None:
         assert self._trace is not None

@@ -57,9 +57,11 @@ class ConnectionPool:
         http2: bool = False,
         http2_ping_interval: float | None = None,
         http2_ping_timeout: float = 15.0,
+        http1_class: type[HTTP11Connection] = HTTP11Connection,
         trace: TraceHook | None = None,
     ) -> None:
         self._http1 = http1
+        self._http1_class = http1_class
         self._ping = (http2_ping_interval, http2_ping_timeout)
         self._http2 = http2
         self._state = PoolState(
@@ -274,7 +276,7 @@ class ConnectionPool:
             self._apply()
             return
         else:
-            h1conn = HTTP11Connection(
+            h1conn = self._http1_class(
                 stream, origin, self, conn_id=next(self._conn_ids), trace=trace
             )
             # The server closed an idle socket, or sent something unsolicited (such as a 408):

@@ -162,3 +162,33 @@ def hypercorn_server(tls_ca: trustme.CA) -> Iterator[HypercornServer]:
     server.start()
     yield server
     server.stop()
+
+
+# Both HTTP/1.1 parsers must pass the same behaviour tests: every test in these modules runs once
+# with h11 (the reference) and once with httptools (the fast path).
+_PARSER_MODULES = frozenset(
+    {
+        "tests.test_http11",
+        "tests.test_bad_input",
+        "tests.test_cancellation",
+        "tests.test_introspection",
+        "tests.test_nginx",
+        "tests.test_tls",
+    }
+)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.module.__name__ in _PARSER_MODULES:
+        metafunc.parametrize("http1_parser", ["h11", "httptools"], indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def http1_parser(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str | None:
+    """The HTTP/1.1 parser a parametrised test runs with (None: the library's default)."""
+    parser: str | None = getattr(request, "param", None)
+    if parser is not None:
+        import aiopool._client
+
+        monkeypatch.setattr(aiopool._client, "DEFAULT_HTTP1_PARSER", parser)
+    return parser

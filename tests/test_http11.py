@@ -348,3 +348,13 @@ async def test_crossed_responses_impossible_under_random_cancellation(
         # Still works afterwards.
         resp = await client.get(f"{server.url}/echo?id=after")
         assert resp.json()["id"] == "after"
+
+
+async def test_informational_responses_are_skipped(server: FaultServer) -> None:
+    # 103 Early Hints, then the final 200: the client returns the 200, socket reusable.
+    async with aiopool.Client() as client:
+        resp = await client.get(f"{server.url}/status/103")
+        assert resp.status_code == 200
+        again = await client.get(f"{server.url}/echo")
+        assert again.conn_info.reused
+        assert_settled(client)

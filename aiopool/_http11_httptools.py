@@ -1,0 +1,276 @@
+"""HTTP/1.1 with httptools (llhttp, the parser Node.js and uvicorn use): the fast path.
+
+Selected automatically when `httptools` is installed (`pip install aiopool[speedups]`); h11
+(`_http11.HTTP11Connection`) stays the always-available reference, and both pass the same
+behaviour tests. Everything but the wire format is inherited: leasing, failure and cancellation
+handling, the drain bound, idle watching.
+
+What llhttp does not do for a client, this module does:
+- it cannot know a response answers HEAD, so after a HEAD response's head the message ends here
+  and the parser is replaced (RFC 9110 section 9.3.2: no body, whatever Content-Length says);
+- it has no "finish at EOF" call in httptools, so a body delimited by the connection closing
+  (no Content-Length, not chunked) is ended here at EOF, and a short Content-Length body at EOF
+  is a RemoteProtocolError;
+- the response head is capped at MAX_RESPONSE_HEAD, as with h11;
+- Transfer-Encoding together with Content-Length is refused (RFC 9112 section 6.3), as with h11;
+- any byte after the end of a response makes the socket unfit for reuse.
+Requests are written directly: `Request` has already validated method, target and headers.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import AsyncIterable
+from typing import TYPE_CHECKING
+
+import httptools
+
+from ._exceptions import LocalProtocolError, RemoteProtocolError
+from ._headers import Headers
+from ._http11 import MAX_RESPONSE_HEAD, HTTP11Connection, ResponseHead, _refuse_ambiguous_framing
+
+if TYPE_CHECKING:
+    from ._config import Timeout
+    from ._models import Request
+
+__all__ = ("HttptoolsConnection",)
+
+_NO_BODY_STATUS = frozenset({204, 304})
+
+
+class HttptoolsConnection(HTTP11Connection):
+    """An `HTTP11Connection` whose wire format is written by hand and parsed by llhttp."""
+
+    __slots__ = (
+        "_body",
+        "_complete",
+        "_dirty",
+        "_framing_error",
+        "_head_bytes",
+        "_head_done",
+        "_head_request",
+        "_headers",
+        "_in_exchange",
+        "_keep_alive",
+        "_parser",
+        "_reason",
+        "_request_close",
+        "_status",
+        "_until_eof",
+        "_version",
+    )
+
+    def _setup_protocol(self) -> None:
+        self._parser: httptools.HttpResponseParser | None = None
+        self._in_exchange = False
+        self._dirty = False
+        self._reset_response()
+
+    def _reset_response(self) -> None:
+        self._status = 0
+        self._reason = b""
+        self._version = "HTTP/1.1"
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._head_done = False
+        self._head_bytes = 0
+        self._body: deque[bytes] = deque()
+        self._complete = False
+        self._keep_alive = True
+        self._until_eof = False
+        self._framing_error: str | None = None
+
+    def _between_requests(self) -> bool:
+        return not self._in_exchange and not self._dirty
+
+    # Sending -----------------------------------------------------------------------------------
+
+    async def _send_request(self, request: Request, timeout: Timeout) -> None:
+        self._in_exchange = True
+        self._reset_response()
+        self._head_request = request.method == "HEAD"
+        parts = [request.method.encode("ascii"), b" ", request.url.target, b" HTTP/1.1\r\n"]
+        length: int | None = None
+        chunked = False
+        self._request_close = False
+        for name, value in request.headers.raw:
+            parts += (name, b": ", value, b"\r\n")
+            lowered = name.lower()
+            if lowered == b"content-length":
+                try:
+                    length = int(value)
+                except ValueError:
+                    raise LocalProtocolError(f"invalid Content-Length {value!r}") from None
+            elif lowered == b"transfer-encoding":
+                chunked = value.lower() == b"chunked"
+            elif lowered == b"connection" and b"close" in value.lower():
+                self._request_close = True
+        parts.append(b"\r\n")
+        content = request.content
+        stream = self._stream
+        if content is None or isinstance(content, bytes):
+            body = content or b""
+            if (length or 0) != len(body) and not chunked:
+                raise LocalProtocolError(
+                    f"Content-Length {length} does not match a body of {len(body)} bytes"
+                )
+            if chunked:
+                body = (b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)) if body else b"0\r\n\r\n"
+            parts.append(body)
+            stream.write_nowait(b"".join(parts))
+            await stream.drain(timeout.write)
+            return
+        stream.write_nowait(b"".join(parts))
+        await self._send_body(request, content, length, chunked, timeout)
+
+    async def _send_body(
+        self,
+        request: Request,
+        content: AsyncIterable[bytes],
+        length: int | None,
+        chunked: bool,
+        timeout: Timeout,
+    ) -> None:
+        stream = self._stream
+        sent = 0
+        async for chunk in content:
+            request.body_started = True
+            if not isinstance(chunk, bytes | bytearray | memoryview):
+                raise TypeError(f"request body chunks must be bytes, not {type(chunk).__name__}")
+            if not chunk:
+                continue
+            sent += len(chunk)
+            if chunked:
+                stream.write_nowait(b"%x\r\n%s\r\n" % (len(chunk), bytes(chunk)))
+            else:
+                if length is not None and sent > length:
+                    raise LocalProtocolError(f"request body longer than Content-Length {length}")
+                stream.write_nowait(bytes(chunk))
+            await stream.drain(timeout.write)
+        if chunked:
+            stream.write_nowait(b"0\r\n\r\n")
+        elif length is not None and sent != length:
+            raise LocalProtocolError(
+                f"request body of {sent} bytes shorter than Content-Length {length}"
+            )
+        await stream.drain(timeout.write)
+
+    # Receiving ---------------------------------------------------------------------------------
+
+    async def _receive_head(self, timeout: Timeout) -> ResponseHead:
+        while not self._head_done:
+            data = await self._read_more(timeout.read)
+            if not data:
+                raise RemoteProtocolError("server closed the connection in the response head")
+            self._feed(data)
+        return ResponseHead(
+            self._status,
+            self._reason.decode("latin-1"),
+            Headers._from_raw(self._headers),
+            self._version,
+        )
+
+    async def _receive_body_chunk(self, read_timeout: float | None) -> bytes:
+        body = self._body
+        while not body:
+            if self._complete:
+                self._response_complete()
+                return b""
+            data = await self._read_more(read_timeout)
+            if data:
+                self._feed(data)
+            elif self._until_eof:
+                self._complete = True
+                self._keep_alive = False
+            else:
+                raise RemoteProtocolError(
+                    "malformed HTTP/1.1 response: peer closed connection without sending "
+                    "the complete message body"
+                )
+        if len(body) == 1:
+            return body.popleft()
+        data = b"".join(body)
+        body.clear()
+        return data
+
+    def _feed(self, data: bytes) -> None:
+        if self._complete:
+            self._dirty = True  # bytes after the response: never reuse this socket
+            return
+        parser = self._parser
+        if parser is None:
+            parser = self._parser = httptools.HttpResponseParser(self)
+        if not self._head_done:
+            self._head_bytes += len(data)
+        try:
+            parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            reason = self._framing_error or str(exc) or type(exc).__name__
+            raise RemoteProtocolError(f"malformed HTTP/1.1 response: {reason}") from None
+        if self._framing_error is not None:
+            raise RemoteProtocolError(f"malformed HTTP/1.1 response: {self._framing_error}")
+        if not self._head_done and self._head_bytes > MAX_RESPONSE_HEAD:
+            raise RemoteProtocolError(
+                f"malformed HTTP/1.1 response: head larger than {MAX_RESPONSE_HEAD} bytes"
+            )
+        if self._head_done and self._head_request and not self._complete:
+            # llhttp would wait for a HEAD response's announced body: end it here, and start
+            # the next response on a fresh parser.
+            self._complete = True
+            self._parser = None
+            if self._body:
+                self._body.clear()
+                self._dirty = True
+
+    def _response_complete(self) -> None:
+        self._in_exchange = False
+        reusable = self._keep_alive and not self._request_close and not self._dirty
+        if reusable and self._stream.is_idle_clean():
+            self._owner.release(self)
+        else:
+            self.close()
+            self._owner.discard(self)
+
+    # llhttp callbacks (called from inside feed_data) --------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self._complete:
+            self._dirty = True
+
+    def on_status(self, reason: bytes) -> None:
+        self._reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        parser = self._parser
+        assert parser is not None
+        status = parser.get_status_code()
+        if 100 <= status < 200:
+            # 100 Continue, 103 Early Hints: not the final response; llhttp goes on to the next.
+            self._headers = []
+            self._reason = b""
+            return
+        self._status = status
+        self._version = "HTTP/1.0" if parser.get_http_version() == "1.0" else "HTTP/1.1"
+        self._keep_alive = parser.should_keep_alive()
+        self._head_done = True
+        try:
+            _refuse_ambiguous_framing(self._headers)
+        except RemoteProtocolError:
+            self._framing_error = "both Transfer-Encoding and Content-Length"
+            raise
+        names = {name for name, _ in self._headers}
+        self._until_eof = (
+            b"content-length" not in names
+            and b"transfer-encoding" not in names
+            and status not in _NO_BODY_STATUS
+            and not self._head_request
+        )
+
+    def on_body(self, body: bytes) -> None:
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        if self._head_done:
+            self._complete = True
