@@ -358,3 +358,12 @@ async def test_informational_responses_are_skipped(server: FaultServer) -> None:
         again = await client.get(f"{server.url}/echo")
         assert again.conn_info.reused
         assert_settled(client)
+
+
+async def test_chunked_body_with_trailers_returns_the_socket(server: FaultServer) -> None:
+    async with aiopool.Client() as client:
+        resp = await client.get(f"{server.url}/chunked/3000?chunks=3&trailer=1")
+        assert len(resp.content) == 3000
+        again = await client.get(f"{server.url}/echo")
+        assert again.conn_info.reused
+        assert_settled(client)
