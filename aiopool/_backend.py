@@ -23,7 +23,7 @@ import errno
 import socket
 import ssl
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from ._exceptions import (
     ConnectError,
@@ -122,8 +122,9 @@ class _StreamProtocol(asyncio.Protocol):
     # asyncio callbacks -----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # No isinstance check: uvloop's TLS transport is not an asyncio.Transport subclass,
+        # though it has the same methods.
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         self._buffer.append(data)
@@ -325,7 +326,6 @@ async def open_stream(
         raise ConnectError(f"TLS handshake with {host}:{port} failed: {exc.reason}") from exc
     except OSError as exc:
         raise ConnectError(_describe_os_error(exc, host, port)) from exc
-    assert isinstance(transport, asyncio.Transport)
     sock = transport.get_extra_info("socket")
     if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

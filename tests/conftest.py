@@ -15,9 +15,10 @@ This module must not import aiopool: the rig has to work while the library is be
 
 from __future__ import annotations
 
+import asyncio
 import os
 import ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -192,3 +193,24 @@ def http1_parser(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 
         monkeypatch.setattr(aiopool._client, "DEFAULT_HTTP1_PARSER", parser)
     return parser
+
+
+# Against real servers, the same tests also run on uvloop (when installed), the loop many
+# applications run in production.
+_UVLOOP_MODULES = frozenset({"tests.test_nginx", "tests.test_http2_nginx"})
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    factories: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
+        "asyncio": asyncio.new_event_loop
+    }
+    module = getattr(item, "module", None)
+    if module is not None and module.__name__ in _UVLOOP_MODULES:
+        try:
+            import uvloop
+        except ImportError:  # uvloop is optional: asyncio alone is still covered
+            return factories
+        factories["uvloop"] = uvloop.new_event_loop
+    return factories
