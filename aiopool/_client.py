@@ -277,7 +277,8 @@ class Client:
                 f"content must be bytes, str or an async iterable of bytes, "
                 f"not {type(content).__name__}"
             )
-        return Request(method, url, Headers._from_raw(raw), content)
+        # Defaults were validated at construction, user headers above, the rest we built.
+        return Request(method, url, Headers._from_raw(raw), content, headers_validated=True)
 
     async def _send(
         self, request: Request, timeout: Timeout, *, stream: bool, opened_at: str | None = None

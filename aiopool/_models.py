@@ -48,11 +48,16 @@ class Request:
         url: URL,
         headers: Headers,
         content: RequestContent | None = None,
+        *,
+        headers_validated: bool = False,
     ) -> None:
+        """Raises `LocalProtocolError` for an illegal method or header (`headers_validated`:
+        the caller, the client, already checked each header once, as it was given)."""
         if not _METHOD.fullmatch(method):
             raise LocalProtocolError(f"illegal HTTP method {method!r}")
-        for name, value in headers.raw:
-            validate_header(name, value)
+        if not headers_validated:
+            for name, value in headers.raw:
+                validate_header(name, value)
         self.method = method
         self.url = url
         self.headers = headers
