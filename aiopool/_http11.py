@@ -362,7 +362,14 @@ class HTTP11Connection:
 
     def _response_complete(self) -> None:
         conn = self._h11
-        if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
+        # Bytes after the end of the response (h11 keeps them as trailing data) are a second
+        # response nobody asked for, or garbage: reusing the socket would hand them to the next
+        # request as its response. Never reuse such a socket.
+        if (
+            conn.our_state is h11.DONE
+            and conn.their_state is h11.DONE
+            and not conn.trailing_data[0]
+        ):
             conn.start_next_cycle()
             self._owner.release(self)
         else:

@@ -232,17 +232,26 @@ class HttptoolsConnection(HTTP11Connection):
 
     # llhttp callbacks (called from inside feed_data) --------------------------------------------
 
+    # Once the final response is complete, llhttp goes on parsing whatever follows in the same
+    # read as a new message: those callbacks belong to nobody's request. They are ignored and the
+    # socket is marked dirty (never reused), so a second, unsolicited response can neither leak
+    # into this body nor be handed to the next request.
+
     def on_message_begin(self) -> None:
         if self._complete:
             self._dirty = True
 
     def on_status(self, reason: bytes) -> None:
-        self._reason += reason
+        if not self._complete:
+            self._reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name.lower(), value))
+        if not self._complete:
+            self._headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
+        if self._complete:
+            return
         parser = self._parser
         assert parser is not None
         status = parser.get_status_code()
@@ -269,7 +278,8 @@ class HttptoolsConnection(HTTP11Connection):
         )
 
     def on_body(self, body: bytes) -> None:
-        self._body.append(body)
+        if not self._complete:
+            self._body.append(body)
 
     def on_message_complete(self) -> None:
         if self._head_done:

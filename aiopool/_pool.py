@@ -18,11 +18,11 @@ import functools
 import itertools
 import ssl
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
-from ._backend import open_stream
+from ._backend import NetworkStream, open_stream
 from ._config import Timeout
 from ._exceptions import AiopoolError, ClientClosed, ConnectError, PoolTimeout
 from ._http2 import HTTP2Connection
@@ -35,7 +35,22 @@ if TYPE_CHECKING:
     from ._pool_state import HostPool
     from ._urls import Origin
 
-__all__ = ("ConnectionPool",)
+__all__ = ("ConnectionPool", "Dialer")
+
+
+class Dialer(Protocol):
+    """Opens a connected `NetworkStream` (see `_backend.open_stream` for the contract)."""
+
+    async def __call__(
+        self,
+        host: str,
+        port: int,
+        *,
+        ssl_context: ssl.SSLContext | None,
+        server_hostname: str | None,
+        timeout: float | None,
+    ) -> NetworkStream: ...
+
 
 # On shutdown, how long TLS sockets may take to exchange close_notify before being aborted.
 _CLOSE_GRACE = 0.25
@@ -59,7 +74,11 @@ class ConnectionPool:
         http2_ping_timeout: float = 15.0,
         http1_class: type[HTTP11Connection] = HTTP11Connection,
         trace: TraceHook | None = None,
+        dialer: Dialer = open_stream,
     ) -> None:
+        # The network seam: how sockets are made. Tests put a scripted byte stream here for
+        # byte-exact protocol scenarios; everything above it is the real code.
+        self._dialer = dialer
         self._http1 = http1
         self._http1_class = http1_class
         self._ping = (http2_ping_interval, http2_ping_timeout)
@@ -223,7 +242,7 @@ class ConnectionPool:
             self._emit("connect_start", origin=str(origin))
         tls = origin.scheme == "https"
         try:
-            stream = await open_stream(
+            stream = await self._dialer(
                 origin.host,
                 origin.port,
                 ssl_context=self._ssl_context() if tls else None,

@@ -175,6 +175,7 @@ _PARSER_MODULES = frozenset(
         "tests.test_introspection",
         "tests.test_nginx",
         "tests.test_tls",
+        "tests.test_mock_http11",
     }
 )
 

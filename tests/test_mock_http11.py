@@ -1,0 +1,134 @@
+"""Byte-exact HTTP/1.1 scenarios on a scripted backend (tests/mock_backend.py), both parsers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+import aiopool
+from tests.helpers import assert_settled
+from tests.mock_backend import MockDialer, Script, response
+
+URL = "http://mock.test"
+
+
+def client_with(*scripts: Script) -> tuple[aiopool.Client, MockDialer]:
+    client = aiopool.Client()
+    dialer = MockDialer(scripts)
+    client._pool._dialer = dialer
+    return client, dialer
+
+
+async def test_request_bytes_are_exact() -> None:
+    client, dialer = client_with([response(b"ok")])
+    async with client:
+        await client.get(f"{URL}/path?q=1", headers={"X-Trace": "abc"})
+    assert bytes(dialer.streams[0].written) == (
+        b"GET /path?q=1 HTTP/1.1\r\n"
+        b"host: mock.test\r\n"
+        b"user-agent: aiopool/0.1.0\r\n"
+        b"accept: */*\r\n"
+        b"X-Trace: abc\r\n"
+        b"\r\n"
+    )
+
+
+async def test_streamed_upload_is_chunk_encoded() -> None:
+    async def body() -> AsyncIterator[bytes]:
+        yield b"hello"
+        yield b""
+        yield b" world!"
+
+    client, dialer = client_with([response(b"ok")])
+    async with client:
+        await client.post(f"{URL}/up", content=body())
+    written = bytes(dialer.streams[0].written)
+    head, _, framed = written.partition(b"\r\n\r\n")
+    assert b"transfer-encoding: chunked" in head.lower()
+    assert framed == b"5\r\nhello\r\n7\r\n world!\r\n0\r\n\r\n"
+
+
+async def test_response_split_at_every_byte() -> None:
+    wire = response(b"0123456789", (b"X-Long", b"v" * 300))
+    client, dialer = client_with([*[wire[i : i + 1] for i in range(len(wire))], response(b"2")])
+    async with client:
+        first = await client.get(URL)
+        assert first.content == b"0123456789"
+        assert first.headers["x-long"] == "v" * 300
+        second = await client.get(URL)
+        assert second.content == b"2"
+        assert second.conn_info.reused  # the byte-split response left the socket clean
+    assert len(dialer.streams) == 1
+
+
+async def test_bytes_after_a_response_are_never_handed_to_the_next_request() -> None:
+    # One read carries the response and a second, unsolicited one: a desync. Reusing the
+    # socket would deliver "SMUGGLED" as the answer to the next request.
+    client, dialer = client_with(
+        [response(b"first") + response(b"SMUGGLED")],
+        [response(b"second")],
+    )
+    async with client:
+        assert (await client.get(URL)).content == b"first"
+        second = await client.get(URL)
+        assert second.content == b"second"
+        assert not second.conn_info.reused
+        stats = assert_settled(client)
+        assert stats.connections_closed == 1
+    assert len(dialer.streams) == 2
+
+
+async def test_interim_and_final_response_in_one_read() -> None:
+    interim = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\n"
+    client, _ = client_with([interim + response(b"done"), response(b"again")])
+    async with client:
+        resp = await client.get(URL)
+        assert (resp.status_code, resp.content) == (200, b"done")
+        assert "link" not in resp.headers
+        assert (await client.get(URL)).conn_info.reused
+
+
+async def test_head_response_with_length_and_no_body_keeps_the_socket() -> None:
+    head_wire = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"
+    client, dialer = client_with([head_wire, response(b"after")])
+    async with client:
+        resp = await client.head(URL)
+        assert resp.headers["content-length"] == "1000" and resp.content == b""
+        after = await client.get(URL)
+        assert after.content == b"after" and after.conn_info.reused
+    assert len(dialer.streams) == 1
+
+
+async def test_reset_before_any_response_byte_on_a_reused_socket_is_retried() -> None:
+    client, dialer = client_with(
+        [response(b"one"), aiopool.ReadError("connection reset by peer")],
+        [response(b"two")],
+    )
+    async with client:
+        await client.get(URL)
+        again = await client.get(URL)  # the reused socket fails before a byte: replay
+        assert again.content == b"two"
+    assert len(dialer.streams) == 2
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [
+        pytest.param(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab", id="short-body"),
+        pytest.param(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", id="bad-length"),
+        pytest.param(b"HTTP/1.1 200 OK\r\nBad Header\r\n\r\n", id="header-without-colon"),
+        pytest.param(b"HTTX/1.1 200 OK\r\n\r\n", id="bad-version"),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", id="bad-chunk"
+        ),
+    ],
+)
+async def test_hostile_bytes_raise_remote_protocol_error(wire: bytes) -> None:
+    client, dialer = client_with([wire])
+    async with client:
+        with pytest.raises(aiopool.RemoteProtocolError):
+            await client.get(URL)
+        stats = assert_settled(client)
+        assert stats.idle == 0 and stats.connections_closed == 1
+    assert dialer.streams[0].closed
