@@ -7,9 +7,10 @@ releases the connection on every path.
 
 from __future__ import annotations
 
+import contextlib
 import json as jsonlib
-import ssl
 import sys
+import warnings
 from collections.abc import AsyncIterable
 from types import TracebackType
 from typing import Any, Literal, Self
@@ -27,7 +28,7 @@ from ._http11 import HTTP11Connection
 from ._models import Request, RequestContent, Response
 from ._pool import ConnectionPool
 from ._stats import PoolStats, TraceHook
-from ._tls import VerifyTypes, check_verify, create_ssl_context
+from ._tls import LazySSLContext, VerifyTypes
 from ._urls import URL, QueryParams
 
 __all__ = ("Client",)
@@ -85,10 +86,10 @@ class Client:
         self.http1 = http1
         self.http2 = http2
         # ALPN (RFC 7301) offers what we speak, h2 first: the server picks.
-        self._alpn = (["h2"] if http2 else []) + (["http/1.1"] if http1 else [])
-        check_verify(verify)
-        self._verify = verify
-        self._ssl_context_cache: ssl.SSLContext | None = None
+        alpn = (["h2"] if http2 else []) + (["http/1.1"] if http1 else [])
+        # (An object, not a bound method: the pool must not hold a reference back to the
+        # client, or a client dropped unclosed would wait for the cycle collector.)
+        self._get_ssl_context = LazySSLContext(verify, alpn=alpn)
         self._pool = ConnectionPool(
             max_connections=max_connections,
             max_connections_per_host=max_connections_per_host,
@@ -108,13 +109,6 @@ class Client:
 
     def __repr__(self) -> str:
         return f"<aiopool.Client {self._pool!r}>"
-
-    def _get_ssl_context(self) -> ssl.SSLContext:
-        # Built on the first https dial, then reused by every connection of this client.
-        # (Loading the system CA store costs ~25 ms; a plain-HTTP client never pays it.)
-        if self._ssl_context_cache is None:
-            self._ssl_context_cache = create_ssl_context(self._verify, alpn=self._alpn)
-        return self._ssl_context_cache
 
     # Lifecycle ---------------------------------------------------------------------------------
 
@@ -144,6 +138,23 @@ class Client:
     @property
     def is_closed(self) -> bool:
         return self._closed
+
+    def __del__(self) -> None:
+        # A client dropped with sockets open is a leak: say so, and close them.
+        if getattr(self, "_closed", True):
+            return
+        pool = getattr(self, "_pool", None)
+        if pool is None or not pool.has_connections:
+            return
+        self._closed = True
+        warnings.warn(
+            f"unclosed {self!r}: use `async with aiopool.Client()` or `await client.aclose()`",
+            ResourceWarning,
+            source=self,
+            stacklevel=1,
+        )
+        with contextlib.suppress(RuntimeError):  # Defensive: the event loop is already closed
+            pool.close_nowait()
 
     def stats(self) -> PoolStats:
         """A snapshot of the pool, overall and per origin."""

@@ -356,6 +356,23 @@ class ConnectionPool:
 
     # Shutdown ----------------------------------------------------------------------------------
 
+    @property
+    def has_connections(self) -> bool:
+        return bool(self._state.conns) or bool(self._dials)
+
+    def close_nowait(self) -> None:
+        """Abort every socket and dial at once; for a client being garbage-collected."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        for handle in self._h2_timers.values():
+            handle.cancel()
+        self._h2_timers.clear()
+        for conn in self._state.close():
+            conn.close()
+        for task in (*self._dials, *self._readers):
+            task.cancel()
+
     async def aclose(self) -> None:
         """Close every connection, fail waiters with `ClientClosed`, cancel dials in flight.
 

@@ -91,3 +91,12 @@ async def test_garbage_collected_open_stream_warns_and_closes(server: FaultServe
         stats = assert_settled(client)
         assert stats.idle == 0 and stats.connections_closed == 1
         await eventually(lambda: server.open_connections() == 0)
+
+
+async def test_garbage_collected_open_client_warns_and_closes(server: FaultServer) -> None:
+    client = aiopool.Client()
+    await client.get(f"{server.url}/echo")
+    gc.collect()
+    with pytest.warns(ResourceWarning, match="unclosed <aiopool.Client"):
+        del client  # never closed, one idle socket: a leak
+    await eventually(lambda: server.open_connections() == 0)
