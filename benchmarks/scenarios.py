@@ -1,0 +1,206 @@
+"""What the benchmark measures: the client variants, the scenarios and aiopool's goals.
+
+Shared by the parent (``run.py``) and the per-run subprocesses (``workers.py``); it imports
+nothing but the standard library, so the parent never loads a client library.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Library = Literal["aiopool", "aiohttp", "httpx"]
+Mode = Literal["workers", "gather", "memory"]
+
+
+@dataclass(frozen=True)
+class ClientSpec:
+    """One client configuration, run in its own subprocess.
+
+    ``http2`` is what the client offers by ALPN; ``None`` means "whatever the scenario asks"
+    (aiopool offers h2 exactly in the h2 scenarios). ``env`` is added to the subprocess's
+    environment.
+    """
+
+    name: str
+    library: Library
+    http1_parser: str | None = None  # aiopool only
+    http2: bool | None = False
+    env: dict[str, str] = field(default_factory=dict)
+    description: str = ""
+
+
+CLIENT_SPECS: dict[str, ClientSpec] = {
+    spec.name: spec
+    for spec in (
+        ClientSpec(
+            "aiopool", "aiopool", http1_parser="httptools", http2=None,
+            description="aiopool, HTTP/1.1 parsed by httptools (llhttp)",
+        ),
+        ClientSpec(
+            "aiopool-h11", "aiopool", http1_parser="h11", http2=None,
+            description="aiopool, HTTP/1.1 parsed by h11 (pure Python)",
+        ),
+        ClientSpec("aiohttp", "aiohttp", description="aiohttp with its C extensions"),
+        ClientSpec(
+            "aiohttp-py", "aiohttp", env={"AIOHTTP_NO_EXTENSIONS": "1"},
+            description="aiohttp with AIOHTTP_NO_EXTENSIONS=1 (pure-Python HTTP parser)",
+        ),
+        ClientSpec("httpx", "httpx", description="httpx, HTTP/1.1 only"),
+        ClientSpec("httpx-h2", "httpx", http2=True, description="httpx with http2=True"),
+    )
+}  # fmt: skip
+
+# The variants whose ratios to every other client are reported.
+OURS = ("aiopool", "aiopool-h11")
+
+
+@dataclass(frozen=True)
+class Goal:
+    """``ours``'s median must be at least ``at_least`` times ``anchor``'s."""
+
+    ours: str
+    anchor: str
+    at_least: float
+
+    @property
+    def pair(self) -> str:
+        return f"{self.ours}/{self.anchor}"
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str  # in a worker result's "values"
+    unit: str
+    higher_is_better: bool = True
+
+
+RPS = Metric("rps", "req/s")
+MBPS = Metric("mbps", "MB/s")
+MEMORY_METRICS = (
+    Metric("task_bytes", "B/waiting task", higher_is_better=False),
+    Metric("task_bytes_net", "B/task net", higher_is_better=False),
+    Metric("idle_socket_bytes", "B/idle socket", higher_is_better=False),
+    Metric("idle_tls_socket_bytes", "B/idle TLS socket", higher_is_better=False),
+)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    id: str
+    description: str
+    mode: Mode
+    clients: tuple[str, ...]
+    path: str = "/small.txt"
+    tls: bool = False
+    h2: bool = False  # offer HTTP/2 where the client can
+    concurrency: int = 1  # concurrent workers ("workers"), pool size ("gather"/"memory")
+    tasks: int = 0  # tasks per batch ("gather") or waiting tasks ("memory")
+    metric: Metric = RPS
+    goals: tuple[Goal, ...] = ()
+    # The negotiated protocol each client must end up with; a run that differs is an error.
+    expect_h2: tuple[str, ...] = ()
+    # Clients too slow for the scenario's budget: measured in the first round only, with one
+    # batch after a short warm-up, and skipped under --quick. Said so in the output.
+    slow: dict[str, str] = field(default_factory=dict)
+    # Per-client override of ``tasks``, with the reason.
+    tasks_for: dict[str, tuple[int, str]] = field(default_factory=dict)
+    # At most this many rounds (0: --rounds); tracemalloc counts repeat to the byte.
+    max_rounds: int = 0
+
+
+# httpcore's pool walks its whole request queue whenever a request arrives, finishes or is
+# cancelled, so n queued requests cost O(n^2): 10,000 queued take minutes.
+HTTPX_QUADRATIC = "httpx's pool is O(n^2) in queued requests"
+
+H1_CLIENTS = ("aiopool", "aiopool-h11", "aiohttp", "aiohttp-py", "httpx")
+
+SCENARIOS: tuple[Scenario, ...] = (
+    Scenario(
+        "h1-small-c10",
+        "HTTP/1.1 GET /small.txt, 10 concurrent workers, pool of 10",
+        "workers",
+        H1_CLIENTS,
+        concurrency=10,
+        goals=(Goal("aiopool-h11", "aiohttp-py", 1.0), Goal("aiopool", "aiohttp", 2.0)),
+    ),
+    Scenario(
+        "h1-small-c1",
+        "HTTP/1.1 GET /small.txt, 1 worker (per-request overhead)",
+        "workers",
+        H1_CLIENTS,
+        concurrency=1,
+        goals=(Goal("aiopool", "aiohttp", 1.0),),
+    ),
+    Scenario(
+        "gather-10k",
+        "10,000 GET /small.txt tasks gathered at once, pool of 100, HTTP/1.1",
+        "gather",
+        H1_CLIENTS,
+        concurrency=100,
+        tasks=10_000,
+        goals=(Goal("aiopool", "aiohttp", 2.0),),
+        slow={"httpx": HTTPX_QUADRATIC + ": about a minute per 10,000-task batch"},
+    ),
+    Scenario(
+        "tls-h2-c100",
+        "TLS GET /small.txt, 100 concurrent workers, h2 where supported (aiohttp: h1)",
+        "workers",
+        ("aiopool", "aiohttp", "httpx-h2"),
+        tls=True,
+        h2=True,
+        concurrency=100,
+        goals=(Goal("aiopool", "httpx-h2", 3.0),),
+        expect_h2=("aiopool", "httpx-h2"),
+    ),
+    Scenario(
+        "tls-h1-c100",
+        "TLS GET /small.txt, 100 concurrent workers, HTTP/1.1 for all",
+        "workers",
+        H1_CLIENTS,
+        tls=True,
+        concurrency=100,
+        goals=(Goal("aiopool", "aiohttp", 1.0),),
+    ),
+    Scenario(
+        "dl-10m-h1",
+        "TLS GET /10m.bin (10 MiB) back to back, 1 worker, HTTP/1.1",
+        "workers",
+        H1_CLIENTS,
+        path="/10m.bin",
+        tls=True,
+        concurrency=1,
+        metric=MBPS,
+        goals=(Goal("aiopool", "aiohttp", 0.9),),
+    ),
+    Scenario(
+        "dl-10m-h2",
+        "TLS GET /10m.bin (10 MiB) back to back, 1 worker, HTTP/2",
+        "workers",
+        ("aiopool", "httpx-h2"),
+        path="/10m.bin",
+        tls=True,
+        h2=True,
+        concurrency=1,
+        metric=MBPS,
+        expect_h2=("aiopool", "httpx-h2"),
+    ),
+    Scenario(
+        "memory",
+        "tracemalloc: bytes per task waiting for one of 4 sockets (10,000 queued), "
+        "bytes per idle keep-alive socket",
+        "memory",
+        ("aiopool", "aiopool-h11", "aiohttp", "aiohttp-py", "httpx"),
+        concurrency=4,
+        tasks=10_000,
+        metric=MEMORY_METRICS[0],
+        tasks_for={"httpx": (500, HTTPX_QUADRATIC + ": 10,000 would take minutes")},
+        max_rounds=1,
+    ),
+)
+
+SCENARIO_BY_ID = {s.id: s for s in SCENARIOS}
+
+
+def metrics_of(scenario: Scenario) -> tuple[Metric, ...]:
+    return MEMORY_METRICS if scenario.mode == "memory" else (scenario.metric,)
