@@ -27,7 +27,7 @@ import httptools
 
 from ._exceptions import LocalProtocolError, RemoteProtocolError
 from ._headers import Headers
-from ._http11 import MAX_RESPONSE_HEAD, HTTP11Connection, ResponseHead, _refuse_ambiguous_framing
+from ._http11 import MAX_RESPONSE_HEAD, HTTP11Connection, ResponseHead
 
 if TYPE_CHECKING:
     from ._config import Timeout
@@ -46,6 +46,8 @@ class HttptoolsConnection(HTTP11Connection):
         "_complete",
         "_dirty",
         "_framing_error",
+        "_has_chunked",
+        "_has_length",
         "_head_bytes",
         "_head_done",
         "_head_request",
@@ -77,6 +79,8 @@ class HttptoolsConnection(HTTP11Connection):
         self._complete = False
         self._keep_alive = True
         self._until_eof = False
+        self._has_length = False
+        self._has_chunked = False
         self._framing_error: str | None = None
 
     def _between_requests(self) -> bool:
@@ -88,12 +92,17 @@ class HttptoolsConnection(HTTP11Connection):
         self._in_exchange = True
         self._reset_response()
         self._head_request = request.method == "HEAD"
-        parts = [request.method.encode("ascii"), b" ", request.url.target, b" HTTP/1.1\r\n"]
+        raw = request.headers.raw
         length: int | None = None
         chunked = False
         self._request_close = False
-        for name, value in request.headers.raw:
-            parts += (name, b": ", value, b"\r\n")
+        for name, value in raw:
+            # Only three names matter for framing; their lengths rule out almost every other
+            # header before any lower-casing ("connection" 10, "content-length" 14,
+            # "transfer-encoding" 17).
+            size = len(name)
+            if size != 10 and size != 14 and size != 17:
+                continue
             lowered = name.lower()
             if lowered == b"content-length":
                 try:
@@ -104,7 +113,11 @@ class HttptoolsConnection(HTTP11Connection):
                 chunked = value.lower() == b"chunked"
             elif lowered == b"connection" and b"close" in value.lower():
                 self._request_close = True
-        parts.append(b"\r\n")
+        parts = [
+            b"%s %s HTTP/1.1\r\n" % (request.method.encode("ascii"), request.url.target),
+            *[b"%s: %s\r\n" % header for header in raw],
+            b"\r\n",
+        ]
         content = request.content
         stream = self._stream
         if content is None or isinstance(content, bytes):
@@ -247,7 +260,12 @@ class HttptoolsConnection(HTTP11Connection):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if not self._complete:
-            self._headers.append((name.lower(), value))
+            lowered = name.lower()
+            self._headers.append((lowered, value))
+            if lowered == b"content-length":
+                self._has_length = True
+            elif lowered == b"transfer-encoding":
+                self._has_chunked = True
 
     def on_headers_complete(self) -> None:
         if self._complete:
@@ -259,20 +277,19 @@ class HttptoolsConnection(HTTP11Connection):
             # 100 Continue, 103 Early Hints: not the final response; llhttp goes on to the next.
             self._headers = []
             self._reason = b""
+            self._has_length = self._has_chunked = False
             return
         self._status = status
         self._version = "HTTP/1.0" if parser.get_http_version() == "1.0" else "HTTP/1.1"
         self._keep_alive = parser.should_keep_alive()
         self._head_done = True
-        try:
-            _refuse_ambiguous_framing(self._headers)
-        except RemoteProtocolError:
+        if self._has_length and self._has_chunked:
+            # RFC 9112 section 6.3: ambiguous framing, the response-splitting vector.
             self._framing_error = "both Transfer-Encoding and Content-Length"
-            raise
-        names = {name for name, _ in self._headers}
+            raise RemoteProtocolError(self._framing_error)
         self._until_eof = (
-            b"content-length" not in names
-            and b"transfer-encoding" not in names
+            not self._has_length
+            and not self._has_chunked
             and status not in _NO_BODY_STATUS
             and not self._head_request
         )

@@ -184,7 +184,26 @@ class Response:
     async def aread(self) -> bytes:
         """Read the rest of the body and return all of it; the connection is then released."""
         if self._content is None:
-            self._content = b"".join([chunk async for chunk in self.aiter_bytes()])
+            stream = self._stream
+            if self._consumed:
+                raise StreamConsumed("the response body was already iterated")
+            if stream is None:
+                raise StreamClosed("the response was closed before its body was read")
+            # The same as joining `aiter_bytes()`, without an async generator per response
+            # (`await client.get()` comes through here every time).
+            self._consumed = True
+            chunks: list[bytes] = []
+            try:
+                while chunk := await stream.receive():
+                    chunks.append(chunk)
+            except BaseException as exc:
+                self._stream = None
+                stream.abort()
+                if isinstance(exc, TransportError) and exc.request is None:
+                    exc.request = self.request
+                raise
+            self._stream = None
+            self._content = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         return self._content
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
