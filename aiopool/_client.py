@@ -13,7 +13,7 @@ import sys
 import warnings
 from collections.abc import AsyncIterable
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, TypedDict, Unpack
 
 from ._config import Timeout, TimeoutTypes
 from ._exceptions import (
@@ -39,6 +39,16 @@ _DEFAULT_TIMEOUT = Timeout(30.0, connect=10.0)
 # meaning for content even if there is none (some servers answer 411 otherwise).
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _UNSET: Any = object()
+
+
+class RequestOptions(TypedDict, total=False):
+    """The keywords `get()`, `post()` and the other verb methods take (as `request()`)."""
+
+    params: QueryParams | None
+    headers: HeaderTypes | None
+    content: RequestContent | str | None
+    json: Any
+    timeout: TimeoutTypes
 # Go's http2 transport retries unprocessed requests up to 6 times with backoff; a GOAWAY or
 # REFUSED_STREAM rarely strikes twice in a row, so 3 bounds a storm without giving up early.
 _MAX_UNPROCESSED_RETRIES = 3
@@ -202,25 +212,25 @@ class Client:
         opened_at = f"{frame.f_code.co_filename}:{frame.f_lineno}"
         return StreamContext(self, request, self._timeout(timeout), opened_at)
 
-    async def get(self, url: str | URL, **kwargs: Any) -> Response:
+    async def get(self, url: str | URL, **kwargs: Unpack[RequestOptions]) -> Response:
         return await self.request("GET", url, **kwargs)
 
-    async def head(self, url: str | URL, **kwargs: Any) -> Response:
+    async def head(self, url: str | URL, **kwargs: Unpack[RequestOptions]) -> Response:
         return await self.request("HEAD", url, **kwargs)
 
-    async def options(self, url: str | URL, **kwargs: Any) -> Response:
+    async def options(self, url: str | URL, **kwargs: Unpack[RequestOptions]) -> Response:
         return await self.request("OPTIONS", url, **kwargs)
 
-    async def delete(self, url: str | URL, **kwargs: Any) -> Response:
+    async def delete(self, url: str | URL, **kwargs: Unpack[RequestOptions]) -> Response:
         return await self.request("DELETE", url, **kwargs)
 
-    async def post(self, url: str | URL, **kwargs: Any) -> Response:
+    async def post(self, url: str | URL, **kwargs: Unpack[RequestOptions]) -> Response:
         return await self.request("POST", url, **kwargs)
 
-    async def put(self, url: str | URL, **kwargs: Any) -> Response:
+    async def put(self, url: str | URL, **kwargs: Unpack[RequestOptions]) -> Response:
         return await self.request("PUT", url, **kwargs)
 
-    async def patch(self, url: str | URL, **kwargs: Any) -> Response:
+    async def patch(self, url: str | URL, **kwargs: Unpack[RequestOptions]) -> Response:
         return await self.request("PATCH", url, **kwargs)
 
     # Internals ---------------------------------------------------------------------------------
