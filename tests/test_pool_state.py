@@ -309,3 +309,145 @@ def test_waiter_futures_are_created_lazily_per_loop() -> None:
         return got.fut.get_loop() is asyncio.get_running_loop()
 
     assert asyncio.run(main())
+
+
+# HTTP/2: multiplexed connections -------------------------------------------------------------
+
+S = Origin("https", "h2.test", 443)
+
+
+class FakeH2Conn(FakeConn):
+    """A multiplexed connection: `limit` streams at once."""
+
+    http_version = "HTTP/2"
+    multiplexed = True
+
+    def __init__(self, origin: Origin, limit: int) -> None:
+        super().__init__(origin)
+        self.limit = limit
+        self.reserved = 0
+        self.draining = False
+
+    def is_reusable(self) -> bool:
+        return not self.closed and not self.draining
+
+    def capacity(self) -> int:
+        return 0 if (self.closed or self.draining) else self.limit - self.reserved
+
+    def reserve(self) -> None:
+        self.reserved += 1
+
+    def unreserve(self) -> None:
+        self.reserved -= 1
+
+    @property
+    def open_streams(self) -> int:
+        return self.reserved
+
+    def finish_stream(self) -> None:
+        self.reserved -= 1
+
+
+def state_of(conn: FakeConn) -> ConnState:
+    return conn.state  # (a call, so mypy does not keep an earlier narrowing)
+
+
+def h2_state(**kw: int | None) -> PoolState:
+    return PoolState(
+        max_connections=kw.get("max_connections", 100),
+        max_connections_per_host=kw.get("max_connections_per_host", 10),
+        max_idle_per_host=10,
+        max_idle=10,
+        idle_timeout=90.0,
+        may_multiplex=lambda origin: origin.scheme == "https",
+    )
+
+
+def h2_dial(state: PoolState, limit: int) -> FakeH2Conn:
+    host = state.to_dial.pop(0)
+    conn = FakeH2Conn(host.key, limit)
+    state.dial_succeeded(host, conn, 0.0)
+    return conn
+
+
+async def test_one_dial_while_the_protocol_is_unknown_then_streams_are_shared() -> None:
+    state = h2_state()
+    waiters = [state.checkout(S, None, 0.0) for _ in range(50)]
+    assert len(state.to_dial) == 1  # not 10: the first socket may carry them all
+    conn = h2_dial(state, limit=100)
+    assert all(isinstance(w, Waiter) and w.fut.result() is conn for w in waiters)
+    assert conn.reserved == 50 and state.to_dial == []
+    assert state.snapshot().hosts[str(S)].streams == 50
+
+
+async def test_http1_answer_releases_the_held_back_dials() -> None:
+    state = h2_state()
+    waiters = [state.checkout(S, None, 0.0) for _ in range(4)]
+    assert len(state.to_dial) == 1
+    conn = dial(state, S)  # the server chose HTTP/1.1: a plain, leased connection
+    first = waiters[0]
+    assert isinstance(first, Waiter) and first.fut.result() is conn
+    assert len(state.to_dial) == 3  # now one dial per remaining waiter
+
+
+async def test_full_socket_opens_a_second_one_only_then() -> None:
+    state = h2_state()
+    waiters = [state.checkout(S, None, 0.0) for _ in range(3)]
+    first = h2_dial(state, limit=2)
+    assert first.reserved == 2
+    assert len(state.to_dial) == 1  # the third waiter needs another socket
+    second = h2_dial(state, limit=2)
+    third = waiters[2]
+    assert isinstance(third, Waiter) and third.fut.result() is second
+
+
+async def test_released_stream_slot_goes_to_the_longest_waiter() -> None:
+    state = h2_state(max_connections_per_host=1)
+    waiters = [state.checkout(S, None, 0.0) for _ in range(3)]
+    conn = h2_dial(state, limit=2)
+    late = waiters[2]
+    assert isinstance(late, Waiter) and not late.fut.done()
+    assert state.to_dial == []  # the per-host cap allows no second socket
+    conn.finish_stream()
+    state.checkin(conn, 1.0)
+    assert late.fut.result() is conn and conn.reserved == 2
+
+
+async def test_raised_stream_limit_serves_waiters_at_once() -> None:
+    state = h2_state(max_connections_per_host=1)
+    waiters = [state.checkout(S, None, 0.0) for _ in range(5)]
+    conn = h2_dial(state, limit=1)
+    conn.limit = 10  # the peer's SETTINGS raised MAX_CONCURRENT_STREAMS
+    state.capacity_changed(conn, 1.0)
+    assert all(isinstance(w, Waiter) and w.fut.done() for w in waiters)
+    assert conn.reserved == 5
+
+
+async def test_draining_socket_takes_no_streams_and_leaves_when_empty() -> None:
+    state = h2_state()
+    waiters = [state.checkout(S, None, 0.0) for _ in range(2)]
+    conn = h2_dial(state, limit=10)
+    assert all(isinstance(w, Waiter) for w in waiters)
+    conn.draining = True  # GOAWAY
+    state.capacity_changed(conn, 1.0)
+    later = state.checkout(S, None, 1.0)
+    assert isinstance(later, Waiter) and len(state.to_dial) == 1  # a new socket for it
+    conn.finish_stream()
+    state.checkin(conn, 2.0)
+    assert conn.state is ConnState.ACTIVE  # one stream still running on it
+    conn.finish_stream()
+    state.checkin(conn, 3.0)
+    assert state_of(conn) is ConnState.CLOSED and conn in state.to_close
+
+
+async def test_cancelled_h2_waiter_returns_its_slot() -> None:
+    state = h2_state(max_connections_per_host=1)
+    waiters = [state.checkout(S, None, 0.0) for _ in range(2)]
+    conn = h2_dial(state, limit=1)
+    second = waiters[1]
+    assert isinstance(second, Waiter) and not second.fut.done()
+    state.abandon(second)
+    conn.finish_stream()
+    state.checkin(conn, 1.0)
+    assert conn.reserved == 0
+    assert state.snapshot().hosts[str(S)].idle == 1
