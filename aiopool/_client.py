@@ -23,6 +23,7 @@ from ._exceptions import (
     TimeoutException,
     TransportError,
 )
+from ._h2engine import H2EngineName, select_engine
 from ._headers import Headers, HeaderTypes, validate_header
 from ._http11 import HTTP11Connection
 from ._models import Request, RequestContent, Response
@@ -49,6 +50,8 @@ class RequestOptions(TypedDict, total=False):
     content: RequestContent | str | None
     json: Any
     timeout: TimeoutTypes
+
+
 # Go's http2 transport retries unprocessed requests up to 6 times with backoff; a GOAWAY or
 # REFUSED_STREAM rarely strikes twice in a row, so 3 bounds a storm without giving up early.
 _MAX_UNPROCESSED_RETRIES = 3
@@ -70,6 +73,8 @@ class Client:
 
     `http1_parser`: "httptools" (llhttp, fast; `pip install aiopool[speedups]`), "h11" (pure
     Python, the reference), or "auto" (the default: httptools when installed, else h11).
+    `http2_engine`: "jh2" (h2's fork with compiled parts; the speedups extra), "h2" (the
+    reference), or "auto" (jh2 when installed, else h2).
     """
 
     def __init__(
@@ -85,6 +90,7 @@ class Client:
         http2_ping_interval: float | None = None,
         http2_ping_timeout: float = 15.0,
         http1_parser: HTTP1Parser = "auto",
+        http2_engine: H2EngineName = "auto",
         timeout: TimeoutTypes = _DEFAULT_TIMEOUT,
         verify: VerifyTypes = True,
         headers: HeaderTypes | None = None,
@@ -112,6 +118,7 @@ class Client:
             http2_ping_interval=http2_ping_interval,
             http2_ping_timeout=http2_ping_timeout,
             http1_class=_http1_class(http1_parser),
+            http2_engine=select_engine(http2_engine) if http2 else None,
             trace=trace,
         )
         self._default_headers = _default_headers(Headers(headers) if headers else None)

@@ -27,14 +27,8 @@ from collections import deque
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
-import h2.config
-import h2.connection
-import h2.events
-import h2.exceptions
-import h2.settings
-from h2.connection import ConnectionState
 from h2.errors import ErrorCodes
-from hyperframe.frame import DataFrame
+from h2.settings import SettingCodes
 
 from ._exceptions import (
     ReadError,
@@ -43,6 +37,7 @@ from ._exceptions import (
     TransportError,
     WriteError,
 )
+from ._h2engine import H2Engine, load_engine
 from ._headers import Headers
 from ._http11 import ConnState, ResponseHead
 from ._stats import TraceEvent, TraceHook, TraceName
@@ -56,6 +51,8 @@ if TYPE_CHECKING:
 
 __all__ = ("HTTP2Connection",)
 
+_CODES = frozenset(int(code) for code in ErrorCodes)
+
 # Receive windows. RFC 9113's defaults (64 KiB) cap a download at 64 KiB per round trip; Go's
 # transport uses 4 MiB per stream and 1 GiB per connection, curl 32 MiB per stream. 16 MiB for
 # both keeps a 10 MB download to one window while bounding what a stream may buffer.
@@ -68,43 +65,6 @@ DEFAULT_MAX_STREAMS = 100
 _CONNECTION_HEADERS = frozenset(
     {b"host", b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
 )
-
-
-class _QuietDataFrame(DataFrame):
-    """A DATA frame whose repr does not copy and hex-encode its whole payload."""
-
-    def _body_repr(self) -> str:
-        return f"<{len(self.data)} bytes>"
-
-
-class _H2Connection(h2.connection.H2Connection):
-    """h2's connection with two changes, both confined to this subclass.
-
-    1. A GOAWAY does not end the streams it lets finish. h2 moves its connection state machine
-       to CLOSED on receiving GOAWAY and then refuses every later frame, but RFC 9113 section
-       6.8 lets the peer complete the streams at or below `last_stream_id` (nginx does exactly
-       that after `keepalive_requests`). We keep the state machine open;
-       `HTTP2Connection.draining` is what stops new streams.
-    2. h2 formats every received frame for a trace log (`repr(frame)`) even when nothing logs,
-       and a DATA frame's repr serialises and hex-encodes its whole payload: a fifth of h2's
-       receive cost on a download. Received DATA frames get a cheap repr instead.
-    """
-
-    def __init__(self, config: h2.config.H2Configuration) -> None:
-        super().__init__(config=config)
-        self._frame_dispatch_table[_QuietDataFrame] = self._receive_data_frame
-
-    def _receive_frame(self, frame: Any) -> list[h2.events.Event]:
-        if frame.__class__ is DataFrame:
-            frame.__class__ = _QuietDataFrame
-        return super()._receive_frame(frame)
-
-    def _receive_goaway_frame(self, frame: Any) -> tuple[list[Any], list[h2.events.Event]]:
-        before = self.state_machine.state
-        frames, events = super()._receive_goaway_frame(frame)
-        if before is not ConnectionState.CLOSED:
-            self.state_machine.state = before
-        return frames, events
 
 
 class _Stream:
@@ -139,7 +99,7 @@ class _Stream:
 
 
 class HTTP2Connection:
-    """One socket speaking HTTP/2 through an `h2.connection.H2Connection`."""
+    """One socket speaking HTTP/2 through an h2 (or jh2) connection state machine."""
 
     http_version = "HTTP/2"
     multiplexed = True
@@ -154,6 +114,7 @@ class HTTP2Connection:
         trace: TraceHook | None = None,
         ping_interval: float | None = None,
         ping_timeout: float = 15.0,
+        engine: H2Engine | None = None,
     ) -> None:
         self.id = conn_id
         self.origin = origin
@@ -173,7 +134,9 @@ class HTTP2Connection:
         self._streams: dict[int, _Stream] = {}
         self._loop = asyncio.get_running_loop()
         self._reader: asyncio.Task[None] | None = None
-        config = h2.config.H2Configuration(
+        engine = engine or load_engine("h2")
+        self._engine = engine
+        config = engine.config_class(
             client_side=True,
             header_encoding=None,
             # Request headers were validated (RFC 9110 grammar, no CR/LF/NUL, no surrounding
@@ -183,7 +146,17 @@ class HTTP2Connection:
             validate_outbound_headers=False,
             normalize_outbound_headers=False,
         )
-        self._h2 = _H2Connection(config=config)
+        self._h2 = engine.connection_class(config)
+        self._dispatch_table = {
+            engine.events.DataReceived: self._on_data,
+            engine.events.ResponseReceived: self._on_response_event,
+            engine.events.StreamEnded: self._on_stream_ended,
+            engine.events.StreamReset: self._on_stream_reset,
+            engine.events.WindowUpdated: self._on_window_updated,
+            engine.events.RemoteSettingsChanged: self._on_settings,
+            engine.events.ConnectionTerminated: self._on_goaway,
+            engine.events.PushedStreamReceived: self._on_push,
+        }
 
     def __repr__(self) -> str:
         return (
@@ -199,9 +172,9 @@ class HTTP2Connection:
         conn.initiate_connection()
         conn.update_settings(
             {
-                h2.settings.SettingCodes.ENABLE_PUSH: 0,
-                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
-                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: 256 * 1024,
+                SettingCodes.ENABLE_PUSH: 0,
+                SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
+                SettingCodes.MAX_HEADER_LIST_SIZE: 256 * 1024,
             }
         )
         conn.increment_flow_control_window(CONNECTION_WINDOW - 65_535)
@@ -213,7 +186,7 @@ class HTTP2Connection:
         """How many more streams this socket can take now (0 while draining or closed)."""
         if self.closed or self.draining:
             return 0
-        limit = self._h2.remote_settings.max_concurrent_streams
+        limit: int = self._h2.remote_settings.max_concurrent_streams
         if not self._settings_received:
             limit = min(limit, DEFAULT_MAX_STREAMS)
         return limit - self.reserved
@@ -245,7 +218,7 @@ class HTTP2Connection:
         try:
             self._h2.close_connection()
             self._stream.write_nowait(self._h2.data_to_send())
-        except (h2.exceptions.ProtocolError, TransportError):
+        except (self._engine.protocol_error, TransportError):
             pass  # already broken: just close
         self._stream.close()
         self._fail_streams(ReadError("the connection was closed"))
@@ -423,7 +396,7 @@ class HTTP2Connection:
             try:
                 self._h2.acknowledge_received_data(credit, stream.id)
                 self._flush()
-            except (h2.exceptions.ProtocolError, TransportError):
+            except (self._engine.protocol_error, TransportError):
                 pass  # the stream or socket is already gone; nothing left to credit
         return chunk
 
@@ -447,9 +420,9 @@ class HTTP2Connection:
                 if not stream.ended or stream.sending:
                     self._h2.reset_stream(stream.id, ErrorCodes.CANCEL)
                 self._flush()
-            except h2.exceptions.StreamClosedError:
+            except self._engine.stream_closed_error:
                 pass  # the peer closed or reset it first
-            except (h2.exceptions.ProtocolError, TransportError) as exc:
+            except (self._engine.protocol_error, TransportError) as exc:
                 self._die(RemoteProtocolError(f"HTTP/2 connection failed: {exc}"))
         stream.released = True
         self._release_slot()
@@ -485,7 +458,7 @@ class HTTP2Connection:
                     raise ReadError("server closed the HTTP/2 connection")
                 try:
                     events = conn.receive_data(data)
-                except h2.exceptions.ProtocolError as exc:
+                except self._engine.protocol_error as exc:
                     raise RemoteProtocolError(f"HTTP/2 protocol error from server: {exc}") from exc
                 for event in events:
                     self._dispatch(event)
@@ -501,63 +474,63 @@ class HTTP2Connection:
         except Exception as exc:  # Defensive: a bug here must fail streams, not hang them
             self._die(RemoteProtocolError(f"HTTP/2 connection failed: {exc!r}"))
 
-    def _dispatch(self, event: h2.events.Event) -> None:
-        etype = type(event)
-        if etype is h2.events.DataReceived:
-            assert isinstance(event, h2.events.DataReceived)
-            s = self._streams.get(event.stream_id or 0)
-            size = event.flow_controlled_length or 0
-            if s is None:
-                if size:  # a stream we already left: credit the connection window anyway
-                    self._h2.acknowledge_received_data(size, event.stream_id or 0)
-                return
-            if event.data:
-                s.body.append(event.data)
-            s.unacked += size
+    # Events from the h2 engine, each to its own handler (one dict lookup per event). Events
+    # not listed (PingAckReceived, SettingsAcknowledged, ...) need nothing from us.
+
+    def _dispatch(self, event: Any) -> None:
+        handler = self._dispatch_table.get(type(event))
+        if handler is not None:
+            handler(event)
+
+    def _on_data(self, event: Any) -> None:
+        s = self._streams.get(event.stream_id or 0)
+        size = event.flow_controlled_length or 0
+        if s is None:
+            if size:  # a stream we already left: credit the connection window anyway
+                self._h2.acknowledge_received_data(size, event.stream_id or 0)
+            return
+        if event.data:
+            s.body.append(event.data)
+        s.unacked += size
+        _wake(s)
+
+    def _on_response_event(self, event: Any) -> None:
+        s = self._streams.get(event.stream_id or 0)
+        if s is not None:
+            self._on_response(s, event.headers or [])
+
+    def _on_stream_ended(self, event: Any) -> None:
+        s = self._streams.get(event.stream_id or 0)
+        if s is not None:
+            s.ended = True
             _wake(s)
-        elif etype is h2.events.ResponseReceived:
-            assert isinstance(event, h2.events.ResponseReceived)
-            s = self._streams.get(event.stream_id or 0)
-            if s is not None:
-                self._on_response(s, event.headers or [])
-        elif etype is h2.events.StreamEnded:
-            s = self._streams.get(event.stream_id or 0)  # type: ignore[attr-defined]
-            if s is not None:
-                s.ended = True
+
+    def _on_stream_reset(self, event: Any) -> None:
+        s = self._streams.get(event.stream_id or 0)
+        if s is not None:
+            code = ErrorCodes(event.error_code) if event.error_code in _CODES else event.error_code
+            exc = RemoteProtocolError(f"server reset the HTTP/2 stream ({code!r})")
+            if code == ErrorCodes.REFUSED_STREAM:
+                exc.unprocessed = True  # RFC 9113 section 8.7: never processed
+            s.error = exc
+            _wake(s)
+
+    def _on_window_updated(self, event: Any) -> None:
+        if event.stream_id:
+            s = self._streams.get(event.stream_id)
+            if s is not None and s.sending:
                 _wake(s)
-        elif etype is h2.events.StreamReset:
-            assert isinstance(event, h2.events.StreamReset)
-            s = self._streams.get(event.stream_id or 0)
-            if s is not None:
-                code = event.error_code
-                exc = RemoteProtocolError(f"server reset the HTTP/2 stream ({code!r})")
-                if code == ErrorCodes.REFUSED_STREAM:
-                    exc.unprocessed = True  # RFC 9113 section 8.7: never processed
-                s.error = exc
-                _wake(s)
-        elif etype is h2.events.WindowUpdated:
-            assert isinstance(event, h2.events.WindowUpdated)
-            if event.stream_id:
-                s = self._streams.get(event.stream_id)
-                if s is not None and s.sending:
-                    _wake(s)
-            else:
-                self._wake_senders()
-        elif etype is h2.events.RemoteSettingsChanged:
-            assert isinstance(event, h2.events.RemoteSettingsChanged)
-            self._settings_received = True
-            changed = event.changed_settings
-            if h2.settings.SettingCodes.INITIAL_WINDOW_SIZE in changed:
-                self._wake_senders()
-            self._owner.capacity_changed(self)
-        elif etype is h2.events.ConnectionTerminated:
-            assert isinstance(event, h2.events.ConnectionTerminated)
-            self._on_goaway(event)
-        elif etype is h2.events.PingAckReceived:
-            pass
-        elif etype is h2.events.PushedStreamReceived:  # Defensive: push is disabled
-            assert isinstance(event, h2.events.PushedStreamReceived)
-            self._h2.reset_stream(event.pushed_stream_id or 0, ErrorCodes.REFUSED_STREAM)
+        else:
+            self._wake_senders()
+
+    def _on_settings(self, event: Any) -> None:
+        self._settings_received = True
+        if SettingCodes.INITIAL_WINDOW_SIZE in event.changed_settings:
+            self._wake_senders()
+        self._owner.capacity_changed(self)
+
+    def _on_push(self, event: Any) -> None:  # Defensive: push is disabled in our SETTINGS
+        self._h2.reset_stream(event.pushed_stream_id or 0, ErrorCodes.REFUSED_STREAM)
 
     def _on_response(self, s: _Stream, headers: list[tuple[bytes, bytes]]) -> None:
         status = 0
@@ -573,7 +546,7 @@ class HTTP2Connection:
             self._emit("first_byte")
         _wake(s)
 
-    def _on_goaway(self, event: h2.events.ConnectionTerminated) -> None:
+    def _on_goaway(self, event: Any) -> None:
         self.draining = True
         last = event.last_stream_id or 0
         code = event.error_code

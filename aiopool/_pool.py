@@ -25,6 +25,7 @@ import anyio
 from ._backend import NetworkStream, open_stream
 from ._config import Timeout
 from ._exceptions import AiopoolError, ClientClosed, ConnectError, PoolTimeout
+from ._h2engine import H2Engine, load_engine
 from ._http2 import HTTP2Connection
 from ._http11 import ConnState, HTTP11Connection
 from ._pool_state import PoolState, Waiter
@@ -73,9 +74,11 @@ class ConnectionPool:
         http2_ping_interval: float | None = None,
         http2_ping_timeout: float = 15.0,
         http1_class: type[HTTP11Connection] = HTTP11Connection,
+        http2_engine: H2Engine | None = None,
         trace: TraceHook | None = None,
         dialer: Dialer = open_stream,
     ) -> None:
+        self._h2_engine = http2_engine or load_engine("h2")
         # The network seam: how sockets are made. Tests put a scripted byte stream here for
         # byte-exact protocol scenarios; everything above it is the real code.
         self._dialer = dialer
@@ -275,6 +278,7 @@ class ConnectionPool:
                 trace=trace,
                 ping_interval=self._ping[0],
                 ping_timeout=self._ping[1],
+                engine=self._h2_engine,
             )
             try:
                 reader = h2conn.start()

@@ -180,9 +180,26 @@ _PARSER_MODULES = frozenset(
 )
 
 
+# Likewise both HTTP/2 engines: h2 (the reference) and jh2 (the speedups extra).
+_H2_ENGINE_MODULES = frozenset({"tests.test_http2_nginx", "tests.test_http2_scripted"})
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if metafunc.module.__name__ in _PARSER_MODULES:
         metafunc.parametrize("http1_parser", ["h11", "httptools"], indirect=True)
+    if metafunc.module.__name__ in _H2_ENGINE_MODULES:
+        metafunc.parametrize("http2_engine", ["h2", "jh2"], indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def http2_engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str | None:
+    """The HTTP/2 engine a parametrised test runs with (None: the library's default)."""
+    engine: str | None = getattr(request, "param", None)
+    if engine is not None:
+        import aiopool._h2engine
+
+        monkeypatch.setattr(aiopool._h2engine, "DEFAULT_ENGINE", engine)
+    return engine
 
 
 @pytest.fixture(autouse=True)

@@ -209,3 +209,13 @@ async def test_hypercorn_echo_upload_and_slow_streams(
         assert {r.http_version for r in echoes} == {"HTTP/2"}
         # hypercorn allows 100 concurrent streams per socket: 201 at once need 3 sockets.
         assert assert_settled(client).connections_opened <= 3
+
+
+async def test_the_parametrised_engine_is_the_one_in_use(
+    server: H2ScriptServer, http2_engine: str | None
+) -> None:
+    async with h2_client() as client:
+        await client.get(f"{server.url}/echo")
+        assert client._pool._h2_engine.name == http2_engine
+        with pytest.raises(ValueError, match="http2_engine"):
+            aiopool.Client(http2_engine="nghttp2")  # type: ignore[arg-type]
