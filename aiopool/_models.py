@@ -197,10 +197,7 @@ class Response:
                 while chunk := await stream.receive():
                     chunks.append(chunk)
             except BaseException as exc:
-                self._stream = None
-                stream.abort()
-                if isinstance(exc, TransportError) and exc.request is None:
-                    exc.request = self.request
+                self._broken(stream, exc)
                 raise
             self._stream = None
             self._content = chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -222,12 +219,17 @@ class Response:
             while chunk := await stream.receive():
                 yield chunk
         except BaseException as exc:
-            self._stream = None
-            stream.abort()
-            if isinstance(exc, TransportError) and exc.request is None:
-                exc.request = self.request
+            self._broken(stream, exc)
             raise
         self._stream = None
+
+    def _broken(self, stream: BodyStream, exc: BaseException) -> None:
+        """Reading the body failed or was cancelled: close it (never pool) and say for which
+        request, if the error is ours."""
+        self._stream = None
+        stream.abort()
+        if isinstance(exc, TransportError) and exc.request is None:
+            exc.request = self.request
 
     async def aclose(self) -> None:
         """Release the connection: drained and pooled if cheap (bounded), otherwise closed."""

@@ -364,24 +364,10 @@ class ConnectionPool:
     def has_connections(self) -> bool:
         return bool(self._state.conns) or bool(self._dials)
 
-    def close_nowait(self) -> None:
-        """Abort every socket and dial at once; for a client being garbage-collected."""
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            self._sweeper = None
-        for handle in self._h2_timers.values():
-            handle.cancel()
-        self._h2_timers.clear()
-        for conn in self._state.close():
-            conn.close()
-        for task in (*self._dials, *self._readers):
-            task.cancel()
+    def _shut(self) -> tuple[list[Connection], list[asyncio.Task[None]]]:
+        """Stop timers, close the books and every socket, cancel dials and h2 readers.
 
-    async def aclose(self) -> None:
-        """Close every connection, fail waiters with `ClientClosed`, cancel dials in flight.
-
-        TLS sockets get a short grace (`_CLOSE_GRACE`) to exchange close_notify, then are
-        aborted: when this returns, no socket of the client is left open.
+        Synchronous; returns the closed connections and cancelled tasks, to await if wanted.
         """
         if self._sweeper is not None:
             self._sweeper.cancel()
@@ -392,9 +378,22 @@ class ConnectionPool:
         conns = self._state.close()
         for conn in conns:
             conn.close()
-        dials = list(self._dials) + list(self._readers)
-        for task in dials:
+        tasks = [*self._dials, *self._readers]
+        for task in tasks:
             task.cancel()
+        return conns, tasks
+
+    def close_nowait(self) -> None:
+        """Abort every socket and dial at once; for a client being garbage-collected."""
+        self._shut()
+
+    async def aclose(self) -> None:
+        """Close every connection, fail waiters with `ClientClosed`, cancel dials in flight.
+
+        TLS sockets get a short grace (`_CLOSE_GRACE`) to exchange close_notify, then are
+        aborted: when this returns, no socket of the client is left open.
+        """
+        conns, dials = self._shut()
         with anyio.CancelScope(shield=True):
             if dials:
                 await asyncio.gather(*dials, return_exceptions=True)
