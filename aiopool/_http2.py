@@ -1,4 +1,4 @@
-"""HTTP/2 over h2: many concurrent streams on one socket (DESIGN invariant 5).
+"""HTTP/2: many concurrent streams on one socket (DESIGN invariant 5), on h2 or jh2.
 
 Rules kept here:
 - one reader task per socket (owned by the pool, not by any request) feeds the h2 state machine
@@ -54,12 +54,12 @@ __all__ = ("HTTP2Connection",)
 _CODES = frozenset(int(code) for code in ErrorCodes)
 
 # Receive windows. RFC 9113's defaults (64 KiB) cap a download at 64 KiB per round trip; Go's
-# transport uses 4 MiB per stream and 1 GiB per connection, curl 32 MiB per stream. 16 MiB for
-# both keeps a 10 MB download to one window while bounding what a stream may buffer.
+# transport uses 4 MiB per stream and 1 GiB per connection. 16 MiB for both keeps a 10 MB
+# download to one window while bounding what a stream may buffer.
 STREAM_WINDOW = 16 * 1024 * 1024
 CONNECTION_WINDOW = 16 * 1024 * 1024
 # Until the peer's first SETTINGS frame says otherwise (RFC 9113 section 6.5.2 leaves the
-# initial limit unbounded; Go and curl assume 100, the value RFC 9113 recommends as a minimum).
+# initial limit unbounded; Go assumes 100, the value RFC 9113 recommends as a minimum).
 DEFAULT_MAX_STREAMS = 100
 # RFC 9113 section 8.2.2: connection-specific header fields must not be sent over HTTP/2.
 _CONNECTION_HEADERS = frozenset(
