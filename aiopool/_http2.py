@@ -23,8 +23,6 @@ Rules kept here:
 from __future__ import annotations
 
 import asyncio
-from collections import deque
-from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 from h2.errors import ErrorCodes
@@ -39,6 +37,7 @@ from ._exceptions import (
 )
 from ._h2engine import H2Engine, load_engine
 from ._headers import Headers
+from ._http2_stream import H2Body, Stream, expire, reason_phrase, wake
 from ._http11 import ConnState, ResponseHead
 from ._stats import TraceEvent, TraceHook, TraceName
 
@@ -65,37 +64,6 @@ DEFAULT_MAX_STREAMS = 100
 _CONNECTION_HEADERS = frozenset(
     {b"host", b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
 )
-
-
-class _Stream:
-    """One request/response exchange; touched by its own task and the reader only."""
-
-    __slots__ = (
-        "body",
-        "ended",
-        "error",
-        "headers",
-        "id",
-        "read_timeout",
-        "released",
-        "sending",
-        "status",
-        "unacked",
-        "waiter",
-    )
-
-    def __init__(self, stream_id: int, read_timeout: float | None) -> None:
-        self.id = stream_id
-        self.read_timeout = read_timeout
-        self.status = 0
-        self.headers: list[tuple[bytes, bytes]] | None = None
-        self.body: deque[bytes] = deque()
-        self.unacked = 0  # flow-controlled bytes received but not yet consumed
-        self.ended = False
-        self.error: TransportError | None = None
-        self.waiter: asyncio.Future[None] | None = None
-        self.sending = False
-        self.released = False
 
 
 class HTTP2Connection:
@@ -131,7 +99,7 @@ class HTTP2Connection:
         self._stream = stream
         self._owner = owner
         self._trace = trace
-        self._streams: dict[int, _Stream] = {}
+        self._streams: dict[int, Stream] = {}
         self._loop = asyncio.get_running_loop()
         self._reader: asyncio.Task[None] | None = None
         engine = engine or load_engine("h2")
@@ -240,7 +208,7 @@ class HTTP2Connection:
         for stream in list(self._streams.values()):
             if stream.error is None and not stream.ended:
                 stream.error = exc
-            _wake(stream)
+            wake(stream)
 
     # Sending -----------------------------------------------------------------------------------
 
@@ -264,7 +232,7 @@ class HTTP2Connection:
             exc.unprocessed = True
             raise exc
         stream_id = conn.get_next_available_stream_id()
-        stream = _Stream(stream_id, timeout.read)
+        stream = Stream(stream_id, timeout.read)
         self._streams[stream_id] = stream
         try:
             content = request.content
@@ -283,7 +251,7 @@ class HTTP2Connection:
             raise
         head = ResponseHead(
             stream.status,
-            _reason(stream.status),  # HTTP/2 has no reason phrase; give the standard one
+            reason_phrase(stream.status),  # HTTP/2 has no reason phrase; give the standard one
             Headers._from_raw(stream.headers),
             "HTTP/2",
         )
@@ -308,7 +276,7 @@ class HTTP2Connection:
             headers.append((lowered, value))
         return headers
 
-    async def _send_body(self, stream: _Stream, request: Request, timeout: Timeout) -> None:
+    async def _send_body(self, stream: Stream, request: Request, timeout: Timeout) -> None:
         content = request.content
         conn = self._h2
         stream.sending = True
@@ -329,7 +297,7 @@ class HTTP2Connection:
         finally:
             stream.sending = False
 
-    async def _send_data(self, stream: _Stream, data: bytes, timeout: Timeout) -> None:
+    async def _send_data(self, stream: Stream, data: bytes, timeout: Timeout) -> None:
         conn = self._h2
         view = memoryview(data)
         while view:
@@ -359,7 +327,7 @@ class HTTP2Connection:
 
     async def _wait(
         self,
-        stream: _Stream,
+        stream: Stream,
         timeout: float | None,
         timeout_exc: type[TransportError] = ReadTimeout,
     ) -> None:
@@ -367,7 +335,7 @@ class HTTP2Connection:
             raise stream.error
         waiter = stream.waiter = self._loop.create_future()
         handle = (
-            self._loop.call_later(timeout, _expire, waiter, timeout_exc)
+            self._loop.call_later(timeout, expire, waiter, timeout_exc)
             if timeout is not None
             else None
         )
@@ -380,7 +348,7 @@ class HTTP2Connection:
         if stream.error is not None:
             raise stream.error
 
-    async def _receive_chunk(self, stream: _Stream) -> bytes:
+    async def _receive_chunk(self, stream: Stream) -> bytes:
         body = stream.body
         while not body:
             if stream.ended:
@@ -400,14 +368,14 @@ class HTTP2Connection:
                 pass  # the stream or socket is already gone; nothing left to credit
         return chunk
 
-    def _finish_stream(self, stream: _Stream) -> None:
+    def _finish_stream(self, stream: Stream) -> None:
         """The response ended and was consumed: the slot goes back to the pool."""
         self._streams.pop(stream.id, None)
         if not stream.released:
             stream.released = True
             self._release_slot()
 
-    def _abort_stream(self, stream: _Stream) -> None:
+    def _abort_stream(self, stream: Stream) -> None:
         """Early close, error or cancellation: RST_STREAM(CANCEL) unless already ended."""
         if stream.released:
             return
@@ -492,7 +460,7 @@ class HTTP2Connection:
         if event.data:
             s.body.append(event.data)
         s.unacked += size
-        _wake(s)
+        wake(s)
 
     def _on_response_event(self, event: Any) -> None:
         s = self._streams.get(event.stream_id or 0)
@@ -503,7 +471,7 @@ class HTTP2Connection:
         s = self._streams.get(event.stream_id or 0)
         if s is not None:
             s.ended = True
-            _wake(s)
+            wake(s)
 
     def _on_stream_reset(self, event: Any) -> None:
         s = self._streams.get(event.stream_id or 0)
@@ -513,13 +481,13 @@ class HTTP2Connection:
             if code == ErrorCodes.REFUSED_STREAM:
                 exc.unprocessed = True  # RFC 9113 section 8.7: never processed
             s.error = exc
-            _wake(s)
+            wake(s)
 
     def _on_window_updated(self, event: Any) -> None:
         if event.stream_id:
             s = self._streams.get(event.stream_id)
             if s is not None and s.sending:
-                _wake(s)
+                wake(s)
         else:
             self._wake_senders()
 
@@ -532,7 +500,7 @@ class HTTP2Connection:
     def _on_push(self, event: Any) -> None:  # Defensive: push is disabled in our SETTINGS
         self._h2.reset_stream(event.pushed_stream_id or 0, ErrorCodes.REFUSED_STREAM)
 
-    def _on_response(self, s: _Stream, headers: list[tuple[bytes, bytes]]) -> None:
+    def _on_response(self, s: Stream, headers: list[tuple[bytes, bytes]]) -> None:
         status = 0
         plain: list[tuple[bytes, bytes]] = []
         for name, value in headers:
@@ -544,7 +512,7 @@ class HTTP2Connection:
         s.headers = plain
         if not self.got_response_bytes and self._trace is not None:
             self._emit("first_byte")
-        _wake(s)
+        wake(s)
 
     def _on_goaway(self, event: Any) -> None:
         self.draining = True
@@ -557,69 +525,18 @@ class HTTP2Connection:
                 )
                 exc.unprocessed = True
                 s.error = exc
-                _wake(s)
+                wake(s)
             elif code != ErrorCodes.NO_ERROR and not s.ended:
                 s.error = RemoteProtocolError(f"server sent GOAWAY with {code!r}")
-                _wake(s)
+                wake(s)
         self._owner.capacity_changed(self)
 
     def _wake_senders(self) -> None:
         for s in self._streams.values():
             if s.sending:
-                _wake(s)
+                wake(s)
 
     def _emit(self, name: TraceName, **info: Any) -> None:
         assert self._trace is not None
         info.update(origin=str(self.origin), conn_id=self.id)
         self._trace(TraceEvent(name, self._loop.time(), info))
-
-
-class H2Body:
-    """The `BodyStream` of one HTTP/2 response."""
-
-    __slots__ = ("_conn", "_stream")
-
-    def __init__(self, conn: HTTP2Connection, stream: _Stream) -> None:
-        self._conn = conn
-        self._stream = stream
-
-    async def receive(self) -> bytes:
-        stream = self._stream
-        if stream.released:
-            return b""
-        try:
-            return await self._conn._receive_chunk(stream)
-        except BaseException:
-            self._conn._abort_stream(stream)
-            raise
-
-    async def aclose(self) -> None:
-        # No draining over HTTP/2: RST_STREAM is cheap and keeps the socket usable.
-        self.abort()
-
-    def abort(self) -> None:
-        stream = self._stream
-        if stream.released:
-            return
-        if stream.ended and not stream.body:
-            self._conn._finish_stream(stream)
-        else:
-            self._conn._abort_stream(stream)
-
-
-def _reason(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return ""
-
-
-def _wake(stream: _Stream) -> None:
-    waiter = stream.waiter
-    if waiter is not None and not waiter.done():
-        waiter.set_result(None)
-
-
-def _expire(waiter: asyncio.Future[None], exc_type: type[TransportError]) -> None:
-    if not waiter.done():
-        waiter.set_exception(exc_type("timed out"))
