@@ -158,12 +158,10 @@ async def test_early_close_sends_rst_stream_cancel(server: H2ScriptServer) -> No
 async def test_cancelled_task_frees_its_stream(server: H2ScriptServer) -> None:
     async with h2_client() as client:
         task = asyncio.create_task(client.get(f"{server.url}/stall-headers"))
-        await eventually(
-            lambda: (
-                client.stats().hosts.get(f"http://127.0.0.1:{server.port}") is not None
-                and client.stats().hosts[f"http://127.0.0.1:{server.port}"].streams == 1
-            )
-        )
+        # Cancel only once the server has the stream: cancelled earlier, the slot goes back
+        # without a HEADERS frame ever sent, and there is nothing to reset.
+        await eventually(lambda: server.streams_received == 1)
+        assert client.stats().hosts[f"http://127.0.0.1:{server.port}"].streams == 1
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
