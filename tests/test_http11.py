@@ -236,15 +236,14 @@ async def test_unread_large_body_closes_the_socket(server: FaultServer) -> None:
 
 
 async def test_stalled_body_is_closed_promptly(server: FaultServer) -> None:
-    async with aiopool.Client() as client:
-        loop = asyncio.get_running_loop()
+    # The read timeout is an hour: only the 50 ms drain bound can end this block (or the
+    # test's own timeout would fail it).
+    async with aiopool.Client(timeout=aiopool.Timeout(3600)) as client:
         async with client.stream("GET", f"{server.url}/stall?sent=10") as resp:
-            started = loop.time()
-        elapsed = loop.time() - started
+            pass
         assert resp.is_closed
         stats = assert_settled(client)
         assert stats.idle == 0 and stats.connections_closed == 1
-        assert elapsed < 5.0  # bounded by the 50 ms drain window, not the read timeout
 
 
 async def test_error_inside_stream_block_closes_without_draining(server: FaultServer) -> None:
