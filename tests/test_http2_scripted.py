@@ -8,6 +8,7 @@ cancellation sending RST_STREAM(CANCEL).
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 
 import pytest
@@ -217,3 +218,15 @@ async def test_the_parametrised_engine_is_the_one_in_use(
         assert client._pool._h2_engine.name == http2_engine
         with pytest.raises(ValueError, match="http2_engine"):
             aiopool.Client(http2_engine="nghttp2")  # type: ignore[arg-type]
+
+
+async def test_garbage_collected_open_h2_stream_warns_and_resets(server: H2ScriptServer) -> None:
+    async with h2_client() as client:
+        resp = await client.stream("GET", f"{server.url}/stall").__aenter__()
+        assert resp.http_version == "HTTP/2"
+        gc.collect()
+        with pytest.warns(ResourceWarning, match="unclosed streamed response"):
+            del resp  # dropped while open: the stream is reset, the socket kept
+        await eventually(lambda: server.streams_reset_by_client == 1)
+        host = assert_settled(client).hosts[f"http://127.0.0.1:{server.port}"]
+        assert host.streams == 0 and host.idle == 1
