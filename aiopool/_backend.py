@@ -34,7 +34,7 @@ from ._exceptions import (
     WriteTimeout,
 )
 
-__all__ = ("AsyncioStream", "NetworkStream", "open_stream")
+__all__ = ("AsyncioStream", "NetworkStream", "expire", "open_stream")
 
 # Stop reading from the kernel when this much is buffered and unread (backpressure). asyncio's
 # StreamReader pauses at 128 KiB (2 * its 64 KiB limit); we allow 256 KiB so a fast download is
@@ -190,7 +190,7 @@ class AsyncioStream:
             waiter = self._loop.create_future()
             proto._read_waiter = waiter
             handle = (
-                self._loop.call_at(self._loop.time() + timeout, _expire, waiter, ReadTimeout)
+                self._loop.call_at(self._loop.time() + timeout, expire, waiter, ReadTimeout)
                 if timeout is not None
                 else None
             )
@@ -231,7 +231,7 @@ class AsyncioStream:
         waiter = self._loop.create_future()
         proto._drain_waiters.append(waiter)
         handle = (
-            self._loop.call_at(self._loop.time() + timeout, _expire, waiter, WriteTimeout)
+            self._loop.call_at(self._loop.time() + timeout, expire, waiter, WriteTimeout)
             if timeout is not None
             else None
         )
@@ -281,7 +281,8 @@ def _expire_quietly(waiter: asyncio.Future[None]) -> None:
         waiter.set_result(None)
 
 
-def _expire(waiter: asyncio.Future[None], exc_type: type[Exception]) -> None:
+def expire(waiter: asyncio.Future[None], exc_type: type[Exception]) -> None:
+    """Timer callback: fail `waiter` with `exc_type("timed out")` unless it already finished."""
     if not waiter.done():
         waiter.set_exception(exc_type("timed out"))
 

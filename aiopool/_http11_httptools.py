@@ -89,8 +89,7 @@ class HttptoolsConnection(HTTP11Connection):
     # Sending -----------------------------------------------------------------------------------
 
     async def _send_request(self, request: Request, timeout: Timeout) -> None:
-        self._in_exchange = True
-        self._reset_response()
+        self._in_exchange = True  # (response state was reset when the last one completed)
         self._head_request = request.method == "HEAD"
         raw = request.headers.raw
         length: int | None = None
@@ -237,6 +236,8 @@ class HttptoolsConnection(HTTP11Connection):
     def _response_complete(self) -> None:
         self._in_exchange = False
         reusable = self._keep_alive and not self._request_close and not self._dirty
+        # Reset now, not at the next request: an idle socket holds no response's headers.
+        self._reset_response()
         if reusable and self._stream.is_idle_clean():
             self._owner.release(self)
         else:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
 
+from ._backend import expire
 from ._exceptions import (
     ReadError,
     ReadTimeout,
@@ -37,7 +38,7 @@ from ._exceptions import (
 )
 from ._h2engine import H2Engine, load_engine
 from ._headers import Headers
-from ._http2_stream import H2Body, Stream, expire, reason_phrase, wake
+from ._http2_stream import H2Body, Stream, reason_phrase, wake
 from ._http11 import ConnState, ResponseHead
 from ._stats import TraceEvent, TraceHook, TraceName
 
@@ -117,7 +118,7 @@ class HTTP2Connection:
         self._h2 = engine.connection_class(config)
         self._dispatch_table = {
             engine.events.DataReceived: self._on_data,
-            engine.events.ResponseReceived: self._on_response_event,
+            engine.events.ResponseReceived: self._on_response,
             engine.events.StreamEnded: self._on_stream_ended,
             engine.events.StreamReset: self._on_stream_reset,
             engine.events.WindowUpdated: self._on_window_updated,
@@ -462,10 +463,22 @@ class HTTP2Connection:
         s.unacked += size
         wake(s)
 
-    def _on_response_event(self, event: Any) -> None:
+    def _on_response(self, event: Any) -> None:
         s = self._streams.get(event.stream_id or 0)
-        if s is not None:
-            self._on_response(s, event.headers or [])
+        if s is None:
+            return
+        status = 0
+        plain: list[tuple[bytes, bytes]] = []
+        for name, value in event.headers or ():
+            if name == b":status":
+                status = int(value)
+            elif not name.startswith(b":"):
+                plain.append((name, value))
+        s.status = status
+        s.headers = plain
+        if self._trace is not None:
+            self._emit("first_byte", stream_id=s.id)
+        wake(s)
 
     def _on_stream_ended(self, event: Any) -> None:
         s = self._streams.get(event.stream_id or 0)
@@ -499,20 +512,6 @@ class HTTP2Connection:
 
     def _on_push(self, event: Any) -> None:  # Defensive: push is disabled in our SETTINGS
         self._h2.reset_stream(event.pushed_stream_id or 0, ErrorCodes.REFUSED_STREAM)
-
-    def _on_response(self, s: Stream, headers: list[tuple[bytes, bytes]]) -> None:
-        status = 0
-        plain: list[tuple[bytes, bytes]] = []
-        for name, value in headers:
-            if name == b":status":
-                status = int(value)
-            elif not name.startswith(b":"):
-                plain.append((name, value))
-        s.status = status
-        s.headers = plain
-        if not self.got_response_bytes and self._trace is not None:
-            self._emit("first_byte")
-        wake(s)
 
     def _on_goaway(self, event: Any) -> None:
         self.draining = True

@@ -17,7 +17,7 @@ from ._exceptions import TransportError
 if TYPE_CHECKING:
     from ._http2 import HTTP2Connection
 
-__all__ = ("H2Body", "Stream", "expire", "reason_phrase", "wake")
+__all__ = ("H2Body", "Stream", "reason_phrase", "wake")
 
 
 class Stream:
@@ -95,8 +95,3 @@ def wake(stream: Stream) -> None:
     waiter = stream.waiter
     if waiter is not None and not waiter.done():
         waiter.set_result(None)
-
-
-def expire(waiter: asyncio.Future[None], exc_type: type[TransportError]) -> None:
-    if not waiter.done():
-        waiter.set_exception(exc_type("timed out"))

@@ -145,8 +145,7 @@ class ConnectionPool:
         got = state.checkout(
             origin, None, now, connect_timeout=timeout.connect, fresh=fresh, count=count
         )
-        if state.to_dial or state.to_close:
-            self._apply()
+        self._apply()
         if not isinstance(got, Waiter):
             if got.multiplexed:
                 info = ConnInfo(got.id, got.requests > 0, False, 0.0, got.http_version)
@@ -199,32 +198,28 @@ class ConnectionPool:
         """A request finished cleanly with `conn` (synchronous; safe in any cancelled task)."""
         state = self._state
         state.checkin(conn, self._loop.time() if self._loop else 0.0)
-        if state.to_dial or state.to_close:
-            self._apply()
-        if conn.state is ConnState.IDLE:
-            if self._sweeper is None:
-                self._schedule_sweep(conn.idle_since + state.idle_timeout)
-        elif conn.multiplexed and conn.open_streams == 0:
-            self._watch_h2_idle(conn)
+        self._apply()
+        self._watch_idle(conn)
 
     def capacity_changed(self, conn: Connection) -> None:
         """An HTTP/2 peer changed its stream limit or sent GOAWAY (synchronous)."""
         state = self._state
         state.capacity_changed(conn, self._loop.time() if self._loop else 0.0)
-        if state.to_dial or state.to_close:
-            self._apply()
+        self._apply()
 
     def discard(self, conn: Connection) -> None:
         """`conn` closed or broke (synchronous; idempotent)."""
         state = self._state
         state.discard(conn)
-        if state.to_dial or state.to_close:
-            self._apply()
+        self._apply()
 
     # Effects -----------------------------------------------------------------------------------
 
     def _apply(self) -> None:
+        """Act on what the last state change asked for: close these, dial for those."""
         state = self._state
+        if not (state.to_close or state.to_dial):
+            return
         if state.to_close:
             to_close, state.to_close = state.to_close, []
             for conn in to_close:
@@ -319,14 +314,18 @@ class ConnectionPool:
                 )
         assert self._loop is not None
         state.dial_succeeded(host, conn, self._loop.time())
-        if state.to_dial or state.to_close:
-            self._apply()
-        if conn.state is ConnState.IDLE and self._sweeper is None:
-            self._schedule_sweep(conn.idle_since + state.idle_timeout)
-        elif conn.multiplexed and conn.open_streams == 0:
-            self._watch_h2_idle(conn)
+        self._apply()
+        self._watch_idle(conn)
 
     # Idle expiry -------------------------------------------------------------------------------
+
+    def _watch_idle(self, conn: Connection) -> None:
+        """`conn` may have just gone idle: make sure a timer will expire it."""
+        if conn.state is ConnState.IDLE:
+            if self._sweeper is None:
+                self._schedule_sweep(conn.idle_since + self._state.idle_timeout)
+        elif conn.multiplexed and conn.open_streams == 0:
+            self._watch_h2_idle(conn)
 
     def _schedule_sweep(self, when: float) -> None:
         assert self._loop is not None

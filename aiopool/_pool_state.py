@@ -45,14 +45,11 @@ __all__ = ("HostPool", "PoolState", "Waiter")
 class Waiter:
     """A request waiting for a connection. `fut` resolves to the connection, or an error."""
 
-    __slots__ = ("connect_timeout", "fut", "host", "live", "reused")
+    __slots__ = ("fut", "host", "live", "reused")
 
-    def __init__(
-        self, host: HostPool, fut: asyncio.Future[Connection], connect_timeout: float | None
-    ) -> None:
+    def __init__(self, host: HostPool, fut: asyncio.Future[Connection]) -> None:
         self.host = host
         self.fut = fut
-        self.connect_timeout = connect_timeout
         self.live = True  # still wants a connection: not served, cancelled nor timed out
         self.reused = False  # whether the connection it was handed had carried a request
 
@@ -203,7 +200,7 @@ class PoolState:
                 return conn
         if fut is None:
             fut = asyncio.get_running_loop().create_future()
-        waiter = Waiter(host, fut, connect_timeout)
+        waiter = Waiter(host, fut)
         host.waiters.append(waiter)
         host.n_waiting += 1
         host.connect_timeout = connect_timeout
