@@ -16,6 +16,7 @@ This module must not import aiopool: the rig has to work while the library is be
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 import ssl
 from collections.abc import Callable, Iterator
@@ -67,9 +68,8 @@ def client_ssl_context(tls_ca: trustme.CA) -> ssl.SSLContext:
 def fault_server() -> Iterator[FaultServer]:
     """Plain-HTTP FaultServer at ``fault_server.url``."""
     server = FaultServer()
-    server.start()
-    yield server
-    server.stop()
+    with server:  # started on entry, stopped on exit
+        yield server
 
 
 @pytest.fixture
@@ -83,18 +83,16 @@ def fresh_fault_server(fault_server: FaultServer) -> FaultServer:
 def tls_fault_server(tls_ca: trustme.CA) -> Iterator[FaultServer]:
     """FaultServer over TLS (ALPN http/1.1) at ``https://localhost:PORT``, cert from tls_ca."""
     server = FaultServer(ssl_context=server_ssl_context(tls_ca))
-    server.start()
-    yield server
-    server.stop()
+    with server:  # started on entry, stopped on exit
+        yield server
 
 
 @pytest.fixture(scope="session")
 def blackhole() -> Iterator[BlackholeServer]:
     """Accepts connections and never answers."""
     server = BlackholeServer()
-    server.start()
-    yield server
-    server.stop()
+    with server:  # started on entry, stopped on exit
+        yield server
 
 
 @pytest.fixture(scope="session")
@@ -109,9 +107,8 @@ def nginx(tls_ca: trustme.CA) -> Iterator[Nginx]:
             )
         pytest.skip("nginx not installed")
     server = Nginx(tls_ca)
-    server.start()
-    yield server
-    server.stop()
+    with server:  # started on entry, stopped on exit
+        yield server
 
 
 # -- HTTP/2 servers --------------------------------------------------------------------------
@@ -126,43 +123,42 @@ def h2_server() -> Iterator[H2ScriptServer]:
     into yours.
     """
     server = H2ScriptServer()
-    server.start()
-    yield server
-    server.stop()
+    with server:  # started on entry, stopped on exit
+        yield server
+
+
+def _fresh(server: H2ScriptServer) -> H2ScriptServer:
+    server.reset_script()
+    server.reset()
+    return server
 
 
 @pytest.fixture
 def fresh_h2_server(h2_server: H2ScriptServer) -> H2ScriptServer:
     """The session's ``h2_server`` with default knobs and zeroed counters for this test."""
-    h2_server.reset_script()
-    h2_server.reset()
-    return h2_server
+    return _fresh(h2_server)
 
 
 @pytest.fixture(scope="session")
 def tls_h2_server(tls_ca: trustme.CA) -> Iterator[H2ScriptServer]:
     """Scripted HTTP/2 server over TLS (ALPN ``h2`` only) at ``https://localhost:PORT``."""
     server = H2ScriptServer(ssl_context=server_ssl_context(tls_ca, alpn=("h2",)))
-    server.start()
-    yield server
-    server.stop()
+    with server:  # started on entry, stopped on exit
+        yield server
 
 
 @pytest.fixture
 def fresh_tls_h2_server(tls_h2_server: H2ScriptServer) -> H2ScriptServer:
     """``tls_h2_server`` with default knobs and zeroed counters for this test."""
-    tls_h2_server.reset_script()
-    tls_h2_server.reset()
-    return tls_h2_server
+    return _fresh(tls_h2_server)
 
 
 @pytest.fixture(scope="session")
 def hypercorn_server(tls_ca: trustme.CA) -> Iterator[HypercornServer]:
     """hypercorn over TLS (ALPN ``h2``, ``http/1.1``) at ``https://localhost:PORT``."""
     server = HypercornServer(tls_ca)
-    server.start()
-    yield server
-    server.stop()
+    with server:  # started on entry, stopped on exit
+        yield server
 
 
 # Both HTTP/1.1 parsers must pass the same behaviour tests: every test in these modules runs once
@@ -191,26 +187,27 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("http2_engine", ["h2", "jh2"], indirect=True)
 
 
+def _choose_default(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, setting: str
+) -> str | None:
+    """Point the library's "auto" `setting` (module.ATTRIBUTE) at this test's parameter."""
+    choice: str | None = getattr(request, "param", None)
+    if choice is not None:
+        module, attribute = setting.rsplit(".", 1)
+        monkeypatch.setattr(importlib.import_module(module), attribute, choice)
+    return choice
+
+
 @pytest.fixture(autouse=True)
 def http2_engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str | None:
     """The HTTP/2 engine a parametrised test runs with (None: the library's default)."""
-    engine: str | None = getattr(request, "param", None)
-    if engine is not None:
-        import aiopool._h2engine
-
-        monkeypatch.setattr(aiopool._h2engine, "DEFAULT_ENGINE", engine)
-    return engine
+    return _choose_default(request, monkeypatch, "aiopool._h2engine.DEFAULT_ENGINE")
 
 
 @pytest.fixture(autouse=True)
 def http1_parser(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str | None:
     """The HTTP/1.1 parser a parametrised test runs with (None: the library's default)."""
-    parser: str | None = getattr(request, "param", None)
-    if parser is not None:
-        import aiopool._client
-
-        monkeypatch.setattr(aiopool._client, "DEFAULT_HTTP1_PARSER", parser)
-    return parser
+    return _choose_default(request, monkeypatch, "aiopool._client.DEFAULT_HTTP1_PARSER")
 
 
 # Against real servers, the same tests also run on uvloop (when installed), the loop many

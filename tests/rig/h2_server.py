@@ -278,6 +278,7 @@ class H2ScriptServer(_ThreadedServer):
         self._goaways_sent = 0
         self._goaways_received = 0
         self._pings_acked = 0
+        self._pings_received = 0
         self._requests: list[ReceivedStream] = []
         self._protocol_errors: list[str] = []
 
@@ -337,6 +338,12 @@ class H2ScriptServer(_ThreadedServer):
         """GOAWAY frames from the client (a graceful client close sends one)."""
         with self._lock:
             return self._goaways_received
+
+    @property
+    def pings_received(self) -> int:
+        """PINGs from the client (a health check), each answered by h2."""
+        with self._lock:
+            return self._pings_received
 
     @property
     def pings_acked(self) -> int:
@@ -517,6 +524,8 @@ class H2ScriptServer(_ThreadedServer):
             session.wake_senders()
         elif isinstance(event, h2.events.PingAckReceived):
             self._count("_pings_acked")
+        elif isinstance(event, h2.events.PingReceived):
+            self._count("_pings_received")  # h2 answers it itself
         elif isinstance(event, h2.events.ConnectionTerminated):
             self._count("_goaways_received")
             session.terminated = True
