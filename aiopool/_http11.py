@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import AsyncIterable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import h11
@@ -271,24 +271,13 @@ class HTTP11Connection:
             await stream.drain(timeout.write)
             return
         stream.write_nowait(data)
-        await self._send_streamed_body(request, content, timeout)
-
-    async def _send_streamed_body(
-        self, request: Request, content: AsyncIterable[bytes], timeout: Timeout
-    ) -> None:
-        conn = self._h11
-        stream = self._stream
-        async for chunk in content:
-            request.body_started = True  # a one-shot body can no longer be replayed
-            if not isinstance(chunk, bytes | bytearray | memoryview):
-                raise TypeError(f"request body chunks must be bytes, not {type(chunk).__name__}")
-            if chunk:
-                try:
-                    out = conn.send(h11.Data(data=chunk))
-                except h11.LocalProtocolError as exc:
-                    raise LocalProtocolError(str(exc)) from exc
-                stream.write_nowait(out or b"")
-                await stream.drain(timeout.write)
+        async for chunk in request.body_chunks():
+            try:
+                out = conn.send(h11.Data(data=chunk))
+            except h11.LocalProtocolError as exc:  # e.g. more bytes than Content-Length
+                raise LocalProtocolError(str(exc)) from exc
+            stream.write_nowait(out or b"")
+            await stream.drain(timeout.write)
         try:
             out = conn.send(h11.EndOfMessage())
         except h11.LocalProtocolError as exc:  # e.g. fewer bytes than Content-Length promised

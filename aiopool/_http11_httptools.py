@@ -20,7 +20,6 @@ Requests are written directly: `Request` has already validated method, target an
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import AsyncIterable
 from typing import TYPE_CHECKING
 
 import httptools
@@ -132,31 +131,25 @@ class HttptoolsConnection(HTTP11Connection):
             await stream.drain(timeout.write)
             return
         stream.write_nowait(b"".join(parts))
-        await self._send_body(request, content, length, chunked, timeout)
+        await self._send_body(request, length, chunked, timeout)
 
     async def _send_body(
         self,
         request: Request,
-        content: AsyncIterable[bytes],
         length: int | None,
         chunked: bool,
         timeout: Timeout,
     ) -> None:
         stream = self._stream
         sent = 0
-        async for chunk in content:
-            request.body_started = True
-            if not isinstance(chunk, bytes | bytearray | memoryview):
-                raise TypeError(f"request body chunks must be bytes, not {type(chunk).__name__}")
-            if not chunk:
-                continue
+        async for chunk in request.body_chunks():
             sent += len(chunk)
             if chunked:
-                stream.write_nowait(b"%x\r\n%s\r\n" % (len(chunk), bytes(chunk)))
+                stream.write_nowait(b"%x\r\n%s\r\n" % (len(chunk), chunk))
             else:
                 if length is not None and sent > length:
                     raise LocalProtocolError(f"request body longer than Content-Length {length}")
-                stream.write_nowait(bytes(chunk))
+                stream.write_nowait(chunk)
             await stream.drain(timeout.write)
         if chunked:
             stream.write_nowait(b"0\r\n\r\n")

@@ -285,14 +285,8 @@ class HTTP2Connection:
             if isinstance(content, bytes):
                 await self._send_data(stream, content, timeout)
             else:
-                assert content is not None
-                async for chunk in content:
-                    request.body_started = True
-                    if not isinstance(chunk, bytes | bytearray | memoryview):
-                        raise TypeError(
-                            f"request body chunks must be bytes, not {type(chunk).__name__}"
-                        )
-                    await self._send_data(stream, bytes(chunk), timeout)
+                async for chunk in request.body_chunks():
+                    await self._send_data(stream, chunk, timeout)
             conn.end_stream(stream.id)
             self._flush()
         finally:

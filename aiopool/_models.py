@@ -78,6 +78,22 @@ class Request:
             return True
         return self.content is None or isinstance(self.content, bytes)
 
+    async def body_chunks(self) -> AsyncIterator[bytes]:
+        """The non-empty chunks of a streamed (async iterable) body, as bytes.
+
+        The first one marks the request as no longer replayable. Raises `TypeError` for a chunk
+        that is not bytes-like.
+        """
+        content = self.content
+        assert content is not None
+        assert not isinstance(content, bytes)
+        async for chunk in content:
+            self.body_started = True  # a one-shot body can no longer be replayed
+            if not isinstance(chunk, bytes | bytearray | memoryview):
+                raise TypeError(f"request body chunks must be bytes, not {type(chunk).__name__}")
+            if chunk:
+                yield bytes(chunk)
+
     def __repr__(self) -> str:
         return f"<Request [{self.method} {self.url}]>"
 
