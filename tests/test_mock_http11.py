@@ -132,3 +132,17 @@ async def test_hostile_bytes_raise_remote_protocol_error(wire: bytes) -> None:
         stats = assert_settled(client)
         assert stats.idle == 0 and stats.connections_closed == 1
     assert dialer.streams[0].closed
+
+
+async def test_streamed_body_of_text_chunks_is_refused_and_the_socket_closed() -> None:
+    async def body() -> AsyncIterator[bytes]:
+        yield b"ok"
+        yield "not bytes"  # type: ignore[misc]
+
+    client, dialer = client_with([response(b"never read")])
+    async with client:
+        with pytest.raises(TypeError, match="must be bytes"):
+            await client.post(f"{URL}/up", content=body())
+        stats = assert_settled(client)
+        assert stats.idle == 0 and stats.connections_closed == 1
+    assert dialer.streams[0].aborted
