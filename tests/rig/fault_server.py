@@ -416,6 +416,24 @@ class _ThreadedServer:
         raise NotImplementedError
 
 
+async def close_writer(writer: asyncio.StreamWriter, *, abort: bool) -> None:
+    """Close `writer` (with an RST if `abort`), aborting it if the close takes too long."""
+    if abort:
+        writer.transport.abort()
+    else:
+        writer.close()
+    try:
+        # A backstop: ssl_shutdown_timeout should already bound a TLS close.
+        async with asyncio.timeout(_CLOSE_GRACE * 2):
+            await writer.wait_closed()
+    except TimeoutError:
+        writer.transport.abort()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+    except OSError:
+        pass
+
+
 class FaultServer(_ThreadedServer):
     """HTTP/1.1 server whose behaviour is chosen by the request path.
 
@@ -535,22 +553,8 @@ class FaultServer(_ThreadedServer):
                 await self._close_writer(conn)
 
     async def _close_writer(self, conn: _Connection) -> None:
-        writer = conn.writer
         assert self._stopping is not None
-        if conn.reset or self._stopping.is_set():
-            writer.transport.abort()
-        else:
-            writer.close()
-        try:
-            # A backstop: ssl_shutdown_timeout should already bound a TLS close.
-            async with asyncio.timeout(_CLOSE_GRACE * 2):
-                await writer.wait_closed()
-        except TimeoutError:
-            writer.transport.abort()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-        except OSError:
-            pass
+        await close_writer(conn.writer, abort=conn.reset or self._stopping.is_set())
 
     def _reset(self, conn: _Connection) -> None:
         """Close the connection with an RST instead of a FIN."""

@@ -34,7 +34,7 @@ import h2.settings
 from h2.errors import ErrorCodes
 from hyperframe.frame import GoAwayFrame
 
-from .fault_server import _ThreadedServer, pattern
+from .fault_server import _ThreadedServer, close_writer, pattern
 
 __all__ = ["H2Knobs", "H2ScriptServer", "ReceivedStream"]
 
@@ -443,19 +443,8 @@ class H2ScriptServer(_ThreadedServer):
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        writer = session.writer
         assert self._stopping is not None
-        if session.dropped or self._stopping.is_set():
-            writer.transport.abort()
-        else:
-            writer.close()
-        try:
-            async with asyncio.timeout(_CLOSE_GRACE * 2):
-                await writer.wait_closed()
-        except TimeoutError:
-            writer.transport.abort()
-        except OSError:
-            pass
+        await close_writer(session.writer, abort=session.dropped or self._stopping.is_set())
 
     def _finish(self, session: _Session) -> None:
         """Close gracefully: FIN now, but keep reading until the client closes too."""
