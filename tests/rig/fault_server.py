@@ -31,11 +31,12 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
-from types import TracebackType
-from typing import Literal, Self
+from typing import Literal
 from urllib.parse import parse_qsl, urlsplit
 
 import trustme
+
+from ._service import Service
 
 __all__ = [
     "BlackholeServer",
@@ -176,7 +177,7 @@ class _Connection:
 _Handler = Callable[[_Connection, _Request, str], Awaitable[bool]]
 
 
-class _ThreadedServer:
+class _ThreadedServer(Service):
     """Owns the server thread, its event loop and the connection counters.
 
     The server runs its own accept loop instead of ``loop.create_server``: in Python 3.11 a
@@ -235,18 +236,6 @@ class _ThreadedServer:
             raise RuntimeError(f"{type(self).__name__} thread did not stop")
         self._thread = self._loop = self._stopping = None
         self._port = None
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- addresses ------------------------------------------------------------------------
 

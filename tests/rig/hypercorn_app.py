@@ -20,8 +20,7 @@ import socket
 import tempfile
 import threading
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import parse_qsl
 
 import trustme
@@ -29,6 +28,7 @@ from hypercorn.asyncio import serve
 from hypercorn.config import Config, Sockets
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope, Scope
 
+from ._service import Service
 from .fault_server import pattern
 
 __all__ = ["HypercornServer", "RigApp"]
@@ -219,7 +219,7 @@ class _BoundConfig(Config):
         return Sockets([], [self._listener], [])
 
 
-class HypercornServer:
+class HypercornServer(Service):
     """hypercorn on 127.0.0.1: HTTPS with ALPN ``h2``/``http/1.1`` (a cert from ``ca``), or
     plain HTTP (h2c prior knowledge and HTTP/1.1) with ``tls=False``. Serves ``self.app``, a
     ``RigApp``; ``max_concurrent_streams`` is hypercorn's SETTINGS_MAX_CONCURRENT_STREAMS."""
@@ -312,18 +312,6 @@ class HypercornServer:
         if self._listener is not None:
             with self._listener.lock:
                 self._accepted_before_reset = self._listener.total
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     async def _wait_for_stop(self) -> None:
         assert self._shutdown is not None

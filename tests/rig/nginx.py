@@ -22,10 +22,11 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
-from typing import Final, Self
+from typing import Final
 
 import trustme
+
+from ._service import Service
 
 __all__ = [
     "LIMITED_REQUESTS",
@@ -101,7 +102,7 @@ def _quote(path: Path) -> str:
     return f'"{text}"'
 
 
-class Nginx:
+class Nginx(Service):
     """nginx serving the same locations on three listeners.
 
     * ``http_url``  -- ``http://127.0.0.1:P1``, HTTP/1.1
@@ -212,18 +213,6 @@ class Nginx:
         if self._prefix is not None:
             shutil.rmtree(self._prefix, ignore_errors=True)
             self._prefix = None
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- internals ------------------------------------------------------------------------
 
