@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import random
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import aiopool
 
@@ -27,3 +29,21 @@ async def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> Non
         if loop.time() > deadline:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(0.005)
+
+
+async def cancellation_storm(
+    one: Callable[[int], Coroutine[Any, Any, None]],
+    *,
+    tasks: int,
+    cancels: int,
+    max_pause: float,
+    rng: random.Random,
+) -> list[BaseException]:
+    """Run `one(i)` for i in range(tasks) at once, cancelling `cancels` random tasks at random
+    moments; return the exceptions the tasks ended with (completed ones return None)."""
+    running = [asyncio.create_task(one(i)) for i in range(tasks)]
+    for _ in range(cancels):
+        await asyncio.sleep(rng.random() * max_pause)
+        rng.choice(running).cancel()
+    results = await asyncio.gather(*running, return_exceptions=True)
+    return [r for r in results if isinstance(r, BaseException)]

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 import aiopool
-from tests.helpers import assert_settled, eventually
+from tests.helpers import assert_settled, cancellation_storm, eventually
 from tests.rig.fault_server import FaultServer
 
 
@@ -341,14 +341,9 @@ async def test_crossed_responses_impossible_under_random_cancellation(
             )
             assert resp.json()["id"] == str(i)
 
-        tasks = [asyncio.create_task(one(i)) for i in range(3000)]
-        for _ in range(1000):
-            await asyncio.sleep(rng.random() * 0.002)
-            rng.choice(tasks).cancel()
-        results = await asyncio.gather(*tasks, return_exceptions=True)
-        errors = [r for r in results if isinstance(r, BaseException)]
+        errors = await cancellation_storm(one, tasks=3000, cancels=1000, max_pause=0.002, rng=rng)
         assert all(isinstance(e, asyncio.CancelledError) for e in errors), errors[:3]
-        assert len(errors) < len(tasks)
+        assert len(errors) < 3000
         stats = assert_settled(client)
         assert (
             stats.hosts[f"http://127.0.0.1:{server.port}"].opened <= 20 + stats.connections_closed

@@ -8,7 +8,7 @@ import random
 import pytest
 
 import aiopool
-from tests.helpers import assert_settled, eventually
+from tests.helpers import assert_settled, cancellation_storm, eventually
 from tests.rig.fault_server import BlackholeServer, FaultServer
 from tests.rig.nginx import LIMITED_REQUESTS, LIMITED_STREAMS, Nginx
 
@@ -130,14 +130,9 @@ async def test_cancellation_storm_over_one_h2_socket(nginx: Nginx, ca_path: str)
             resp = await client.get(f"{nginx.https_url}/echo?id={i}")
             assert resp.text == str(i)
 
-        tasks = [asyncio.create_task(one(i)) for i in range(2000)]
-        for _ in range(700):
-            await asyncio.sleep(rng.random() * 0.001)
-            rng.choice(tasks).cancel()
-        results = await asyncio.gather(*tasks, return_exceptions=True)
-        errors = [r for r in results if isinstance(r, BaseException)]
+        errors = await cancellation_storm(one, tasks=2000, cancels=700, max_pause=0.001, rng=rng)
         assert all(isinstance(e, asyncio.CancelledError) for e in errors), errors[:3]
-        assert len(errors) < len(tasks)
+        assert len(errors) < 2000
         stats = assert_settled(client)
         assert stats.hosts[f"https://localhost:{nginx.https_port}"].streams == 0
         assert (await client.get(f"{nginx.https_url}/echo?id=after")).text == "after"
