@@ -15,7 +15,7 @@ from collections.abc import AsyncIterable
 from types import TracebackType
 from typing import Any, Literal, Self, TypedDict, Unpack
 
-from ._config import Timeout, TimeoutTypes
+from ._config import DEFAULT_HEAD_LIMITS, HeadLimits, Timeout, TimeoutTypes
 from ._exceptions import (
     ClientClosed,
     InvalidURL,
@@ -75,6 +75,10 @@ class Client:
     Python, the reference), or "auto" (the default: httptools when installed, else h11).
     `http2_engine`: "jh2" (h2's fork with compiled parts; the speedups extra), "h2" (the
     reference), or "auto" (jh2 when installed, else h2).
+
+    Limits against hostile servers (`RemoteProtocolError`, the socket closed): a response head
+    of at most `max_response_header_bytes` (100 KiB; on HTTP/2 the header list, advertised in
+    SETTINGS) with at most `max_response_headers` fields (256).
     """
 
     def __init__(
@@ -91,6 +95,8 @@ class Client:
         http2_ping_timeout: float = 15.0,
         http1_parser: HTTP1Parser = "auto",
         http2_engine: H2EngineName = "auto",
+        max_response_header_bytes: int = DEFAULT_HEAD_LIMITS.max_bytes,
+        max_response_headers: int = DEFAULT_HEAD_LIMITS.max_count,
         timeout: TimeoutTypes = _DEFAULT_TIMEOUT,
         verify: VerifyTypes = True,
         headers: HeaderTypes | None = None,
@@ -120,6 +126,7 @@ class Client:
             http1_class=_http1_class(http1_parser),
             http2_engine=select_engine(http2_engine) if http2 else None,
             trace=trace,
+            head_limits=HeadLimits(max_response_header_bytes, max_response_headers),
         )
         self._default_headers = _default_headers(Headers(headers) if headers else None)
         self._closed = False

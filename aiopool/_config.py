@@ -5,7 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TypeAlias
 
-__all__ = ("DRAIN_MAX_BYTES", "DRAIN_TIMEOUT", "Timeout", "TimeoutTypes")
+__all__ = (
+    "DEFAULT_HEAD_LIMITS",
+    "DRAIN_MAX_BYTES",
+    "DRAIN_TIMEOUT",
+    "MAX_INTERIM_RESPONSES",
+    "HeadLimits",
+    "Timeout",
+    "TimeoutTypes",
+)
 
 # When a streamed HTTP/1.1 response is closed with its body unread, we read (and discard) up to
 # this much more, for at most DRAIN_TIMEOUT seconds, to keep the socket reusable; past either
@@ -14,6 +22,39 @@ __all__ = ("DRAIN_MAX_BYTES", "DRAIN_TIMEOUT", "Timeout", "TimeoutTypes")
 # over most WAN links, so draining is only attempted when it is cheaper than reconnecting.
 DRAIN_MAX_BYTES = 256 * 1024
 DRAIN_TIMEOUT = 0.05
+
+# Interim (1xx) responses accepted before the final one. RFC 9110 15.2 allows several (103 Early
+# Hints may repeat), but a server that sends them forever would keep a request alive with no
+# read ever timing out. Go's transport stopped at 5 (max1xxResponses); we allow a few more.
+MAX_INTERIM_RESPONSES = 10
+
+
+@dataclass(frozen=True, slots=True)
+class HeadLimits:
+    """Caps on a response head, against hostile or broken servers (`RemoteProtocolError`).
+
+    - `max_bytes`: the status line plus headers of one response, in bytes (HTTP/1.1), and
+      the decoded header list (HTTP/2, counted as RFC 9113 section 6.5.2 does: name + value +
+      32 per field, advertised as SETTINGS_MAX_HEADER_LIST_SIZE). Default 100 KiB: h11's own
+      16 KiB default is exceeded by real servers with large cookies and CSP headers; curl
+      (CURL_MAX_HTTP_HEADER) and httpcore use 100 KiB, aiohttp 8 KiB per line, Go 10 MiB.
+    - `max_count`: header fields in one response. Default 256: Python's http.client and
+      Tomcat stop at 100, which cookie-heavy sites are known to exceed; Node.js keeps 2,000.
+      Honest responses carry a few dozen; the cap bounds the per-field objects a hostile
+      server can make us allocate, which the byte cap alone allows in the tens of thousands.
+    """
+
+    max_bytes: int = 100 * 1024
+    max_count: int = 256
+
+    def __post_init__(self) -> None:
+        if self.max_bytes < 1024:
+            raise ValueError(f"max_response_header_bytes must be >= 1024, not {self.max_bytes}")
+        if self.max_count < 1:
+            raise ValueError(f"max_response_headers must be >= 1, not {self.max_count}")
+
+
+DEFAULT_HEAD_LIMITS = HeadLimits()
 
 
 class _Unset:

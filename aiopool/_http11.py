@@ -13,12 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import h11
 
-from ._config import DRAIN_MAX_BYTES, DRAIN_TIMEOUT, Timeout
+from ._config import (
+    DEFAULT_HEAD_LIMITS,
+    DRAIN_MAX_BYTES,
+    DRAIN_TIMEOUT,
+    MAX_INTERIM_RESPONSES,
+    HeadLimits,
+    Timeout,
+)
 from ._exceptions import (
     LocalProtocolError,
     NetworkError,
@@ -35,11 +42,6 @@ if TYPE_CHECKING:
     from ._urls import Origin
 
 __all__ = ("ConnState", "Connection", "ConnectionOwner", "HTTP11Connection", "ResponseHead")
-
-# Largest response head we accept. h11's own default is 16 KiB, which real servers exceed with
-# large cookies and CSP headers; httpcore uses 100 KiB, curl 100 KiB (CURL_MAX_HTTP_HEADER),
-# aiohttp 8 KiB per line. 100 KiB is generous for honest servers and bounds hostile ones.
-MAX_RESPONSE_HEAD = 100 * 1024
 
 
 class ConnState(enum.Enum):
@@ -135,6 +137,7 @@ class HTTP11Connection:
 
     __slots__ = (
         "_h11",
+        "_limits",
         "_owner",
         "_stream",
         "_trace",
@@ -156,8 +159,10 @@ class HTTP11Connection:
         *,
         conn_id: int,
         trace: TraceHook | None = None,
+        limits: HeadLimits = DEFAULT_HEAD_LIMITS,
     ) -> None:
         self.id = conn_id
+        self._limits = limits
         self.origin = origin
         self.state = ConnState.ACTIVE
         self.closed = False
@@ -173,7 +178,7 @@ class HTTP11Connection:
         self._setup_protocol()
 
     def _setup_protocol(self) -> None:
-        self._h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_RESPONSE_HEAD)
+        self._h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=self._limits.max_bytes)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} #{self.id} [{self.state.value}, {self.origin}]>"
@@ -286,10 +291,25 @@ class HTTP11Connection:
         await stream.drain(timeout.write)
 
     async def _receive_head(self, timeout: Timeout) -> ResponseHead:
+        conn = self._h11
+        limits = self._limits
+        interim = 0
+        received = 0  # bytes read while waiting for this head
         while True:
-            event = await self._next_event(timeout.read)
+            event = self._parse_next()
+            if event is h11.NEED_DATA:
+                data = await self._read_more(timeout.read)
+                received += len(data)
+                conn.receive_data(data)
+                continue
             if type(event) is h11.Response:
                 raw = list(event.headers)
+                if len(raw) > limits.max_count:
+                    raise RemoteProtocolError(too_many_headers(len(raw), limits))
+                # h11 caps a head only while it is incomplete: one read can bring a whole
+                # oversized head. Measured only when that was possible (off the hot path).
+                if received > limits.max_bytes and head_size(event.reason, raw) > limits.max_bytes:
+                    raise RemoteProtocolError(f"{_MALFORMED}: {head_too_large(limits)}")
                 _refuse_ambiguous_framing(raw)
                 return ResponseHead(
                     event.status_code,
@@ -298,19 +318,29 @@ class HTTP11Connection:
                     "HTTP/1.1" if event.http_version == b"1.1" else "HTTP/1.0",
                 )
             if type(event) is h11.InformationalResponse:
-                continue  # 100 Continue, 103 Early Hints: not the final response
+                # 100 Continue, 103 Early Hints: not the final response (each one's size is
+                # capped by h11; the count is ours to cap).
+                interim += 1
+                if interim > MAX_INTERIM_RESPONSES:
+                    raise RemoteProtocolError(too_many_interim())
+                continue
             raise RemoteProtocolError(f"unexpected {type(event).__name__} before a response")
 
+    def _parse_next(self) -> Any:
+        """h11's next event (or NEED_DATA), its protocol errors made ours."""
+        try:
+            return self._h11.next_event()
+        except h11.RemoteProtocolError as exc:
+            if exc.error_status_hint == 431:  # h11's max_incomplete_event_size
+                raise RemoteProtocolError(f"{_MALFORMED}: {head_too_large(self._limits)}") from exc
+            raise RemoteProtocolError(_describe(exc, self.got_response_bytes)) from exc
+
     async def _next_event(self, read_timeout: float | None) -> Any:
-        conn = self._h11
         while True:
-            try:
-                event = conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                raise RemoteProtocolError(_describe(exc, self.got_response_bytes)) from exc
+            event = self._parse_next()
             if event is not h11.NEED_DATA:
                 return event
-            conn.receive_data(await self._read_more(read_timeout))
+            self._h11.receive_data(await self._read_more(read_timeout))
 
     async def _read_more(self, read_timeout: float | None) -> bytes:
         """Next bytes from the socket (b"" at EOF), mapping a disconnect before the first byte
@@ -421,6 +451,30 @@ class HTTP11Body:
         if not self._done:
             self._done = True
             self._conn._fail()
+
+
+def too_many_headers(count: int, limits: HeadLimits) -> str:
+    return (
+        f"response has {count} header fields, more than the limit of {limits.max_count} "
+        f"(max_response_headers)"
+    )
+
+
+def too_many_interim() -> str:
+    return f"server sent more than {MAX_INTERIM_RESPONSES} interim (1xx) responses"
+
+
+_MALFORMED = "malformed HTTP/1.1 response"
+
+
+def head_size(reason: bytes, headers: Iterable[tuple[bytes, bytes]]) -> int:
+    """Bytes of a parsed response head: the status line and fields with their CRLFs."""
+    fields = sum(len(name) + len(value) + 4 for name, value in headers)
+    return len(reason) + 15 + fields + 2
+
+
+def head_too_large(limits: HeadLimits) -> str:
+    return f"head larger than {limits.max_bytes} bytes (max_response_header_bytes)"
 
 
 def _refuse_ambiguous_framing(headers: list[tuple[bytes, bytes]]) -> None:

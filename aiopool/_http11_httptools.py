@@ -11,7 +11,7 @@ What llhttp does not do for a client, this module does:
 - it has no "finish at EOF" call in httptools, so a body delimited by the connection closing
   (no Content-Length, not chunked) is ended here at EOF, and a short Content-Length body at EOF
   is a RemoteProtocolError;
-- the response head is capped at MAX_RESPONSE_HEAD, as with h11;
+- the response head is capped in bytes and fields (`HeadLimits`), as with h11;
 - Transfer-Encoding together with Content-Length is refused (RFC 9112 section 6.3), as with h11;
 - any byte after the end of a response makes the socket unfit for reuse.
 Requests are written directly: `Request` has already validated method, target and headers.
@@ -24,9 +24,17 @@ from typing import TYPE_CHECKING
 
 import httptools
 
+from ._config import MAX_INTERIM_RESPONSES
 from ._exceptions import LocalProtocolError, RemoteProtocolError
 from ._headers import Headers
-from ._http11 import MAX_RESPONSE_HEAD, HTTP11Connection, ResponseHead
+from ._http11 import (
+    HTTP11Connection,
+    ResponseHead,
+    head_size,
+    head_too_large,
+    too_many_headers,
+    too_many_interim,
+)
 
 if TYPE_CHECKING:
     from ._config import Timeout
@@ -52,6 +60,7 @@ class HttptoolsConnection(HTTP11Connection):
         "_head_request",
         "_headers",
         "_in_exchange",
+        "_interim",
         "_keep_alive",
         "_parser",
         "_reason",
@@ -74,6 +83,7 @@ class HttptoolsConnection(HTTP11Connection):
         self._headers: list[tuple[bytes, bytes]] = []
         self._head_done = False
         self._head_bytes = 0
+        self._interim = 0
         self._body: deque[bytes] = deque()
         self._complete = False
         self._keep_alive = True
@@ -213,9 +223,10 @@ class HttptoolsConnection(HTTP11Connection):
             raise RemoteProtocolError(f"malformed HTTP/1.1 response: {reason}") from None
         if self._framing_error is not None:
             raise RemoteProtocolError(f"malformed HTTP/1.1 response: {self._framing_error}")
-        if not self._head_done and self._head_bytes > MAX_RESPONSE_HEAD:
+        if not self._head_done and self._head_bytes > self._limits.max_bytes:
+            # (Counted from the first byte of the response, interim 1xx heads included.)
             raise RemoteProtocolError(
-                f"malformed HTTP/1.1 response: head larger than {MAX_RESPONSE_HEAD} bytes"
+                f"malformed HTTP/1.1 response: {head_too_large(self._limits)}"
             )
         if self._head_done and self._head_request and not self._complete:
             # llhttp would wait for a HEAD response's announced body: end it here, and start
@@ -256,6 +267,9 @@ class HttptoolsConnection(HTTP11Connection):
         if not self._complete:
             lowered = name.lower()
             self._headers.append((lowered, value))
+            if len(self._headers) > self._limits.max_count:
+                self._framing_error = too_many_headers(len(self._headers), self._limits)
+                raise RemoteProtocolError(self._framing_error)
             if lowered == b"content-length":
                 self._has_length = True
             elif lowered == b"transfer-encoding":
@@ -269,10 +283,23 @@ class HttptoolsConnection(HTTP11Connection):
         status = parser.get_status_code()
         if 100 <= status < 200:
             # 100 Continue, 103 Early Hints: not the final response; llhttp goes on to the next.
+            self._interim += 1
+            if self._interim > MAX_INTERIM_RESPONSES:
+                self._framing_error = too_many_interim()
+                raise RemoteProtocolError(self._framing_error)
             self._headers = []
             self._reason = b""
             self._has_length = self._has_chunked = False
             return
+        limits = self._limits
+        if (
+            self._head_bytes > limits.max_bytes
+            and head_size(self._reason, self._headers) > limits.max_bytes
+        ):
+            # The check in `_feed` sees only heads still incomplete after a read; one read can
+            # bring a whole oversized head.
+            self._framing_error = head_too_large(limits)
+            raise RemoteProtocolError(self._framing_error)
         self._status = status
         self._version = "HTTP/1.0" if parser.get_http_version() == "1.0" else "HTTP/1.1"
         self._keep_alive = parser.should_keep_alive()

@@ -29,6 +29,7 @@ from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
 
 from ._backend import expire
+from ._config import DEFAULT_HEAD_LIMITS, HeadLimits
 from ._exceptions import (
     ReadError,
     ReadTimeout,
@@ -39,7 +40,7 @@ from ._exceptions import (
 from ._h2engine import H2Engine, load_engine
 from ._headers import Headers
 from ._http2_stream import H2Body, Stream, reason_phrase, wake
-from ._http11 import ConnState, ResponseHead
+from ._http11 import ConnState, ResponseHead, too_many_headers
 from ._stats import TraceEvent, TraceHook, TraceName
 
 if TYPE_CHECKING:
@@ -84,8 +85,10 @@ class HTTP2Connection:
         ping_interval: float | None = None,
         ping_timeout: float = 15.0,
         engine: H2Engine | None = None,
+        limits: HeadLimits = DEFAULT_HEAD_LIMITS,
     ) -> None:
         self.id = conn_id
+        self._limits = limits
         self.origin = origin
         self.state = ConnState.ACTIVE
         self._ping = (ping_interval, ping_timeout)
@@ -143,9 +146,13 @@ class HTTP2Connection:
             {
                 SettingCodes.ENABLE_PUSH: 0,
                 SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
-                SettingCodes.MAX_HEADER_LIST_SIZE: 256 * 1024,
+                SettingCodes.MAX_HEADER_LIST_SIZE: self._limits.max_bytes,
             }
         )
+        # h2 applies our advertised limit only once the peer acknowledges the SETTINGS; until
+        # then its decoder would allow its own default. Hold the peer to our limit from the first
+        # frame (hpack's OversizedHeaderListError surfaces as a protocol error: the socket dies).
+        conn.decoder.max_header_list_size = self._limits.max_bytes
         conn.increment_flow_control_window(CONNECTION_WINDOW - 65_535)
         self._flush()
         self._reader = self._loop.create_task(self._read_loop())
@@ -468,6 +475,10 @@ class HTTP2Connection:
                 status = int(value)
             elif not name.startswith(b":"):
                 plain.append((name, value))
+        if len(plain) > self._limits.max_count:
+            s.error = RemoteProtocolError(too_many_headers(len(plain), self._limits))
+            wake(s)  # (the stream's owner resets it when it sees the error)
+            return
         s.status = status
         s.headers = plain
         if self._trace is not None:

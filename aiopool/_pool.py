@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Protocol
 import anyio
 
 from ._backend import NetworkStream, open_stream
-from ._config import Timeout
+from ._config import DEFAULT_HEAD_LIMITS, HeadLimits, Timeout
 from ._exceptions import AiopoolError, ClientClosed, ConnectError, PoolTimeout
 from ._h2engine import H2Engine, load_engine
 from ._http2 import HTTP2Connection
@@ -77,7 +77,9 @@ class ConnectionPool:
         http2_engine: H2Engine | None = None,
         trace: TraceHook | None = None,
         dialer: Dialer = open_stream,
+        head_limits: HeadLimits = DEFAULT_HEAD_LIMITS,
     ) -> None:
+        self._head_limits = head_limits
         self._h2_engine = http2_engine or load_engine("h2")
         # The network seam: how sockets are made. Tests put a scripted byte stream here for
         # byte-exact protocol scenarios; everything above it is the real code.
@@ -274,6 +276,7 @@ class ConnectionPool:
                 ping_interval=self._ping[0],
                 ping_timeout=self._ping[1],
                 engine=self._h2_engine,
+                limits=self._head_limits,
             )
             try:
                 reader = h2conn.start()
@@ -295,7 +298,12 @@ class ConnectionPool:
             return
         else:
             h1conn = self._http1_class(
-                stream, origin, self, conn_id=next(self._conn_ids), trace=trace
+                stream,
+                origin,
+                self,
+                conn_id=next(self._conn_ids),
+                trace=trace,
+                limits=self._head_limits,
             )
             # The server closed an idle socket, or sent something unsolicited (such as a 408):
             # either way it must leave the idle stack at once and never be handed out.

@@ -172,6 +172,7 @@ _PARSER_MODULES = frozenset(
         "tests.test_nginx",
         "tests.test_tls",
         "tests.test_mock_http11",
+        "tests.test_limits",
     }
 )
 

@@ -246,3 +246,36 @@ async def test_no_ping_without_the_health_check(server: H2ScriptServer) -> None:
         await client.get(f"{server.url}/echo")
         await asyncio.sleep(0.2)
     assert server.pings_received == 0
+
+
+# Caps on response heads (`max_response_headers`, `max_response_header_bytes`) ----------------
+
+
+async def test_too_many_header_fields_fail_the_stream_not_the_socket(
+    server: H2ScriptServer,
+) -> None:
+    async with h2_client(max_response_headers=50) as client:
+        first = await client.get(f"{server.url}/headers?n=40")
+        assert first.headers["x-many-39"] == "v" * 10
+        with pytest.raises(aiopool.RemoteProtocolError, match="51 header fields"):
+            await client.get(f"{server.url}/headers?n=50")  # + content-length
+        again = await client.get(f"{server.url}/echo?id=again")
+        assert again.conn_info.reused and again.text == "again"
+        stats = assert_settled(client)
+        assert stats.connections_opened == 1 and stats.connections_closed == 0
+
+
+async def test_oversized_header_list_fails_the_connection(server: H2ScriptServer) -> None:
+    # 20 fields of 8,000 bytes: ~160 KB decoded, over the 100 KiB default that the client
+    # advertises as SETTINGS_MAX_HEADER_LIST_SIZE. HPACK makes a header list cheap to send and
+    # dear to decode, so the whole socket goes (h2 treats it as a connection error).
+    async with h2_client() as client:
+        with pytest.raises(aiopool.RemoteProtocolError):
+            await client.get(f"{server.url}/headers?n=20&size=8000")
+        stats = assert_settled(client)
+        assert stats.connections_closed == stats.connections_opened == 1
+        after = await client.get(f"{server.url}/echo?id=after")
+        assert after.text == "after" and not after.conn_info.reused
+    async with h2_client(max_response_header_bytes=512 * 1024) as client:
+        resp = await client.get(f"{server.url}/headers?n=20&size=8000")
+        assert resp.headers["x-many-19"] == "v" * 8000

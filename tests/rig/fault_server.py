@@ -467,6 +467,7 @@ class FaultServer(_ThreadedServer):
     /big/N                               ``pattern(N)`` in 64 KiB writes, awaiting drain
     /delay?s=S&id=X                      waits S (1.0) s, then answers like /echo
     /headers-many?n=N                    N (100) distinct ``X-Many-i`` headers
+    /interim?n=N                         N (3) ``103 Early Hints`` heads, then a 200
     anything else                        404
     ===================================  =====================================================
 
@@ -504,6 +505,7 @@ class FaultServer(_ThreadedServer):
             "big": (self._big, True),
             "delay": (self._delay, False),
             "headers-many": (self._headers_many, False),
+            "interim": (self._interim, False),
         }
 
     # -- connection handling --------------------------------------------------------------
@@ -954,6 +956,11 @@ class FaultServer(_ThreadedServer):
         count = request.int_param("n", 100)
         headers = [(f"X-Many-{index}", f"value-{index}") for index in range(count)]
         return await self._send(conn, request, 200, b"ok\n", headers)
+
+    async def _interim(self, conn: _Connection, request: _Request, arg: str) -> bool:
+        hint = b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"
+        await self._write_raw(conn, hint * request.int_param("n", 3))
+        return await self._send(conn, request, 200, b"ok\n", [])
 
 
 class BlackholeServer(_ThreadedServer):

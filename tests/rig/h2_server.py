@@ -189,6 +189,7 @@ class H2ScriptServer(_ThreadedServer):
                                 ends
     /stall-headers              nothing at all
     /rst?code=N                 RST_STREAM with error code N (7, REFUSED_STREAM)
+    /headers?n=N&size=B         200 with N (100) extra ``x-many-i`` headers of B (10) bytes
     /goaway-after?n=N           as /echo, and this connection behaves as if
                                 ``goaway_after_streams=N`` (a GOAWAY naming this stream
                                 at once if N streams were already received)
@@ -234,6 +235,7 @@ class H2ScriptServer(_ThreadedServer):
             "stall": self._stall,
             "stall-headers": self._stall_headers,
             "rst": self._rst,
+            "headers": self._headers,
         }
 
     # -- script -----------------------------------------------------------------------------
@@ -691,6 +693,15 @@ class H2ScriptServer(_ThreadedServer):
         session.h2.reset_stream(stream.id, code)
         stream.reset = True
         session.flush()
+
+    async def _headers(self, session: _Session, stream: _Stream) -> None:
+        count, size = _int_param(stream, "n", 100), _int_param(stream, "size", 10)
+        await stream.ended.wait()
+        headers = [(b":status", b"200"), (b"content-length", b"3")]
+        headers += [(b"x-many-%d" % index, b"v" * size) for index in range(count)]
+        session.h2.send_headers(stream.id, headers)
+        session.flush()
+        await self._send_data(session, stream, b"ok\n", end_stream=True)
 
     async def _not_found(self, session: _Session, stream: _Stream) -> None:
         await stream.ended.wait()
