@@ -5,7 +5,8 @@ All are frozen snapshots (as anyio's `LockStatistics`): reading one never races 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
 
 __all__ = ("ConnInfo", "HostStats", "PoolStats", "TraceEvent", "TraceHook", "TraceName")
@@ -69,6 +70,34 @@ class PoolStats:
     @property
     def waiting(self) -> int:
         return sum(h.waiting for h in self.hosts.values())
+
+    @property
+    def streams(self) -> int:
+        return sum(h.streams for h in self.hosts.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        """The snapshot as plain builtins (ints, strs, dicts), for JSON, logs or a metrics agent.
+
+        The counters come first, then the totals derived from `hosts` (`active`, `idle`,
+        `connecting`, `waiting`, `streams`), then `hosts`: origin -> that origin's counters.
+        The result is a new dict each call; changing it does not touch the snapshot.
+        """
+        return {
+            "requests": self.requests,
+            "connections_opened": self.connections_opened,
+            "connections_closed": self.connections_closed,
+            "reused": self.reused,
+            "active": self.active,
+            "idle": self.idle,
+            "connecting": self.connecting,
+            "waiting": self.waiting,
+            "streams": self.streams,
+            "hosts": {origin: asdict(host) for origin, host in self.hosts.items()},
+        }
+
+    def to_json(self, *, indent: int | None = None) -> str:
+        """`as_dict()` as a JSON document, keys in the same order; `indent` as in `json.dumps`."""
+        return json.dumps(self.as_dict(), indent=indent)
 
 
 TraceName = Literal[

@@ -5,6 +5,10 @@ for ``localhost``/``127.0.0.1`` and writes the CA bundle to a temporary file the
 can pass as ``verify=``. The server counts accepted TCP connections, completed TLS
 handshakes and requests, so a demo can show how many sockets a client really opened.
 
+Routes: ``/`` and ``/small.txt`` (a short text), and ``/download/N``: N bytes (at most 1 GiB)
+generated chunk by chunk, never held in memory whole, with its SHA-256 in the
+``X-Content-SHA256`` header so a client can check what it streamed.
+
 Run it standalone (used by ``benchmarks/run.py`` when nginx is missing)::
 
     python examples/_local_server.py [--port 0] [--tls]
@@ -17,14 +21,35 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
+import hashlib
 import os
 import ssl
 import tempfile
+from collections.abc import Iterator
 from types import TracebackType
 
 SMALL_BODY = b"Hello from aiopool's local test server.\n"
 PATHS = {"/": SMALL_BODY, "/small.txt": SMALL_BODY}
 MAX_HEAD = 64 * 1024
+DOWNLOAD_PREFIX = "/download/"
+DOWNLOAD_CHUNK = 64 * 1024
+MAX_DOWNLOAD = 1 << 30
+
+
+def download_chunks(size: int) -> Iterator[bytes]:
+    """The body of ``/download/<size>``: chunk i is sha256(i) repeated, so order matters."""
+    for index, start in enumerate(range(0, size, DOWNLOAD_CHUNK)):
+        block = hashlib.sha256(index.to_bytes(8, "big")).digest() * (DOWNLOAD_CHUNK // 32)
+        yield block[: min(DOWNLOAD_CHUNK, size - start)]
+
+
+@functools.lru_cache(maxsize=8)
+def download_sha256(size: int) -> str:
+    digest = hashlib.sha256()
+    for chunk in download_chunks(size):
+        digest.update(chunk)
+    return digest.hexdigest()
 
 
 class LocalServer:
@@ -132,12 +157,38 @@ class LocalServer:
         keep_alive = (version == "HTTP/1.1" and "close" not in connection) or (
             version == "HTTP/1.0" and "keep-alive" in connection
         )
-        body = PATHS.get(target.split("?", 1)[0])
+        path = target.split("?", 1)[0]
+        if path.startswith(DOWNLOAD_PREFIX):
+            size = path.removeprefix(DOWNLOAD_PREFIX)
+            if not size.isdigit() or int(size) > MAX_DOWNLOAD:
+                await self._respond(writer, 404, b"not found\n", keep_alive)
+            else:
+                await self._download(writer, int(size), keep_alive, head_only=method == "HEAD")
+            return keep_alive
+        body = PATHS.get(path)
         if body is None:
             await self._respond(writer, 404, b"not found\n", keep_alive, head_only=method == "HEAD")
         else:
             await self._respond(writer, 200, body, keep_alive, head_only=method == "HEAD")
         return keep_alive
+
+    @staticmethod
+    async def _download(
+        writer: asyncio.StreamWriter, size: int, keep_alive: bool, *, head_only: bool
+    ) -> None:
+        head = (
+            "HTTP/1.1 200 OK\r\n"
+            "Content-Type: application/octet-stream\r\n"
+            f"Content-Length: {size}\r\n"
+            f"X-Content-SHA256: {download_sha256(size)}\r\n"
+            f"Connection: {'keep-alive' if keep_alive else 'close'}\r\n\r\n"
+        ).encode("latin-1")
+        writer.write(head)
+        if not head_only:
+            for chunk in download_chunks(size):
+                writer.write(chunk)
+                await writer.drain()  # flow control: a slow reader slows the server
+        await writer.drain()
 
     @staticmethod
     async def _respond(

@@ -2,7 +2,9 @@
 
 Starts a local plain-HTTP server (no internet needed). All requests are started at once;
 the pool caps open connections at ``max_connections_per_host`` and the rest wait for a
-free connection, so 1,000 requests travel over at most 20 sockets.
+free connection, so 1,000 requests travel over at most 20 sockets. Prints the pool's stats
+(``client.stats()``, as JSON by ``PoolStats.to_json()``): every request either opened a
+socket or reused one.
 
     python examples/fanout.py [--requests 1000] [--per-host 20]
 """
@@ -40,8 +42,11 @@ async def main(n: int, per_host: int) -> int:
     print(f"sockets (client)    {stats.connections_opened:>8}   (limit {per_host} per host)")
     print(f"reused connections  {stats.reused:>8}")
     print(f"time                {elapsed:>8.3f} s  ({n / elapsed:,.0f} req/s)")
-    if ok != n or server.connections > per_host:
-        print("PROBLEM: failed responses or too many sockets", file=sys.stderr)
+    print(f"pool stats: {stats.to_json()}")
+    if ok != n or server.connections > per_host or stats.connections_opened + stats.reused != n:
+        print(
+            "PROBLEM: failed responses, too many sockets or a request not counted", file=sys.stderr
+        )
         return 1
     return 0
 
