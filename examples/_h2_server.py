@@ -24,6 +24,7 @@ import asyncio
 import json
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl
 
 from _asgi_server import AsgiServer
 
@@ -78,12 +79,14 @@ class H2App:
         if scope["path"] == "/hello":
             await _respond(send, 200, HELLO, b"text/plain")
         elif scope["path"] == "/together":
-            query = dict(
-                part.split("=", 1) for part in scope["query_string"].decode().split("&") if part
-            )
+            query = dict(parse_qsl(scope["query_string"].decode("latin-1")))
+            size = query.get("n", "1")
+            if not size.isdigit():
+                await _respond(send, 400, b"n must be a number\n", b"text/plain")
+                return
             group = self._groups.setdefault(query.get("group", ""), _Group())
             group.arrived += 1
-            if group.arrived >= int(query.get("n", "1")):
+            if group.arrived >= int(size):
                 group.full.set()
             try:
                 async with asyncio.timeout(TOGETHER_TIMEOUT):

@@ -97,8 +97,11 @@ async def at_the_limit(limit: int, problems: list[str]) -> None:
         H2Server(max_concurrent_streams=limit) as server,
         client_for(server) as client,
     ):
-        # One request first, so the server's SETTINGS (with its limit) have arrived: before
-        # them a client can only assume a limit (100, as Go does).
+        # One request first, so the server's SETTINGS (with its limit) have arrived. Before
+        # them a client can only assume a limit (100, as Go does); a server with a lower one
+        # should refuse the excess streams with REFUSED_STREAM (RFC 9113 section 5.1.2),
+        # which aiopool retries on another socket, but hypercorn (via h2) closes the whole
+        # connection with a PROTOCOL_ERROR instead, failing the streams it had accepted.
         hello = await client.get(f"{server.url}/hello")
         if hello.content != HELLO:
             problems.append("part 2: /hello answered wrongly")
