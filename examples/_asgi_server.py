@@ -105,17 +105,26 @@ class AsgiServer:
             await asyncio.wait(
                 {waiter, self._task}, timeout=_START_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
             )
+            started = ready.is_set() and not self._task.done()
+        except BaseException:  # cancelled while starting: take the server down with us
+            started = False
+            raise
         finally:
             waiter.cancel()
-        if not ready.is_set() or self._task.done():
-            task, self._task = self._task, None
-            task.cancel()
-            results = await asyncio.gather(task, return_exceptions=True)
-            listener.close()
-            self._cleanup()
-            error = results[0] if isinstance(results[0], Exception) else None
+            if not started:
+                error = await self._abort_start(listener)
+        if not started:
             raise RuntimeError("hypercorn did not start") from error
         return self
+
+    async def _abort_start(self, listener: socket.socket) -> BaseException | None:
+        task, self._task = self._task, None
+        assert task is not None
+        task.cancel()
+        (result,) = await asyncio.gather(task, return_exceptions=True)
+        listener.close()  # hypercorn never took it over, or has closed it: either way, free
+        self._cleanup()
+        return result if isinstance(result, Exception) else None
 
     def _write_certificates(self, config: Config) -> None:
         import trustme

@@ -385,3 +385,16 @@ async def test_metrics_server_404_and_garbage() -> None:
         writer.close()
         await writer.wait_closed()
         assert (await c.get(metrics.url)).status_code == 200
+
+
+async def test_asgi_server_raises_when_the_app_cannot_start() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        assert scope["type"] == "lifespan"
+        await receive()  # lifespan.startup
+        await send({"type": "lifespan.startup.failed", "message": "no database"})
+
+    server = AsgiServer(app)
+    with pytest.raises(RuntimeError, match="did not start"):
+        await server.__aenter__()
+    with pytest.raises(OSError):  # the port it had bound was released
+        socket.create_connection(("127.0.0.1", server.port), timeout=5).close()
