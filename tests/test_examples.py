@@ -9,6 +9,7 @@ Prometheus rendering.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import re
 import signal
@@ -29,6 +30,7 @@ sys.path.insert(0, str(EXAMPLES))  # the examples import each other as top-level
 import prometheus_stats  # noqa: E402
 import web_app  # noqa: E402
 from _asgi_server import AsgiServer  # noqa: E402
+from _local_server import LocalServer, download_chunks, download_sha256  # noqa: E402
 
 # Generous: the examples take well under a second each, but the machine may be busy.
 RUN_TIMEOUT = 60
@@ -227,6 +229,30 @@ async def test_web_app_reports_an_upstream_failure_as_502() -> None:
         assert body["stats"]["active"] == 0 and body["stats"]["connecting"] == 0
 
 
+# The embedded server's large-body route ----------------------------------------------------------
+
+
+def test_download_chunks_depend_on_their_position() -> None:
+    chunks = list(download_chunks(3 * 65536 + 5))
+    assert [len(c) for c in chunks] == [65536, 65536, 65536, 5]
+    assert len(set(chunks[:3])) == 3  # a reordered body would not match the checksum
+    assert download_sha256(0) == hashlib.sha256(b"").hexdigest()
+
+
+async def test_local_server_download_route() -> None:
+    size = 200_000
+    async with LocalServer() as server, aiopool.Client() as client:
+        resp = await client.get(f"{server.url}/download/{size}")
+        assert resp.status_code == 200 and len(resp.content) == size
+        assert hashlib.sha256(resp.content).hexdigest() == resp.headers["x-content-sha256"]
+        assert resp.headers["x-content-sha256"] == download_sha256(size)
+        head = await client.head(f"{server.url}/download/{size}")
+        assert head.headers["content-length"] == str(size) and head.content == b""
+        for bad in ("x", "-1", str(2**31)):
+            assert (await client.get(f"{server.url}/download/{bad}")).status_code == 404
+        assert client.stats().connections_opened == 1  # every answer kept the socket usable
+
+
 # PoolStats.as_dict() / to_json() ----------------------------------------------------------------
 
 HOST_A = aiopool.HostStats(
@@ -396,5 +422,5 @@ async def test_asgi_server_raises_when_the_app_cannot_start() -> None:
     server = AsgiServer(app)
     with pytest.raises(RuntimeError, match="did not start"):
         await server.__aenter__()
-    with pytest.raises(OSError):  # the port it had bound was released
+    with pytest.raises(ConnectionRefusedError):  # the port it had bound was released
         socket.create_connection(("127.0.0.1", server.port), timeout=5).close()
