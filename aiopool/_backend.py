@@ -83,6 +83,15 @@ class NetworkStream(Protocol):
 
     def extra(self, name: str) -> Any: ...
 
+    async def start_tls(
+        self, ssl_context: ssl.SSLContext, server_hostname: str, timeout: float | None
+    ) -> NetworkStream:
+        """TLS over this stream (inside a proxy tunnel); use the returned stream from now on.
+
+        Raises `ConnectError` (handshake or certificate failure) or `ConnectTimeout`.
+        """
+        ...
+
 
 class _StreamProtocol(asyncio.Protocol):
     """Buffers incoming bytes and wakes at most one reader; tracks writability."""
@@ -275,6 +284,39 @@ class AsyncioStream:
     def extra(self, name: str) -> Any:
         return self._transport.get_extra_info(name)
 
+    async def start_tls(
+        self, ssl_context: ssl.SSLContext, server_hostname: str, timeout: float | None
+    ) -> AsyncioStream:
+        proto = self._proto
+        # The protocol object stays; asyncio slides a TLS layer between it and the socket.
+        # (TLS inside a TLS connection, for an https:// proxy, needs asyncio's own loop: uvloop
+        # cannot layer TLS over its TLS transport.)
+        target = f"{server_hostname} (through the proxy)"
+        try:
+            async with asyncio.timeout(timeout):
+                transport = await self._loop.start_tls(
+                    self._transport,
+                    proto,
+                    ssl_context,
+                    server_hostname=server_hostname,
+                    ssl_handshake_timeout=(timeout or 60.0) + 1.0,
+                    ssl_shutdown_timeout=_TLS_SHUTDOWN_TIMEOUT,
+                )
+        except TimeoutError:
+            raise ConnectTimeout(f"TLS handshake with {target} timed out") from None
+        except ssl.SSLCertVerificationError as exc:
+            raise ConnectError(
+                f"TLS certificate verification failed for {target}: {exc.verify_message}"
+            ) from exc
+        except ssl.SSLError as exc:
+            raise ConnectError(f"TLS handshake with {target} failed: {exc.reason}") from exc
+        except (OSError, RuntimeError) as exc:  # RuntimeError: the transport cannot do TLS
+            raise ConnectError(f"TLS handshake with {target} failed: {exc}") from exc
+        if transport is None:  # Defensive: the socket closed under the handshake
+            raise ConnectError(f"connection to {target} closed during the TLS handshake")
+        proto.transport = transport
+        return AsyncioStream(transport, proto)
+
 
 def _expire_quietly(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
@@ -294,39 +336,71 @@ async def open_stream(
     ssl_context: ssl.SSLContext | None,
     server_hostname: str | None,
     timeout: float | None,
+    on_connected: Callable[[], None] | None = None,
 ) -> AsyncioStream:
     """Dial TCP (and TLS when `ssl_context` is given). TCP_NODELAY is set.
 
+    `on_connected` (tracing) is called once TCP is connected, before any TLS handshake: the dial
+    then takes two steps (TCP, then `start_tls`) so a trace can tell a refused connection from
+    a failed handshake, and time each. Without it asyncio does both in one call.
+
     Raises `ConnectTimeout` past `timeout` (connect and handshake together) and `ConnectError`
     for refusals, DNS failures and TLS failures (certificate problems are named in the message).
-    Cancellation closes the half-made socket (asyncio does so for `create_connection`).
+    Cancellation closes the half-made socket (asyncio does so for `create_connection`; the
+    TCP socket of a two-step dial is aborted here).
     """
     loop = asyncio.get_running_loop()
     proto = _StreamProtocol(loop)
+    split = ssl_context is not None and on_connected is not None
+    tls_context = None if split else ssl_context
+    connected: asyncio.BaseTransport | None = None  # a two-step dial's TCP transport
     try:
         async with asyncio.timeout(timeout):
             transport, _ = await loop.create_connection(
                 lambda: proto,
                 host,
                 port,
-                ssl=ssl_context,
-                server_hostname=server_hostname if ssl_context is not None else None,
+                ssl=tls_context,
+                server_hostname=server_hostname if tls_context is not None else None,
                 # The overall deadline above bounds the handshake; asyncio's own default is 60 s.
-                ssl_handshake_timeout=None if ssl_context is None else (timeout or 60.0) + 1.0,
+                ssl_handshake_timeout=None if tls_context is None else (timeout or 60.0) + 1.0,
                 # After our close_notify, wait this long for the server's before aborting
                 # (asyncio's default, 30 s, keeps dead sockets around far too long).
-                ssl_shutdown_timeout=None if ssl_context is None else _TLS_SHUTDOWN_TIMEOUT,
+                ssl_shutdown_timeout=None if tls_context is None else _TLS_SHUTDOWN_TIMEOUT,
             )
-    except TimeoutError:
-        raise ConnectTimeout(f"connecting to {host}:{port} timed out after {timeout}s") from None
-    except ssl.SSLCertVerificationError as exc:
-        raise ConnectError(
-            f"TLS certificate verification failed for {host}:{port}: {exc.verify_message}"
-        ) from exc
-    except ssl.SSLError as exc:
-        raise ConnectError(f"TLS handshake with {host}:{port} failed: {exc.reason}") from exc
-    except OSError as exc:
-        raise ConnectError(_describe_os_error(exc, host, port)) from exc
+            if on_connected is not None:
+                connected = transport
+                on_connected()
+            if split:
+                assert ssl_context is not None
+                upgraded = await loop.start_tls(
+                    transport,
+                    proto,
+                    ssl_context,
+                    server_hostname=server_hostname,
+                    ssl_handshake_timeout=(timeout or 60.0) + 1.0,
+                    ssl_shutdown_timeout=_TLS_SHUTDOWN_TIMEOUT,
+                )
+                if upgraded is None:  # Defensive: the socket closed under the handshake
+                    raise ConnectionResetError("connection closed during the TLS handshake")
+                # (The protocol object stays; asyncio slid a TLS layer under it.)
+                transport = proto.transport = upgraded
+    except BaseException as exc:
+        if connected is not None:
+            cast(asyncio.Transport, connected).abort()  # (idempotent)
+        if isinstance(exc, TimeoutError):
+            raise ConnectTimeout(
+                f"connecting to {host}:{port} timed out after {timeout}s"
+            ) from None
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            raise ConnectError(
+                f"TLS certificate verification failed for {host}:{port}: {exc.verify_message}"
+            ) from exc
+        if isinstance(exc, ssl.SSLError):
+            raise ConnectError(f"TLS handshake with {host}:{port} failed: {exc.reason}") from exc
+        if isinstance(exc, OSError):
+            raise ConnectError(_describe_os_error(exc, host, port)) from exc
+        raise
     sock = transport.get_extra_info("socket")
     if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -9,13 +9,23 @@ from __future__ import annotations
 
 import contextlib
 import json as jsonlib
+import re
 import sys
 import warnings
 from collections.abc import AsyncIterable
 from types import TracebackType
 from typing import Any, Literal, Self, TypedDict, Unpack
 
-from ._config import DEFAULT_HEAD_LIMITS, HeadLimits, Timeout, TimeoutTypes
+from ._auth import AuthTypes, basic_auth_header
+from ._config import (
+    DEFAULT_HEAD_LIMITS,
+    DEFAULT_MAX_RESPONSE_SIZE,
+    HeadLimits,
+    Timeout,
+    TimeoutTypes,
+)
+from ._cookies import Cookies, CookieTypes
+from ._decoders import ACCEPT_ENCODING
 from ._exceptions import (
     ClientClosed,
     InvalidURL,
@@ -23,18 +33,27 @@ from ._exceptions import (
     TimeoutException,
     TransportError,
 )
+from ._expect import (
+    DEFAULT_EXPECT_CONTINUE_THRESHOLD,
+    DEFAULT_EXPECT_CONTINUE_TIMEOUT,
+    prepare_expect,
+)
 from ._h2engine import H2EngineName, select_engine
 from ._headers import Headers, HeaderTypes, validate_header
 from ._http11 import HTTP11Connection
 from ._models import Request, RequestContent, Response
 from ._pool import ConnectionPool
+from ._proxy import ProxyRoutes, proxy_tls_context, route
+from ._redirects import exchange
 from ._stats import PoolStats, TraceHook
 from ._tls import LazySSLContext, VerifyTypes
+from ._trace import tracer_for
 from ._urls import URL, QueryParams
+from ._version import __version__
 
 __all__ = ("Client",)
 
-_USER_AGENT = b"aiopool/0.1.0"
+_USER_AGENT = f"aiopool/{__version__}".encode("ascii")
 _DEFAULT_TIMEOUT = Timeout(30.0, connect=10.0)
 # RFC 9110 section 8.6: a user agent SHOULD send Content-Length when the method defines a
 # meaning for content even if there is none (some servers answer 411 otherwise).
@@ -50,11 +69,32 @@ class RequestOptions(TypedDict, total=False):
     content: RequestContent | str | None
     json: Any
     timeout: TimeoutTypes
+    auth: AuthTypes | None
+    follow_redirects: bool
+    max_redirects: int
+    max_response_size: int | None
+    trace: TraceHook | None
+
+
+# Go, requests and aiohttp follow redirects by default and stop after 10 (Go's and aiohttp's
+# limit; requests allows 30). httpx stopped following by default for fear of credentials
+# travelling with a redirect; here they never leave the origin they were given for (see
+# `_redirects`), so the default is what most callers expect of a client.
+_FOLLOW_REDIRECTS = True
+_MAX_REDIRECTS = 10
+# RFC 3986 section 3.1: a scheme, then ":". Anything else given with `base_url` is relative.
+_HAS_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:")
 
 
 # Go's http2 transport retries unprocessed requests up to 6 times with backoff; a GOAWAY or
 # REFUSED_STREAM rarely strikes twice in a row, so 3 bounds a storm without giving up early.
 _MAX_UNPROCESSED_RETRIES = 3
+# A stale-socket retry asks the pool for a fresh socket, but a socket another request releases
+# meanwhile goes straight to the longest waiter (late binding, DESIGN invariant 2), so the retry
+# may land on another reused socket and meet the same race there. Go retries for as long as the
+# failures are on reused sockets (each one is closed, a failure on a fresh socket is final);
+# the bound only stops a server that drops every reused request from looping one forever.
+_MAX_STALE_RETRIES = 10
 
 
 class Client:
@@ -76,9 +116,44 @@ class Client:
     `http2_engine`: "jh2" (h2's fork with compiled parts; the speedups extra), "h2" (the
     reference), or "auto" (jh2 when installed, else h2).
 
+    Requests: `base_url` is prefixed to relative request URLs (`base_url="https://api/v1"`,
+    then `get("users")` or `get("/users")` asks for `https://api/v1/users`); `headers` are
+    sent with every request (a request's own headers win; `User-Agent: aiopool/<version>` and
+    `Accept: */*` unless replaced). `auth=(user, password)` sends HTTP Basic credentials with
+    every request, to the request's origin only (a request's `auth=`, or `user:password@` in
+    its URL, takes precedence). `cookies` seeds `client.cookies`, the jar every response's
+    Set-Cookie goes into. Redirects are followed (`follow_redirects`), at most
+    `max_redirects` (10) in a row; both can be changed per request. Raises `ValueError` for a
+    `base_url` with a query or fragment, `InvalidURL` for an invalid one.
+
     Limits against hostile servers (`RemoteProtocolError`, the socket closed): a response head
     of at most `max_response_header_bytes` (100 KiB; on HTTP/2 the header list, advertised in
     SETTINGS) with at most `max_response_headers` fields (256).
+
+    Bodies: decoded by their Content-Encoding (gzip, deflate; br and zstd with the extras),
+    which is asked for with `Accept-Encoding` unless a request sets its own. `client.get()`
+    buffers at most `max_response_size` decoded bytes (100 MiB; None: no cap; also per
+    request), else `ResponseTooLarge`; streamed bodies are not capped. Corrupt, truncated or
+    bomb-like encoded bodies raise `DecodingError`.
+
+    Tracing (Go's `httptrace`): `trace=fn` gets a `TraceEvent` for every step of every
+    request and connection (`get_conn`, `connect_start`/`connect_done`, `tls_handshake_*`,
+    `got_conn`, `wrote_headers`, `wrote_request`, `got_first_response_byte`, `put_idle_conn`,
+    `conn_closed`; see `TraceEvent`); a request's own `trace=` gets that request's events. The
+    same events go to the "aiopool" logger at DEBUG. Nobody listening costs nothing.
+
+    `Expect: 100-continue` (RFC 9110 section 10.1.1): a body of at least
+    `expect_continue_threshold` bytes (1 MiB, curl's; None: never automatically), or any body
+    whose request sets the header, waits after the head for `100 Continue`, at most
+    `expect_continue_timeout` seconds (1.0, Go's), then goes anyway. A final response that
+    comes first (417, 401, 413...) is returned as the response, the body never sent, and its
+    socket is not reused (an HTTP/2 stream is reset).
+
+    Proxies: `proxy="http://user:pass@host:3128"` (also `https://`, `socks5://`, `socks5h://`)
+    sends every request through it: plain http forwarded, https tunnelled with CONNECT.
+    Without `proxy=`, `trust_env=True` reads `http_proxy`, `https_proxy`, `all_proxy` and
+    `no_proxy` from the environment once, here (loopback targets always go direct). Raises
+    `InvalidURL` for a bad proxy URL and `ImportError` for SOCKS without `aiopool[socks]`.
     """
 
     def __init__(
@@ -97,14 +172,27 @@ class Client:
         http2_engine: H2EngineName = "auto",
         max_response_header_bytes: int = DEFAULT_HEAD_LIMITS.max_bytes,
         max_response_headers: int = DEFAULT_HEAD_LIMITS.max_count,
+        max_response_size: int | None = DEFAULT_MAX_RESPONSE_SIZE,
         timeout: TimeoutTypes = _DEFAULT_TIMEOUT,
         verify: VerifyTypes = True,
         headers: HeaderTypes | None = None,
+        base_url: str | URL | None = None,
+        auth: AuthTypes | None = None,
+        cookies: CookieTypes | None = None,
+        follow_redirects: bool = _FOLLOW_REDIRECTS,
+        max_redirects: int = _MAX_REDIRECTS,
         trace: TraceHook | None = None,
+        proxy: str | None = None,
+        trust_env: bool = True,
+        expect_continue_threshold: int | None = DEFAULT_EXPECT_CONTINUE_THRESHOLD,
+        expect_continue_timeout: float = DEFAULT_EXPECT_CONTINUE_TIMEOUT,
     ) -> None:
         if not (http1 or http2):
             raise ValueError("at least one of http1 and http2 must be enabled")
+        # Decided per request URL, from this (parsed once, here): raises InvalidURL early.
+        self._proxies = ProxyRoutes.build(proxy, trust_env)
         self.timeout = Timeout.coerce(timeout)
+        self.max_response_size = _size_limit(max_response_size)
         self.http1 = http1
         self.http2 = http2
         # ALPN (RFC 7301) offers what we speak, h2 first: the server picks.
@@ -127,8 +215,18 @@ class Client:
             http2_engine=select_engine(http2_engine) if http2 else None,
             trace=trace,
             head_limits=HeadLimits(max_response_header_bytes, max_response_headers),
+            proxy_ssl_context=proxy_tls_context(verify),  # for https:// proxies
         )
         self._default_headers = _default_headers(Headers(headers) if headers else None)
+        self._base_url = _base_url(base_url) if base_url is not None else None
+        # Encoded once: the header is the same on every request.
+        self._auth_header = basic_auth_header(auth) if auth is not None else None
+        self._default_authorization = any(h[0] == b"authorization" for h in self._default_headers)
+        self.cookies = Cookies(cookies)
+        self._trace_hook = trace
+        self._expect = (expect_continue_threshold, expect_continue_timeout)
+        self.follow_redirects = follow_redirects
+        self.max_redirects = max_redirects
         self._closed = False
 
     def __repr__(self) -> str:
@@ -196,14 +294,35 @@ class Client:
         content: RequestContent | str | None = None,
         json: Any = _UNSET,
         timeout: TimeoutTypes = _UNSET,
+        auth: AuthTypes | None = _UNSET,
+        follow_redirects: bool = _UNSET,
+        max_redirects: int = _UNSET,
+        trace: TraceHook | None = None,
+        max_response_size: int | None = _UNSET,
     ) -> Response:
         """Send a request; return the response with its body read and the connection released.
 
+        Redirects are followed unless `follow_redirects=False` (see `Client`); the response's
+        `history` lists the redirects that led to it. `auth=(user, password)` overrides the
+        client's credentials for this request (`auth=None`: send none).
+
         Raises `InvalidURL`, `LocalProtocolError` (bad method or header: nothing was sent),
-        `ClientClosed`, and the `TransportError` family (timeouts, network and protocol errors).
+        `ClientClosed`, the `TransportError` family (timeouts, network and protocol errors),
+        and the `RedirectError` family (`TooManyRedirects`, `InvalidRedirect`,
+        `RedirectBodyNotReplayable`); `TypeError`/`ValueError` for malformed `auth`.
+        `ResponseTooLarge` for a body over `max_response_size` (the client's unless given
+        here; None: no cap) and `DecodingError` for one its Content-Encoding cannot decode.
         """
-        request = self._build_request(method, url, params, headers, content, json)
-        return await self._send(request, self._timeout(timeout), stream=False)
+        request = self._build_request(method, url, params, headers, content, json, auth)
+        return await self._exchange(
+            request,
+            self._timeout(timeout),
+            follow_redirects,
+            max_redirects,
+            stream=False,
+            trace=trace,
+            max_response_size=max_response_size,
+        )
 
     def stream(
         self,
@@ -215,16 +334,32 @@ class Client:
         content: RequestContent | str | None = None,
         json: Any = _UNSET,
         timeout: TimeoutTypes = _UNSET,
+        auth: AuthTypes | None = _UNSET,
+        follow_redirects: bool = _UNSET,
+        max_redirects: int = _UNSET,
+        trace: TraceHook | None = None,
+        max_response_size: int | None = _UNSET,
     ) -> StreamContext:
         """`async with client.stream(...) as response:` reads the body as it arrives.
 
         Leaving the block releases the connection: an unread body is drained (at most 256 KiB
-        within 50 ms) so the socket can be reused, or the socket is closed.
+        within 50 ms) so the socket can be reused, or the socket is closed. Redirects are
+        followed as by `request()`: each redirect response is read and released before the
+        final one is handed out. Raises what `request()` raises.
         """
-        request = self._build_request(method, url, params, headers, content, json)
+        request = self._build_request(method, url, params, headers, content, json, auth)
         frame = sys._getframe(1)
         opened_at = f"{frame.f_code.co_filename}:{frame.f_lineno}"
-        return StreamContext(self, request, self._timeout(timeout), opened_at)
+        return StreamContext(
+            self,
+            request,
+            self._timeout(timeout),
+            opened_at,
+            follow_redirects,
+            max_redirects,
+            trace,
+            max_response_size,
+        )
 
     async def get(self, url: str | URL, **kwargs: Unpack[RequestOptions]) -> Response:
         return await self.request("GET", url, **kwargs)
@@ -252,6 +387,44 @@ class Client:
     def _timeout(self, timeout: TimeoutTypes) -> Timeout:
         return self.timeout if timeout is _UNSET else Timeout.coerce(timeout)
 
+    async def _exchange(
+        self,
+        request: Request,
+        timeout: Timeout,
+        follow_redirects: bool,
+        max_redirects: int,
+        *,
+        stream: bool,
+        opened_at: str | None = None,
+        trace: TraceHook | None = None,
+        max_response_size: int | None = _UNSET,
+    ) -> Response:
+        """`_send` per hop, with cookies and redirects around it (see `_redirects`)."""
+        limit = (
+            self.max_response_size
+            if max_response_size is _UNSET
+            else _size_limit(max_response_size)
+        )
+
+        async def send(hop: Request) -> Response:
+            return await self._send(
+                hop,
+                timeout,
+                stream=True,
+                opened_at=opened_at,
+                trace=trace,
+                max_response_size=limit,
+            )
+
+        return await exchange(
+            send,
+            request,
+            cookies=self.cookies,
+            follow=self.follow_redirects if follow_redirects is _UNSET else follow_redirects,
+            max_redirects=self.max_redirects if max_redirects is _UNSET else max_redirects,
+            stream=stream,
+        )
+
     def _build_request(
         self,
         method: str,
@@ -260,13 +433,29 @@ class Client:
         headers: HeaderTypes | None,
         content: RequestContent | str | None,
         json: Any,
+        auth: AuthTypes | None = _UNSET,
     ) -> Request:
         if self._closed:
             raise ClientClosed("the client has been closed")
         if isinstance(url, str):
-            url = URL(url)
+            base = self._base_url
+            if base is not None and not _HAS_SCHEME.match(url):
+                # httpx's merge: the base path, then the relative one without its leading "/".
+                url = URL(str(base) + url.lstrip("/"))
+            else:
+                url = URL(url)
         elif not isinstance(url, URL):
             raise InvalidURL(f"URL must be a str or aiopool.URL, not {type(url).__name__}")
+        if auth is not _UNSET:
+            authorization = basic_auth_header(auth) if auth is not None else None
+        else:
+            authorization = self._auth_header
+        if url.has_userinfo:
+            # Credentials in the URL become Basic auth (unless `auth=` was given for this
+            # request) and leave the URL, so no repr, log line or Location join carries them.
+            if auth is _UNSET:
+                authorization = basic_auth_header((url.username, url.password))
+            url = url.without_userinfo()
         if params:
             url = url.copy_merge_params(params)
         if json is not _UNSET:
@@ -282,6 +471,11 @@ class Client:
         method = method.upper()
         raw: list[tuple[bytes, bytes]] = [(b"host", url.host_header)]
         defaults = self._default_headers
+        if authorization is not None:
+            # Below the request's own headers, above the client's default ones.
+            extra.append((b"authorization", authorization))
+            if self._default_authorization:
+                defaults = [h for h in defaults if h[0] != b"authorization"]
         if headers:
             user = Headers(headers).raw
             names = set()
@@ -316,16 +510,31 @@ class Client:
         return Request(method, url, Headers._from_raw(raw), content, headers_validated=True)
 
     async def _send(
-        self, request: Request, timeout: Timeout, *, stream: bool, opened_at: str | None = None
+        self,
+        request: Request,
+        timeout: Timeout,
+        *,
+        stream: bool,
+        opened_at: str | None = None,
+        trace: TraceHook | None = None,
+        max_response_size: int | None = _UNSET,
     ) -> Response:
         pool = self._pool
-        origin = request.url.origin
-        retried = False
+        origin = route(self._proxies, request)  # the pool key: the origin and its proxy
+        # Who hears this request's trace events: None (the usual case) builds no events at all.
+        tracer = request._tracer = tracer_for(self._trace_hook, trace)
+        if request.content is not None:
+            prepare_expect(request, *self._expect)
+        stale_retries = 0
         unprocessed_retries = 0
         while True:
             try:
                 conn, info = await pool.acquire(
-                    origin, timeout, fresh=retried, count=not (retried or unprocessed_retries)
+                    origin,
+                    timeout,
+                    fresh=stale_retries > 0,
+                    count=not (stale_retries or unprocessed_retries),
+                    tracer=tracer,
                 )
             except TransportError as exc:
                 exc.request = request
@@ -343,20 +552,34 @@ class Client:
                     unprocessed_retries += 1
                     continue
                 # DESIGN invariant 6 (Go's rule): a replayable request that failed on a reused
-                # socket before any response byte is retried once, on a fresh socket. The socket
-                # was closed and discarded by `send` already.
+                # socket before any response byte is retried, on a fresh socket. The socket was
+                # closed and discarded by `send` already.
                 if (
-                    not retried
+                    stale_retries < _MAX_STALE_RETRIES
                     and info.reused
                     and (conn.closed or not conn.multiplexed)  # h2: the socket died, not a stream
                     and not conn.got_response_bytes
                     and request.replayable
                     and not isinstance(exc, TimeoutException | LocalProtocolError)
                 ):
-                    retried = True
+                    stale_retries += 1
                     continue
                 exc.request = request
                 raise
+            # The same race, answered: a server that gave up on an idle keep-alive socket may
+            # send "408 Request Timeout" and close just as our request goes out on it. RFC 9110
+            # section 15.5.9: the client "MAY repeat that request"; Chromium does, on reused
+            # sockets (HttpNetworkTransaction::DoReadHeadersComplete), as does Firefox.
+            if (
+                head.status_code == 408
+                and info.reused
+                and not conn.multiplexed
+                and stale_retries < _MAX_STALE_RETRIES
+                and request.replayable
+            ):
+                body.abort()  # closed, never pooled: the server is closing it anyway
+                stale_retries += 1
+                continue
             break
         response = Response(
             head.status_code,
@@ -367,6 +590,9 @@ class Client:
             conn_info=info,
             stream=body,
             opened_at=opened_at,
+            max_response_size=(
+                self.max_response_size if max_response_size is _UNSET else max_response_size
+            ),
         )
         if not stream:
             try:
@@ -403,18 +629,49 @@ def _http1_class(parser: HTTP1Parser) -> type[HTTP11Connection]:
 class StreamContext:
     """What `client.stream()` returns: `async with` it to get a streamed `Response`."""
 
-    __slots__ = ("_client", "_opened_at", "_request", "_response", "_timeout")
+    __slots__ = (
+        "_client",
+        "_follow_redirects",
+        "_max_redirects",
+        "_max_response_size",
+        "_opened_at",
+        "_request",
+        "_response",
+        "_timeout",
+        "_trace",
+    )
 
-    def __init__(self, client: Client, request: Request, timeout: Timeout, opened_at: str) -> None:
+    def __init__(
+        self,
+        client: Client,
+        request: Request,
+        timeout: Timeout,
+        opened_at: str,
+        follow_redirects: bool = _UNSET,
+        max_redirects: int = _UNSET,
+        trace: TraceHook | None = None,
+        max_response_size: int | None = _UNSET,
+    ) -> None:
         self._client = client
         self._request = request
         self._timeout = timeout
         self._opened_at = opened_at
+        self._follow_redirects = follow_redirects
+        self._max_redirects = max_redirects
+        self._trace = trace
+        self._max_response_size = max_response_size
         self._response: Response | None = None
 
     async def __aenter__(self) -> Response:
-        self._response = await self._client._send(
-            self._request, self._timeout, stream=True, opened_at=self._opened_at
+        self._response = await self._client._exchange(
+            self._request,
+            self._timeout,
+            self._follow_redirects,
+            self._max_redirects,
+            stream=True,
+            opened_at=self._opened_at,
+            trace=self._trace,
+            max_response_size=self._max_response_size,
         )
         return self._response
 
@@ -433,11 +690,37 @@ class StreamContext:
             response._abort()  # an error or a cancellation: close, never wait to drain
 
 
+def _size_limit(value: int | None) -> int | None:
+    """Check a `max_response_size`: None or an int >= 0 (else `ValueError`/`TypeError`)."""
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"max_response_size must be an int or None, not {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"max_response_size must be >= 0, not {value}")
+    return value
+
+
 def _default_headers(extra: Headers | None) -> list[tuple[bytes, bytes]]:
-    headers: list[tuple[bytes, bytes]] = [(b"user-agent", _USER_AGENT), (b"accept", b"*/*")]
+    headers: list[tuple[bytes, bytes]] = [
+        (b"user-agent", _USER_AGENT),
+        (b"accept", b"*/*"),
+        # Every coding we can decode (br and zstd when their extras are installed); a user's
+        # own Accept-Encoding replaces it, and whatever arrives is decoded all the same.
+        (b"accept-encoding", ACCEPT_ENCODING),
+    ]
     if extra is not None:
         for name, value in extra.raw:
             validate_header(name, value)
         names = {n.lower() for n, _ in extra.raw}
         headers = [h for h in headers if h[0] not in names] + [(n.lower(), v) for n, v in extra.raw]
     return headers
+
+
+def _base_url(base_url: str | URL) -> URL:
+    """The base URL with a trailing "/", so that relative paths extend it (httpx's rule)."""
+    url = base_url if isinstance(base_url, URL) else URL(base_url)
+    if url.query or url.fragment:
+        raise ValueError("base_url cannot have a query or a fragment: it prefixes paths")
+    text = str(url)
+    return url if text.endswith("/") else URL(text + "/")

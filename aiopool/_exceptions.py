@@ -12,9 +12,10 @@
         │   ├── ConnectTimeout · ReadTimeout · WriteTimeout · PoolTimeout
         ├── NetworkError
         │   ├── ConnectError · ReadError · WriteError
-        └── ProtocolError
-            ├── LocalProtocolError      (we were about to send something illegal)
-            └── RemoteProtocolError     (the server sent something illegal)
+        ├── ProtocolError
+        │   ├── LocalProtocolError      (we were about to send something illegal)
+        │   └── RemoteProtocolError     (the server sent something illegal)
+        └── ProxyError                  (the proxy refused or broke the handshake; .status_code)
 
 Backend errors are translated once, at the edge where they are raised: OSError and ssl.SSLError
 in `_backend` (dialing and the socket), h11's and h2's errors in `_http11` and `_http2`. Nothing
@@ -39,6 +40,7 @@ __all__ = (
     "NetworkError",
     "PoolTimeout",
     "ProtocolError",
+    "ProxyError",
     "ReadError",
     "ReadTimeout",
     "RemoteProtocolError",
@@ -142,3 +144,16 @@ class LocalProtocolError(ProtocolError):
 
 class RemoteProtocolError(ProtocolError):
     """The server sent bytes that are not valid HTTP, or closed mid-message."""
+
+
+class ProxyError(TransportError):
+    """The proxy refused to connect us (a non-2xx answer to CONNECT, a SOCKS failure reply) or
+    broke its handshake protocol. `status_code` is the HTTP status of a CONNECT refusal (407:
+    proxy authentication required, 403, 502...), None otherwise. The socket was closed.
+
+    The message names the proxy and the target, never the proxy's credentials.
+    """
+
+    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code

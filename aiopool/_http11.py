@@ -27,14 +27,17 @@ from ._config import (
     Timeout,
 )
 from ._exceptions import (
+    ClientClosed,
     LocalProtocolError,
     NetworkError,
     ReadTimeout,
     RemoteProtocolError,
     TransportError,
 )
+from ._expect import interim_verdict
 from ._headers import Headers
-from ._stats import TraceEvent, TraceHook, TraceName
+from ._proxy import forward_form, forwarding
+from ._trace import Tracer
 
 if TYPE_CHECKING:
     from ._backend import NetworkStream
@@ -63,8 +66,8 @@ class ConnectionOwner(Protocol):
         """A request is done with `conn` cleanly (for HTTP/2: one stream ended)."""
         ...
 
-    def discard(self, conn: Connection) -> None:
-        """`conn` is closed or broken."""
+    def discard(self, conn: Connection, reason: str = "error") -> None:
+        """`conn` is closed or broken (`reason`: why, for the `conn_closed` trace event)."""
         ...
 
     def capacity_changed(self, conn: Connection) -> None:
@@ -104,6 +107,10 @@ class Connection(Protocol):
 
     def close(self) -> None: ...
 
+    def shut_down(self) -> None:
+        """Close for the client's `aclose()`: requests on it fail with `ClientClosed`."""
+        ...
+
     async def wait_closed(self, timeout: float) -> None: ...
 
     async def send(self, request: Request, timeout: Timeout) -> tuple[ResponseHead, BodyStream]:
@@ -136,11 +143,13 @@ class HTTP11Connection:
     multiplexed = False
 
     __slots__ = (
+        "_forward",
         "_h11",
         "_limits",
         "_owner",
+        "_shut",
         "_stream",
-        "_trace",
+        "_tracer",
         "closed",
         "got_response_bytes",
         "id",
@@ -158,11 +167,11 @@ class HTTP11Connection:
         owner: ConnectionOwner,
         *,
         conn_id: int,
-        trace: TraceHook | None = None,
         limits: HeadLimits = DEFAULT_HEAD_LIMITS,
     ) -> None:
         self.id = conn_id
         self._limits = limits
+        self._shut = False  # closed by the client's aclose(), not by a failure
         self.origin = origin
         self.state = ConnState.ACTIVE
         self.closed = False
@@ -174,7 +183,9 @@ class HTTP11Connection:
         self._stream = stream
         self._owner = owner
         self.on_idle_event: Callable[[], None] | None = None  # set by the pool
-        self._trace = trace
+        self._tracer: Tracer | None = None  # the current request's, if anyone listens
+        # Requests forwarded to an HTTP proxy go in its form: absolute target, its credentials.
+        self._forward = forwarding(origin) is not None
         self._setup_protocol()
 
     def _setup_protocol(self) -> None:
@@ -215,6 +226,16 @@ class HTTP11Connection:
         self.closed = True
         self._stream.close()
 
+    def shut_down(self) -> None:
+        self._shut = True
+        self.close()
+
+    def _raise_if_shut(self, exc: BaseException) -> None:
+        """A request whose socket `aclose()` closed sees `ClientClosed`, not the "server
+        disconnected" that the closed socket itself suggests."""
+        if self._shut and isinstance(exc, TransportError):
+            raise ClientClosed("the client was closed while this request was in flight") from exc
+
     async def wait_closed(self, timeout: float) -> None:
         """After `close()`: wait up to `timeout` for the socket to finish closing, then abort."""
         await self._stream.wait_closed(timeout)
@@ -237,20 +258,31 @@ class HTTP11Connection:
         """
         self.requests += 1
         self.got_response_bytes = False
+        tracer = self._tracer = request._tracer
         try:
-            await self._send_request(request, timeout)
-            if self._trace is not None:
-                self._emit("wrote_request", method=request.method, target=request.url.target)
+            try:
+                body_sent = await self._send_request(request, timeout)
+            except BaseException as exc:
+                if tracer is not None:
+                    tracer("wrote_request", self.origin, self.id, error=exc, body_withheld=False)
+                raise
+            if tracer is not None:
+                withheld = not body_sent
+                tracer("wrote_request", self.origin, self.id, error=None, body_withheld=withheld)
             head = await self._receive_head(timeout)
-        except BaseException:
+        except BaseException as exc:
             self._fail()
+            self._raise_if_shut(exc)
             raise
         return head, HTTP11Body(self, timeout.read)
 
-    async def _send_request(self, request: Request, timeout: Timeout) -> None:
+    async def _send_request(self, request: Request, timeout: Timeout) -> bool:
+        """Write `request`; False if its body was withheld (see `_await_continue`)."""
         conn = self._h11
         stream = self._stream
-        url = request.url
+        target, headers = request.url.target, request.headers.raw
+        if self._forward:
+            target, headers = forward_form(self.origin, target, headers)
         try:
             data = conn.send(
                 # `_parsed=True` skips h11's re-validation: `Request` already checked the
@@ -258,8 +290,8 @@ class HTTP11Connection:
                 # target, before a socket was leased. (A third of h11's send cost.)
                 h11.Request(
                     method=request.method.encode("ascii"),
-                    target=url.target,
-                    headers=request.headers.raw,
+                    target=target,
+                    headers=headers,
                     http_version=b"1.1",
                     _parsed=True,
                 )
@@ -268,14 +300,28 @@ class HTTP11Connection:
             raise LocalProtocolError(str(exc)) from exc
         assert data is not None
         content = request.content
-        if content is None or isinstance(content, bytes):
+        expect_wait = request._expect_wait
+        if expect_wait is None and (content is None or isinstance(content, bytes)):
             if content:
                 data += conn.send(h11.Data(data=content)) or b""
             data += conn.send(h11.EndOfMessage()) or b""
             stream.write_nowait(data)
+            if self._tracer is not None:
+                self._trace_wrote_headers(request)
             await stream.drain(timeout.write)
-            return
+            return True
         stream.write_nowait(data)
+        if self._tracer is not None:
+            self._trace_wrote_headers(request)
+        if expect_wait is not None:
+            await stream.drain(timeout.write)
+            if not await self._await_continue(expect_wait):
+                return False  # h11 stays in SEND_BODY: the socket closes after the response
+            if content is None or isinstance(content, bytes):
+                data = (conn.send(h11.Data(data=content)) or b"") if content else b""
+                stream.write_nowait(data + (conn.send(h11.EndOfMessage()) or b""))
+                await stream.drain(timeout.write)
+                return True
         async for chunk in request.body_chunks():
             try:
                 out = conn.send(h11.Data(data=chunk))
@@ -289,6 +335,56 @@ class HTTP11Connection:
             raise LocalProtocolError(str(exc)) from exc
         stream.write_nowait(out or b"")
         await stream.drain(timeout.write)
+        return True
+
+    def _trace_wrote_headers(self, request: Request) -> None:
+        assert self._tracer is not None
+        self._tracer(
+            "wrote_headers", self.origin, self.id, method=request.method, target=request.url.target
+        )
+
+    async def _await_continue(self, wait: float) -> bool:
+        """After a head with `Expect: 100-continue` went out: may the body follow?
+
+        True once the server says `100 Continue`, or after `wait` seconds without an answer
+        (RFC 9110 section 10.1.1: a client need not wait indefinitely, and many servers never
+        answer an expectation); False if a final response (417, 401, 413...) starts first: the
+        body is then never sent, and the socket, its request incomplete, closes after that
+        response. Bytes read here go to the parser (`_take`); `_receive_head` parses them as
+        usual. Raises as `_read_more`, and the parser's `RemoteProtocolError`.
+        """
+        tracer = self._tracer
+        if tracer is not None:
+            tracer("wait_100_continue", self.origin, self.id)
+        loop_time = asyncio.get_running_loop().time
+        deadline = loop_time() + wait
+        seen = b""
+        while True:
+            remaining = deadline - loop_time()
+            if remaining <= 0:
+                return True
+            try:
+                data = await self._read_more(remaining)
+            except ReadTimeout:
+                return True  # silence: send the body anyway
+            self._take(data)
+            if not data:
+                return False  # EOF mid-head: `_receive_head` says what went wrong
+            verdict, seen = interim_verdict(seen + data)
+            if verdict is not None:
+                if verdict and tracer is not None:
+                    tracer("got_100_continue", self.origin, self.id)
+                if not verdict:
+                    self._body_withheld()
+                return verdict
+
+    def _take(self, data: bytes) -> None:
+        """Hand bytes read ahead of `_receive_head` to the parser."""
+        self._h11.receive_data(data)
+
+    def _body_withheld(self) -> None:
+        """The request's body will not be sent: the socket must not be reused (h11 knows: our
+        side never reaches DONE)."""
 
     async def _receive_head(self, timeout: Timeout) -> ResponseHead:
         conn = self._h11
@@ -356,16 +452,11 @@ class HTTP11Connection:
         if data:
             if not self.got_response_bytes:
                 self.got_response_bytes = True
-                if self._trace is not None:
-                    self._emit("first_byte")
+                if self._tracer is not None:
+                    self._tracer("got_first_response_byte", self.origin, self.id)
         elif not self.got_response_bytes:
             raise RemoteProtocolError("server disconnected without sending a response")
         return data
-
-    def _emit(self, name: TraceName, **info: Any) -> None:
-        assert self._trace is not None
-        info.update(origin=str(self.origin), conn_id=self.id)
-        self._trace(TraceEvent(name, asyncio.get_running_loop().time(), info))
 
     # Body-facing -------------------------------------------------------------------------------
 
@@ -390,11 +481,24 @@ class HTTP11Connection:
             and not conn.trailing_data[0]
         ):
             conn.start_next_cycle()
-            self._owner.release(self)
+            self._release()
         else:
-            # Connection: close (either side), HTTP/1.0, or a body delimited by EOF.
+            # Connection: close (either side), HTTP/1.0, a body delimited by EOF, or a request
+            # body withheld after an early final response.
             self.close()
-            self._owner.discard(self)
+            self._owner.discard(self, "not_reusable")
+
+    def _release(self) -> None:
+        """The exchange completed cleanly: the socket goes back to the pool."""
+        self._owner.release(self)
+        tracer = self._tracer
+        if tracer is not None:
+            self._tracer = None  # (an idle socket keeps no hooks alive)
+            # Go's PutIdleConn: nil when pooled, or handed straight to a waiting request.
+            error = None
+            if self.state is ConnState.CLOSED:
+                error = "not kept: the idle limit was reached, or the client is closing"
+            tracer("put_idle_conn", self.origin, self.id, error=error)
 
 
 class HTTP11Body:
@@ -410,11 +514,13 @@ class HTTP11Body:
     async def receive(self) -> bytes:
         if self._done:
             return b""
+        conn = self._conn
         try:
-            chunk = await self._conn._receive_body_chunk(self._read_timeout)
-        except BaseException:
+            chunk = await conn._receive_body_chunk(self._read_timeout)
+        except BaseException as exc:
             self._done = True
-            self._conn._fail()
+            conn._fail()
+            conn._raise_if_shut(exc)
             raise
         if not chunk:
             self._done = True

@@ -35,6 +35,7 @@ from ._http11 import (
     too_many_headers,
     too_many_interim,
 )
+from ._proxy import forward_form
 
 if TYPE_CHECKING:
     from ._config import Timeout
@@ -97,10 +98,13 @@ class HttptoolsConnection(HTTP11Connection):
 
     # Sending -----------------------------------------------------------------------------------
 
-    async def _send_request(self, request: Request, timeout: Timeout) -> None:
+    async def _send_request(self, request: Request, timeout: Timeout) -> bool:
         self._in_exchange = True  # (response state was reset when the last one completed)
         self._head_request = request.method == "HEAD"
         raw = request.headers.raw
+        target = request.url.target
+        if self._forward:  # to an HTTP proxy: absolute-form target, the proxy's credentials
+            target, raw = forward_form(self.origin, target, raw)
         length: int | None = None
         chunked = False
         self._request_close = False
@@ -122,12 +126,13 @@ class HttptoolsConnection(HTTP11Connection):
             elif lowered == b"connection" and b"close" in value.lower():
                 self._request_close = True
         parts = [
-            b"%s %s HTTP/1.1\r\n" % (request.method.encode("ascii"), request.url.target),
+            b"%s %s HTTP/1.1\r\n" % (request.method.encode("ascii"), target),
             *[b"%s: %s\r\n" % header for header in raw],
             b"\r\n",
         ]
         content = request.content
         stream = self._stream
+        expect_wait = request._expect_wait
         if content is None or isinstance(content, bytes):
             body = content or b""
             if (length or 0) != len(body) and not chunked:
@@ -136,12 +141,45 @@ class HttptoolsConnection(HTTP11Connection):
                 )
             if chunked:
                 body = (b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)) if body else b"0\r\n\r\n"
-            parts.append(body)
-            stream.write_nowait(b"".join(parts))
+            if expect_wait is None:
+                parts.append(body)
+                stream.write_nowait(b"".join(parts))
+                if self._tracer is not None:
+                    self._trace_wrote_headers(request)
+                await stream.drain(timeout.write)
+                return True
+            if not await self._send_head_expecting(parts, request, expect_wait, timeout):
+                return False
+            stream.write_nowait(body)
             await stream.drain(timeout.write)
-            return
-        stream.write_nowait(b"".join(parts))
+            return True
+        if expect_wait is not None:
+            if not await self._send_head_expecting(parts, request, expect_wait, timeout):
+                return False
+        else:
+            stream.write_nowait(b"".join(parts))
+            if self._tracer is not None:
+                self._trace_wrote_headers(request)
         await self._send_body(request, length, chunked, timeout)
+        return True
+
+    async def _send_head_expecting(
+        self, parts: list[bytes], request: Request, wait: float, timeout: Timeout
+    ) -> bool:
+        """Send the head alone; whether the body may follow (see `_await_continue`)."""
+        self._stream.write_nowait(b"".join(parts))
+        if self._tracer is not None:
+            self._trace_wrote_headers(request)
+        await self._stream.drain(timeout.write)
+        return await self._await_continue(wait)
+
+    def _take(self, data: bytes) -> None:
+        if data:
+            self._feed(data)
+
+    def _body_withheld(self) -> None:
+        # The server reads the next bytes as the promised body: never reuse the socket.
+        self._dirty = True
 
     async def _send_body(
         self,
@@ -243,10 +281,10 @@ class HttptoolsConnection(HTTP11Connection):
         # Reset now, not at the next request: an idle socket holds no response's headers.
         self._reset_response()
         if reusable and self._stream.is_idle_clean():
-            self._owner.release(self)
+            self._release()
         else:
             self.close()
-            self._owner.discard(self)
+            self._owner.discard(self, "not_reusable")
 
     # llhttp callbacks (called from inside feed_data) --------------------------------------------
 
@@ -264,7 +302,11 @@ class HttptoolsConnection(HTTP11Connection):
             self._reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if not self._complete:
+        # After the head, llhttp reports a chunked body's trailer fields here too. They must not
+        # land in `_headers`: the response already adopted that list as its headers (no copy),
+        # so they would appear in it mid-body. Dropped, as h11 drops them (RFC 9110 section
+        # 6.5.1: trailers are not to be merged into the header section blindly).
+        if not self._complete and not self._head_done:
             lowered = name.lower()
             self._headers.append((lowered, value))
             if len(self._headers) > self._limits.max_count:

@@ -31,6 +31,7 @@ from h2.settings import SettingCodes
 from ._backend import expire
 from ._config import DEFAULT_HEAD_LIMITS, HeadLimits
 from ._exceptions import (
+    ClientClosed,
     ReadError,
     ReadTimeout,
     RemoteProtocolError,
@@ -41,7 +42,6 @@ from ._h2engine import H2Engine, load_engine
 from ._headers import Headers
 from ._http2_stream import H2Body, Stream, reason_phrase, wake
 from ._http11 import ConnState, ResponseHead, too_many_headers
-from ._stats import TraceEvent, TraceHook, TraceName
 
 if TYPE_CHECKING:
     from ._backend import NetworkStream
@@ -81,7 +81,6 @@ class HTTP2Connection:
         owner: ConnectionOwner,
         *,
         conn_id: int,
-        trace: TraceHook | None = None,
         ping_interval: float | None = None,
         ping_timeout: float = 15.0,
         engine: H2Engine | None = None,
@@ -102,7 +101,6 @@ class HTTP2Connection:
         self._settings_received = False
         self._stream = stream
         self._owner = owner
-        self._trace = trace
         self._streams: dict[int, Stream] = {}
         self._loop = asyncio.get_running_loop()
         self._reader: asyncio.Task[None] | None = None
@@ -122,6 +120,7 @@ class HTTP2Connection:
         self._dispatch_table = {
             engine.events.DataReceived: self._on_data,
             engine.events.ResponseReceived: self._on_response,
+            engine.events.InformationalResponseReceived: self._on_informational,
             engine.events.StreamEnded: self._on_stream_ended,
             engine.events.StreamReset: self._on_stream_reset,
             engine.events.WindowUpdated: self._on_window_updated,
@@ -201,6 +200,11 @@ class HTTP2Connection:
         if self._reader is not None and self._reader is not asyncio.current_task():
             self._reader.cancel()
 
+    def shut_down(self) -> None:
+        # (Before close(): each stream keeps the first error it is given.)
+        self._fail_streams(ClientClosed("the client was closed while this request was in flight"))
+        self.close()
+
     async def wait_closed(self, timeout: float) -> None:
         await self._stream.wait_closed(timeout)
 
@@ -212,7 +216,7 @@ class HTTP2Connection:
         self._fail_streams(exc)
         self._owner.discard(self)
 
-    def _fail_streams(self, exc: TransportError) -> None:
+    def _fail_streams(self, exc: TransportError | ClientClosed) -> None:
         for stream in list(self._streams.values()):
             if stream.error is None and not stream.ended:
                 stream.error = exc
@@ -241,17 +245,37 @@ class HTTP2Connection:
             raise exc
         stream_id = conn.get_next_available_stream_id()
         stream = Stream(stream_id, timeout.read)
+        tracer = stream.tracer = request._tracer
         self._streams[stream_id] = stream
         try:
             content = request.content
             end = content is None or (isinstance(content, bytes) and not content)
             conn.send_headers(stream_id, self._request_headers(request), end_stream=end)
             self._flush()
-            if not end:
-                await self._send_body(stream, request, timeout)
-            await self._stream.drain(timeout.write)
-            if self._trace is not None:
-                self._emit("wrote_request", method=request.method, target=request.url.target)
+            if tracer is not None:
+                tracer(
+                    "wrote_headers",
+                    self.origin,
+                    self.id,
+                    method=request.method,
+                    target=request.url.target,
+                    stream_id=stream_id,
+                )
+            try:
+                if not end:
+                    wait = request._expect_wait
+                    if wait is not None and not await self._await_continue(stream, wait, timeout):
+                        stream.withheld = True  # reset once the response is read
+                    else:
+                        await self._send_body(stream, request, timeout)
+                await self._stream.drain(timeout.write)
+            except BaseException as exc:
+                if tracer is not None:
+                    tracer("wrote_request", self.origin, self.id, error=exc, body_withheld=False)
+                raise
+            if tracer is not None:
+                withheld = stream.withheld
+                tracer("wrote_request", self.origin, self.id, error=None, body_withheld=withheld)
             while stream.headers is None:
                 await self._wait(stream, stream.read_timeout)
         except BaseException:
@@ -264,6 +288,32 @@ class HTTP2Connection:
             "HTTP/2",
         )
         return head, H2Body(self, stream)
+
+    async def _await_continue(self, stream: Stream, wait: float, timeout: Timeout) -> bool:
+        """After HEADERS with `Expect: 100-continue`: may the body follow? As
+        `HTTP11Connection._await_continue`: True on `100 Continue` or after `wait` seconds of
+        silence, False if the final response came first (the body is then never sent)."""
+        if stream.tracer is not None:
+            stream.tracer("wait_100_continue", self.origin, self.id, stream_id=stream.id)
+        await self._stream.drain(timeout.write)  # (the clock starts once HEADERS are out)
+        loop = self._loop
+        deadline = loop.time() + wait
+        while not stream.continued:
+            if stream.error is not None:
+                raise stream.error
+            if stream.headers is not None or stream.ended:
+                return False
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return True  # silence: send the body anyway
+            waiter = stream.waiter = loop.create_future()
+            handle = loop.call_later(remaining, wake, stream)
+            try:
+                await waiter
+            finally:
+                stream.waiter = None
+                handle.cancel()
+        return True
 
     def _request_headers(self, request: Request) -> list[tuple[bytes, bytes]]:
         url = request.url
@@ -373,6 +423,16 @@ class HTTP2Connection:
     def _finish_stream(self, stream: Stream) -> None:
         """The response ended and was consumed: the slot goes back to the pool."""
         self._streams.pop(stream.id, None)
+        if stream.withheld and not stream.released and not self.closed:
+            # Our half is still open, its body never sent: RST_STREAM(CANCEL) ends the
+            # exchange (RFC 9113 section 8.1; the server may have sent its own NO_ERROR reset).
+            try:
+                self._h2.reset_stream(stream.id, ErrorCodes.CANCEL)
+                self._flush()
+            except self._engine.stream_closed_error:
+                pass
+            except (self._engine.protocol_error, TransportError) as exc:
+                self._die(RemoteProtocolError(f"HTTP/2 connection failed: {exc}"))
         if not stream.released:
             stream.released = True
             self._release_slot()
@@ -387,7 +447,7 @@ class HTTP2Connection:
                 if stream.unacked:
                     self._h2.acknowledge_received_data(stream.unacked, stream.id)
                     stream.unacked = 0
-                if not stream.ended or stream.sending:
+                if not stream.ended or stream.sending or stream.withheld:
                     self._h2.reset_stream(stream.id, ErrorCodes.CANCEL)
                 self._flush()
             except self._engine.stream_closed_error:
@@ -481,9 +541,27 @@ class HTTP2Connection:
             return
         s.status = status
         s.headers = plain
-        if self._trace is not None:
-            self._emit("first_byte", stream_id=s.id)
+        if s.tracer is not None and not s.interim:
+            s.tracer("got_first_response_byte", self.origin, self.id, stream_id=s.id)
         wake(s)
+
+    def _on_informational(self, event: Any) -> None:
+        # 1xx before the final response (RFC 9113 section 8.1): `100 Continue` releases a body
+        # held back behind `Expect: 100-continue`; others (103 Early Hints) are skipped.
+        s = self._streams.get(event.stream_id or 0)
+        if s is None:
+            return
+        if s.tracer is not None and not s.interim:
+            s.tracer("got_first_response_byte", self.origin, self.id, stream_id=s.id)
+        s.interim = True
+        for name, value in event.headers or ():
+            if name == b":status":
+                if value == b"100" and not s.continued:
+                    s.continued = True
+                    if s.tracer is not None:
+                        s.tracer("got_100_continue", self.origin, self.id, stream_id=s.id)
+                    wake(s)
+                break
 
     def _on_stream_ended(self, event: Any) -> None:
         s = self._streams.get(event.stream_id or 0)
@@ -539,8 +617,3 @@ class HTTP2Connection:
         for s in self._streams.values():
             if s.sending:
                 wake(s)
-
-    def _emit(self, name: TraceName, **info: Any) -> None:
-        assert self._trace is not None
-        info.update(origin=str(self.origin), conn_id=self.id)
-        self._trace(TraceEvent(name, self._loop.time(), info))

@@ -12,10 +12,11 @@ from collections import deque
 from http import HTTPStatus
 from typing import TYPE_CHECKING
 
-from ._exceptions import TransportError
+from ._exceptions import ClientClosed, TransportError
 
 if TYPE_CHECKING:
     from ._http2 import HTTP2Connection
+    from ._trace import Tracer
 
 __all__ = ("H2Body", "Stream", "reason_phrase", "wake")
 
@@ -25,16 +26,20 @@ class Stream:
 
     __slots__ = (
         "body",
+        "continued",
         "ended",
         "error",
         "headers",
         "id",
+        "interim",
         "read_timeout",
         "released",
         "sending",
         "status",
+        "tracer",
         "unacked",
         "waiter",
+        "withheld",
     )
 
     def __init__(self, stream_id: int, read_timeout: float | None) -> None:
@@ -45,10 +50,14 @@ class Stream:
         self.body: deque[bytes] = deque()
         self.unacked = 0  # flow-controlled bytes received but not yet consumed
         self.ended = False
-        self.error: TransportError | None = None
+        self.error: TransportError | ClientClosed | None = None
         self.waiter: asyncio.Future[None] | None = None
         self.sending = False
         self.released = False
+        self.tracer: Tracer | None = None  # the request's, if anyone listens
+        self.interim = False  # a 1xx response arrived
+        self.continued = False  # ... and it was `100 Continue`
+        self.withheld = False  # the body was never sent (a final response came first)
 
 
 class H2Body:

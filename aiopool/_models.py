@@ -16,15 +16,18 @@ import warnings
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any, Protocol
 
+from ._decoders import ContentDecoder, decoder_for
 from ._exceptions import (
     HTTPStatusError,
     LocalProtocolError,
+    ResponseTooLarge,
     StreamClosed,
     StreamConsumed,
     TransportError,
 )
 from ._headers import Headers, validate_header
 from ._stats import ConnInfo
+from ._trace import Tracer
 from ._urls import URL
 
 __all__ = ("BodyStream", "Request", "RequestContent", "Response")
@@ -40,7 +43,7 @@ _CHARSET = re.compile(r"charset=\"?([\w.:-]+)\"?", re.IGNORECASE)
 class Request:
     """One HTTP request: method, URL, headers (validated) and an optional body."""
 
-    __slots__ = ("body_started", "content", "headers", "method", "url")
+    __slots__ = ("_expect_wait", "_tracer", "body_started", "content", "headers", "method", "url")
 
     def __init__(
         self,
@@ -64,6 +67,11 @@ class Request:
         self.content = content
         # Set once a byte of a streamed (non-replayable) body has been consumed.
         self.body_started = False
+        # Set by the client as it sends: who hears this request's trace events (None: nobody
+        # listens, nothing is built), and for a body held back behind `Expect: 100-continue`,
+        # how long to wait for `100 Continue` before sending it anyway (None: no expectation).
+        self._tracer: Tracer | None = None
+        self._expect_wait: float | None = None
 
     @property
     def replayable(self) -> bool:
@@ -118,8 +126,13 @@ class Response:
     """An HTTP response.
 
     Attributes: `status_code`, `reason`, `headers` (case-insensitive, multi-valued),
-    `http_version`, `url`, `request`, `conn_info`. The body: `content`, `text`, `json()` once
+    `http_version`, `url`, `request`, `conn_info`, `history` (the redirects that led here,
+    oldest first). The body: `content`, `text`, `json()` once
     read; `aread()`, `aiter_bytes()` and `aclose()` for streamed responses.
+
+    The body is decoded by its Content-Encoding as it arrives (`content`, `aread()`,
+    `aiter_bytes()`); `aiter_raw()` gives the bytes as received. `aread()` buffers at most
+    `max_response_size` decoded bytes (None: no cap), raising `ResponseTooLarge` past it.
     """
 
     def __init__(
@@ -134,6 +147,7 @@ class Response:
         stream: BodyStream | None = None,
         content: bytes | None = None,
         opened_at: str | None = None,
+        max_response_size: int | None = None,
     ) -> None:
         self.status_code = status_code
         self.reason = reason
@@ -145,6 +159,11 @@ class Response:
         self._content = content
         self._consumed = content is not None
         self._opened_at = opened_at
+        self._max_size = max_response_size
+        # False once `_content` holds a decoded body, whose raw bytes are gone.
+        self._raw_kept = True
+        # The redirect responses that led here, oldest first (each read, its socket released).
+        self.history: list[Response] = []
 
     @property
     def url(self) -> URL:
@@ -198,20 +217,46 @@ class Response:
         return self
 
     async def aread(self) -> bytes:
-        """Read the rest of the body and return all of it; the connection is then released."""
+        """Read the rest of the body, decoded, and return all of it; the connection is then
+        released.
+
+        Raises `ResponseTooLarge` past `max_response_size` decoded bytes (at once for a larger
+        Content-Length), `DecodingError` for a body its Content-Encoding cannot decode, and the
+        `TransportError` family; on any error the socket is closed (the h2 stream reset), never
+        drained.
+        """
         if self._content is None:
-            stream = self._stream
-            if self._consumed:
-                raise StreamConsumed("the response body was already iterated")
-            if stream is None:
-                raise StreamClosed("the response was closed before its body was read")
+            stream = self._take_stream()
+            limit = self._max_size
             # The same as joining `aiter_bytes()`, without an async generator per response
             # (`await client.get()` comes through here every time).
-            self._consumed = True
             chunks: list[bytes] = []
+            size = 0
             try:
-                while chunk := await stream.receive():
-                    chunks.append(chunk)
+                decoder = self._decoder()
+                if decoder is None:
+                    if limit is not None:
+                        self._check_declared_length(limit)
+                    while chunk := await stream.receive():
+                        size += len(chunk)
+                        if limit is not None and size > limit:
+                            raise self._too_large(limit)
+                        chunks.append(chunk)
+                else:
+                    self._raw_kept = False
+                    while chunk := await stream.receive():
+                        for piece in decoder.feed(chunk):
+                            size += len(piece)
+                            if limit is not None and size > limit:
+                                raise self._too_large(limit)
+                            chunks.append(piece)
+                    # The body arrived whole and its socket was released; a truncated coding
+                    # is found here, with nothing left to close.
+                    for piece in decoder.finish():
+                        size += len(piece)
+                        if limit is not None and size > limit:
+                            raise self._too_large(limit)
+                        chunks.append(piece)
             except BaseException as exc:
                 self._broken(stream, exc)
                 raise
@@ -220,17 +265,44 @@ class Response:
         return self._content
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
-        """Yield the body as it arrives. Once exhausted, the connection is released."""
+        """Yield the body, decoded, as it arrives; once exhausted, the connection is released.
+
+        Not capped by `max_response_size` (the caller holds what it keeps), but decoding stays
+        within the decompression-bomb bound (`DecodingError`).
+        """
         if self._content is not None:
             if self._content:
                 yield self._content
             return
-        if self._consumed:
-            raise StreamConsumed("the response body was already iterated")
-        stream = self._stream
-        if stream is None:
-            raise StreamClosed("the response was closed before its body was read")
-        self._consumed = True
+        stream = self._take_stream()
+        try:
+            decoder = self._decoder()
+            if decoder is None:
+                while chunk := await stream.receive():
+                    yield chunk
+            else:
+                while chunk := await stream.receive():
+                    for piece in decoder.feed(chunk):
+                        yield piece
+                for piece in decoder.finish():
+                    yield piece
+        except BaseException as exc:
+            self._broken(stream, exc)
+            raise
+        self._stream = None
+
+    async def aiter_raw(self) -> AsyncIterator[bytes]:
+        """Yield the body as received, Content-Encoding not undone; then release the connection.
+
+        Raises `StreamConsumed` if the body was already read or iterated (and decoded).
+        """
+        if self._content is not None:
+            if not self._raw_kept:
+                raise StreamConsumed("the response body was already read and decoded")
+            if self._content:
+                yield self._content
+            return
+        stream = self._take_stream()
         try:
             while chunk := await stream.receive():
                 yield chunk
@@ -238,6 +310,45 @@ class Response:
             self._broken(stream, exc)
             raise
         self._stream = None
+
+    def _take_stream(self) -> BodyStream:
+        """The body stream, for one reading only."""
+        if self._consumed:
+            raise StreamConsumed("the response body was already iterated")
+        stream = self._stream
+        if stream is None:
+            raise StreamClosed("the response was closed before its body was read")
+        self._consumed = True
+        return stream
+
+    def _decoder(self) -> ContentDecoder | None:
+        # A HEAD answer, a 204 and a 304 carry a Content-Encoding but no body (RFC 9110
+        # section 6.4.1): nothing to decode, and nothing to refuse.
+        if self.status_code in (204, 304) or self.request.method == "HEAD":
+            return None
+        return decoder_for(self.headers)
+
+    def _check_declared_length(self, limit: int) -> None:
+        """Refuse before reading a byte a body whose Content-Length is over the limit (only for
+        a body delivered as received, whose length is then its decoded size)."""
+        if self.status_code in (204, 304) or self.request.method == "HEAD":
+            return
+        declared = self.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise self._too_large(limit, declared=int(declared))
+
+    def _too_large(self, limit: int, *, declared: int | None = None) -> ResponseTooLarge:
+        if declared is not None:
+            what = f"declares {declared} bytes (Content-Length), over max_response_size={limit}"
+        else:
+            what = f"is over max_response_size={limit} bytes (counted decoded)"
+        return ResponseTooLarge(
+            f"the response body from {self.url} {what}: "
+            "read it with `client.stream()` and `aiter_bytes()`, or raise max_response_size "
+            "(None removes the limit)",
+            limit=limit,
+            request=self.request,
+        )
 
     def _broken(self, stream: BodyStream, exc: BaseException) -> None:
         """Reading the body failed or was cancelled: close it (never pool) and say for which

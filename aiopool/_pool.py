@@ -17,7 +17,7 @@ import asyncio
 import functools
 import itertools
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Protocol
 
 import anyio
@@ -29,7 +29,10 @@ from ._h2engine import H2Engine, load_engine
 from ._http2 import HTTP2Connection
 from ._http11 import ConnState, HTTP11Connection
 from ._pool_state import PoolState, Waiter
-from ._stats import ConnInfo, PoolStats, TraceEvent, TraceHook, TraceName
+from ._proxy import forwarding
+from ._stats import ConnInfo, PoolStats
+from ._trace import TraceHook, Tracer, tracer_for
+from ._tunnel import open_through_proxy
 
 if TYPE_CHECKING:
     from ._http11 import Connection
@@ -78,7 +81,10 @@ class ConnectionPool:
         trace: TraceHook | None = None,
         dialer: Dialer = open_stream,
         head_limits: HeadLimits = DEFAULT_HEAD_LIMITS,
+        proxy_ssl_context: Callable[[], ssl.SSLContext] | None = None,
     ) -> None:
+        # For https:// proxies: the same verification as `ssl_context`, ALPN http/1.1 only.
+        self._proxy_ssl_context = proxy_ssl_context or ssl_context
         self._head_limits = head_limits
         self._h2_engine = http2_engine or load_engine("h2")
         # The network seam: how sockets are made. Tests put a scripted byte stream here for
@@ -97,7 +103,10 @@ class ConnectionPool:
             may_multiplex=self._may_multiplex,
         )
         self._ssl_context = ssl_context  # built on first use: plain-HTTP clients never pay for it
-        self._trace = trace
+        self._trace = trace  # the client's hook
+        # Set once any request came with a `Tracer`: from then on dials look for the waiter
+        # they were started for, to give it the dial's events (see `_dial_tracer`).
+        self._traced = False
         self._conn_ids = itertools.count(1)
         self._dials: set[asyncio.Task[None]] = set()
         self._readers: set[asyncio.Task[None]] = set()  # one per HTTP/2 socket
@@ -118,6 +127,8 @@ class ConnectionPool:
     def _may_multiplex(self, origin: Origin) -> bool:
         if not self._http2:
             return False
+        if forwarding(origin) is not None:
+            return False  # requests forwarded to an HTTP proxy: HTTP/1.1 to the proxy
         return origin.scheme == "https" or not self._http1  # h2c only by prior knowledge
 
     @property
@@ -130,9 +141,16 @@ class ConnectionPool:
     # Leasing -----------------------------------------------------------------------------------
 
     async def acquire(
-        self, origin: Origin, timeout: Timeout, *, fresh: bool = False, count: bool = True
+        self,
+        origin: Origin,
+        timeout: Timeout,
+        *,
+        fresh: bool = False,
+        count: bool = True,
+        tracer: Tracer | None = None,
     ) -> tuple[Connection, ConnInfo]:
-        """Lease a connection to `origin`.
+        """Lease a connection to `origin`; `tracer` gets `get_conn`, `got_conn` and the events
+        of a dial this request's wait starts.
 
         Raises `PoolTimeout` after `timeout.pool` seconds of waiting, the dial's `ConnectError` /
         `ConnectTimeout` when the dial made for this request failed, `ClientClosed` once closed.
@@ -144,22 +162,27 @@ class ConnectionPool:
             loop = self._loop = asyncio.get_running_loop()
         state = self._state
         now = loop.time()
+        if tracer is not None:
+            self._traced = True
+            tracer("get_conn", origin, None, host_port=f"{origin.host}:{origin.port}")
         got = state.checkout(
             origin, None, now, connect_timeout=timeout.connect, fresh=fresh, count=count
         )
-        self._apply()
         if not isinstance(got, Waiter):
+            self._apply("stale_idle")  # idle sockets found expired or unusable on the way
             if got.multiplexed:
                 info = ConnInfo(got.id, got.requests > 0, False, 0.0, got.http_version)
             else:
                 info = ConnInfo(got.id, True, True, now - got.idle_since, got.http_version)
-            if self._trace is not None:
-                self._emit_got_conn(got, info)
+            if tracer is not None:
+                _trace_got_conn(tracer, got, info)
             return got, info
+        got.tracer = tracer  # (before `_apply` starts the dial this wait may call for)
+        self._apply("stale_idle")
         conn = await self._wait(got, timeout.pool)
         info = ConnInfo(conn.id, got.reused, False, 0.0, conn.http_version)
-        if self._trace is not None:
-            self._emit_got_conn(conn, info)
+        if tracer is not None:
+            _trace_got_conn(tracer, conn, info)
         return conn, info
 
     async def _wait(self, waiter: Waiter, pool_timeout: float | None) -> Connection:
@@ -181,7 +204,7 @@ class ConnectionPool:
                 self.release(conn)
             else:
                 self._state.abandon(waiter)
-                self._apply()
+                self._apply("error")
             raise
         finally:
             if handle is not None:
@@ -200,55 +223,102 @@ class ConnectionPool:
         """A request finished cleanly with `conn` (synchronous; safe in any cancelled task)."""
         state = self._state
         state.checkin(conn, self._loop.time() if self._loop else 0.0)
-        self._apply()
+        # Closed now: the released socket if it turned out unfit, older idle ones over a cap.
+        self._apply("idle_limit", conn, "not_reusable")
         self._watch_idle(conn)
 
     def capacity_changed(self, conn: Connection) -> None:
         """An HTTP/2 peer changed its stream limit or sent GOAWAY (synchronous)."""
         state = self._state
         state.capacity_changed(conn, self._loop.time() if self._loop else 0.0)
-        self._apply()
+        self._apply("goaway")  # a draining HTTP/2 socket with no streams left
 
-    def discard(self, conn: Connection) -> None:
-        """`conn` closed or broke (synchronous; idempotent)."""
+    def discard(self, conn: Connection, reason: str = "error") -> None:
+        """`conn` closed or broke, or must close (synchronous; idempotent). `reason` is for
+        the `conn_closed` trace event."""
         state = self._state
+        was_open = conn.state is not ConnState.CLOSED
         state.discard(conn)
-        self._apply()
+        if was_open and conn not in state.to_close:  # it closed itself: `_apply` won't see it
+            self._trace_closed((conn,), reason)
+        self._apply(reason)
 
     # Effects -----------------------------------------------------------------------------------
 
-    def _apply(self) -> None:
-        """Act on what the last state change asked for: close these, dial for those."""
+    def _apply(
+        self, reason: str, conn: Connection | None = None, conn_reason: str | None = None
+    ) -> None:
+        """Act on what the last state change asked for: close these, dial for those.
+
+        `reason` says why sockets were closed, for the `conn_closed` trace event (`conn`, if
+        among them, closed for `conn_reason`)."""
         state = self._state
         if not (state.to_close or state.to_dial):
             return
         if state.to_close:
             to_close, state.to_close = state.to_close, []
-            for conn in to_close:
-                conn.close()
+            for closing in to_close:
+                closing.close()
+            if conn is not None and conn in to_close:
+                to_close.remove(conn)
+                self._trace_closed((conn,), conn_reason or reason)
+            self._trace_closed(to_close, reason)
         if state.to_dial:
             to_dial, state.to_dial = state.to_dial, []
             assert self._loop is not None
             for host in to_dial:
-                task = self._loop.create_task(self._dial(host))
+                task = self._loop.create_task(self._dial(host, self._dial_tracer(host)))
                 self._dials.add(task)
                 task.add_done_callback(self._dials.discard)
 
-    async def _dial(self, host: HostPool) -> None:
+    async def _dial(self, host: HostPool, tracer: Tracer | None) -> None:
         origin = host.key
         state = self._state
-        trace = self._trace
-        if trace is not None:
-            self._emit("connect_start", origin=str(origin))
         tls = origin.scheme == "https"
+        # The socket's number, taken once TCP is connected (so a refused dial takes none).
+        conn_id: int | None = None
+        addr = f"{origin.host}:{origin.port}"
+        on_connected: Callable[[], None] | None = None
+        if tracer is not None:
+            tracer("connect_start", origin, None, network="tcp", addr=addr)
+
+            def on_connected() -> None:
+                nonlocal conn_id
+                conn_id = next(self._conn_ids)
+                tracer("connect_done", origin, conn_id, network="tcp", addr=addr, error=None)
+                if tls:
+                    tracer("tls_handshake_start", origin, conn_id, server_name=origin.host)
+
+        stream: NetworkStream
+        stream: NetworkStream
         try:
-            stream = await self._dialer(
-                origin.host,
-                origin.port,
-                ssl_context=self._ssl_context() if tls else None,
-                server_hostname=origin.host,
-                timeout=host.connect_timeout,
-            )
+            if origin.proxy is None and on_connected is not None and self._dialer is open_stream:
+                # Traced: the real dialer reports TCP before TLS (a test's scripted dialer
+                # need not: its connect_done comes when it returns).
+                stream = await open_stream(
+                    origin.host,
+                    origin.port,
+                    ssl_context=self._ssl_context() if tls else None,
+                    server_hostname=origin.host,
+                    timeout=host.connect_timeout,
+                    on_connected=on_connected,
+                )
+            elif origin.proxy is None:
+                stream = await self._dialer(
+                    origin.host,
+                    origin.port,
+                    ssl_context=self._ssl_context() if tls else None,
+                    server_hostname=origin.host,
+                    timeout=host.connect_timeout,
+                )
+            else:
+                stream = await open_through_proxy(
+                    self._dialer,
+                    origin,
+                    ssl_context=self._ssl_context,
+                    proxy_ssl_context=self._proxy_ssl_context,
+                    timeout=host.connect_timeout,
+                )
         except BaseException as exc:
             error: BaseException = exc
             if isinstance(exc, asyncio.CancelledError):
@@ -257,22 +327,46 @@ class ConnectionPool:
                 error = ConnectError(f"could not connect to {origin}: {exc!r}")
                 error.__cause__ = exc
             state.dial_failed(host, error)
-            self._apply()
-            if trace is not None:
-                self._emit("connect_done", origin=str(origin), conn_id=None, error=error)
+            self._apply("error")
+            if tracer is not None:
+                if conn_id is None:  # TCP itself failed
+                    tracer("connect_done", origin, None, network="tcp", addr=addr, error=error)
+                elif tls:
+                    tracer(
+                        "tls_handshake_done",
+                        origin,
+                        conn_id,
+                        version=None,
+                        cipher=None,
+                        alpn=None,
+                        error=error,
+                    )
             if isinstance(exc, asyncio.CancelledError):
                 raise
             return
         ssl_object = stream.extra("ssl_object") if tls else None
         alpn = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
+        if conn_id is None:  # a dialer that does not report TCP separately (a proxy tunnel)
+            conn_id = next(self._conn_ids)
+            if tracer is not None:
+                tracer("connect_done", origin, conn_id, network="tcp", addr=addr, error=None)
+        if tracer is not None and tls:
+            tracer(
+                "tls_handshake_done",
+                origin,
+                conn_id,
+                version=ssl_object.version() if ssl_object else None,
+                cipher=ssl_object.cipher()[0] if ssl_object else None,
+                alpn=alpn,
+                error=None,
+            )
         conn: Connection
         if alpn == "h2" or (not tls and self._may_multiplex(origin)):
             h2conn = HTTP2Connection(
                 stream,
                 origin,
                 self,
-                conn_id=next(self._conn_ids),
-                trace=trace,
+                conn_id=conn_id,
                 ping_interval=self._ping[0],
                 ping_timeout=self._ping[1],
                 engine=self._h2_engine,
@@ -284,7 +378,7 @@ class ConnectionPool:
                 stream.abort()
                 error = ConnectError(f"HTTP/2 preface to {origin} failed: {exc}")
                 state.dial_failed(host, error)
-                self._apply()
+                self._apply("error")
                 return
             self._readers.add(reader)
             reader.add_done_callback(self._readers.discard)
@@ -294,35 +388,23 @@ class ConnectionPool:
             state.dial_failed(
                 host, ConnectError(f"{origin} did not negotiate HTTP/2 (ALPN: {alpn!r})")
             )
-            self._apply()
+            self._apply("error")
             return
         else:
             h1conn = self._http1_class(
                 stream,
                 origin,
                 self,
-                conn_id=next(self._conn_ids),
-                trace=trace,
+                conn_id=conn_id,
                 limits=self._head_limits,
             )
             # The server closed an idle socket, or sent something unsolicited (such as a 408):
             # either way it must leave the idle stack at once and never be handed out.
-            h1conn.on_idle_event = functools.partial(self.discard, h1conn)
+            h1conn.on_idle_event = functools.partial(self.discard, h1conn, "peer_closed_idle")
             conn = h1conn
-        if trace is not None:
-            self._emit("connect_done", origin=str(origin), conn_id=conn.id, error=None)
-            if tls:
-                self._emit(
-                    "tls_done",
-                    origin=str(origin),
-                    conn_id=conn.id,
-                    version=ssl_object.version() if ssl_object else None,
-                    alpn=alpn,
-                    cipher=ssl_object.cipher()[0] if ssl_object else None,
-                )
         assert self._loop is not None
         state.dial_succeeded(host, conn, self._loop.time())
-        self._apply()
+        self._apply("client_closed")  # (only if the client closed during the dial)
         self._watch_idle(conn)
 
     # Idle expiry -------------------------------------------------------------------------------
@@ -343,7 +425,7 @@ class ConnectionPool:
         self._sweeper = None
         assert self._loop is not None
         next_deadline = self._state.expire_idle(self._loop.time())
-        self._apply()
+        self._apply("idle_timeout")
         if next_deadline is not None:
             self._schedule_sweep(next_deadline)
 
@@ -361,7 +443,7 @@ class ConnectionPool:
             return
         assert self._loop is not None
         if self._loop.time() - conn.idle_since >= self._state.idle_timeout:
-            self.discard(conn)  # the pool closes it
+            self.discard(conn, "idle_timeout")  # the pool closes it
         else:
             self._watch_h2_idle(conn)
 
@@ -384,7 +466,7 @@ class ConnectionPool:
         self._h2_timers.clear()
         conns = self._state.close()
         for conn in conns:
-            conn.close()
+            conn.shut_down()
         tasks = [*self._dials, *self._readers]
         for task in tasks:
             task.cancel()
@@ -401,6 +483,7 @@ class ConnectionPool:
         aborted: when this returns, no socket of the client is left open.
         """
         conns, dials = self._shut()
+        self._trace_closed(conns, "client_closed")
         with anyio.CancelScope(shield=True):
             if dials:
                 await asyncio.gather(*dials, return_exceptions=True)
@@ -409,17 +492,33 @@ class ConnectionPool:
 
     # Tracing -----------------------------------------------------------------------------------
 
-    def _emit_got_conn(self, conn: Connection, info: ConnInfo) -> None:
-        self._emit(
-            "got_conn",
-            origin=str(conn.origin),
-            conn_id=conn.id,
-            reused=info.reused,
-            was_idle=info.was_idle,
-            idle_time=info.idle_time,
-        )
+    def _dial_tracer(self, host: HostPool) -> Tracer | None:
+        """Who hears of a dial starting now for `host`: the request it is started for (the
+        longest waiter no earlier dial was started for, as Go ties a dial to the request
+        whose wait queued it), else the client's hook and the logger."""
+        if self._traced:
+            for waiter in host.waiters:
+                if waiter.live and not waiter.dialed:
+                    waiter.dialed = True
+                    if waiter.tracer is not None:
+                        return waiter.tracer
+                    break
+        return tracer_for(self._trace, None)
 
-    def _emit(self, name: TraceName, **info: object) -> None:
-        assert self._trace is not None
-        loop = self._loop or asyncio.get_running_loop()
-        self._trace(TraceEvent(name, loop.time(), dict(info)))
+    def _trace_closed(self, conns: Iterable[Connection], reason: str) -> None:
+        tracer = tracer_for(self._trace, None)
+        if tracer is not None:
+            for conn in conns:
+                tracer("conn_closed", conn.origin, conn.id, reason=reason)
+
+
+def _trace_got_conn(tracer: Tracer, conn: Connection, info: ConnInfo) -> None:
+    tracer(
+        "got_conn",
+        conn.origin,
+        conn.id,
+        reused=info.reused,
+        was_idle=info.was_idle,
+        idle_time=info.idle_time,
+        http_version=info.http_version,
+    )

@@ -17,6 +17,12 @@ Counting, per host:
 `MaxConnsPerHost` does. `max_connections` bounds busy + connecting over all hosts (idle sockets
 are bounded separately, by `max_idle_per_host` and `max_idle`).
 
+A host's key is its `Origin`, which includes the proxy (and its credentials) the sockets go
+through, so per-host limits mean "per target origin, per route". Go differs for plain HTTP
+through an HTTP proxy: it pools those sockets per proxy, each one carrying requests for any
+origin. We keep one meaning for the limits and the stats, at the cost of more sockets to the
+proxy when a client talks plain HTTP to many origins through it.
+
 A request that cannot be served from the idle stack becomes a `Waiter` in its host's FIFO queue.
 Dials are started to cover waiters (never more dials than waiters); a dial does not belong to the
 request that caused it: whichever connection turns up first (a fresh dial, or a socket released by
@@ -37,6 +43,7 @@ from ._stats import HostStats, PoolStats
 
 if TYPE_CHECKING:
     from ._http11 import Connection
+    from ._trace import Tracer
     from ._urls import Origin
 
 __all__ = ("HostPool", "PoolState", "Waiter")
@@ -45,13 +52,17 @@ __all__ = ("HostPool", "PoolState", "Waiter")
 class Waiter:
     """A request waiting for a connection. `fut` resolves to the connection, or an error."""
 
-    __slots__ = ("fut", "host", "live", "reused")
+    __slots__ = ("dialed", "fut", "host", "live", "reused", "tracer")
 
     def __init__(self, host: HostPool, fut: asyncio.Future[Connection]) -> None:
         self.host = host
         self.fut = fut
         self.live = True  # still wants a connection: not served, cancelled nor timed out
         self.reused = False  # whether the connection it was handed had carried a request
+        # Tracing (set by the pool): the request's `Tracer`, and whether a dial was started
+        # on its behalf (that dial's events go to it, whoever ends up with the socket).
+        self.tracer: Tracer | None = None
+        self.dialed = False
 
 
 class HostPool:
@@ -386,8 +397,22 @@ class PoolState:
             connections_opened=self.opened,
             connections_closed=self.closed_count,
             reused=self.reused,
-            hosts={str(key): self._host_stats(h) for key, h in self.hosts.items()},
+            hosts=self._hosts_by_name(),
         )
+
+    def _hosts_by_name(self) -> dict[str, HostStats]:
+        hosts: dict[str, HostStats] = {}
+        for key, h in self.hosts.items():
+            name = str(key)
+            if name in hosts:
+                # Same origin and proxy, other proxy credentials (which str() never shows):
+                # number the later ones rather than merge or hide them.
+                n = 2
+                while f"{name} #{n}" in hosts:
+                    n += 1
+                name = f"{name} #{n}"
+            hosts[name] = self._host_stats(h)
+        return hosts
 
     @staticmethod
     def _host_stats(h: HostPool) -> HostStats:

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any
+
+# Tracing lives in `_trace`; re-exported here, where introspection used to keep it.
+from ._trace import TraceEvent, TraceHook, TraceName
 
 __all__ = ("ConnInfo", "HostStats", "PoolStats", "TraceEvent", "TraceHook", "TraceName")
 
@@ -98,26 +101,3 @@ class PoolStats:
     def to_json(self, *, indent: int | None = None) -> str:
         """`as_dict()` as a JSON document, keys in the same order; `indent` as in `json.dumps`."""
         return json.dumps(self.as_dict(), indent=indent)
-
-
-TraceName = Literal[
-    "connect_start",  # info: origin
-    "connect_done",  # info: origin, conn_id, error (None on success)
-    "tls_done",  # info: origin, conn_id, version, alpn, cipher
-    "got_conn",  # info: origin, conn_id, reused, was_idle, idle_time
-    "wrote_request",  # info: origin, conn_id, method, target
-    "first_byte",  # info: origin, conn_id
-]
-
-
-@dataclass(frozen=True, slots=True)
-class TraceEvent:
-    """One step of a request's or a dial's life, given to the client's `trace` hook."""
-
-    name: TraceName
-    time: float  # loop.time() when it happened
-    info: dict[str, Any]
-
-
-class TraceHook(Protocol):
-    def __call__(self, event: TraceEvent, /) -> None: ...

@@ -14,10 +14,13 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Mapping, Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import quote, urlencode, urlsplit
 
 from ._exceptions import InvalidURL
+
+if TYPE_CHECKING:
+    from ._proxy import Proxy
 
 __all__ = ("URL", "Origin", "QueryParams")
 
@@ -35,15 +38,30 @@ QueryParams = (
 
 
 class Origin(NamedTuple):
-    """Where a connection goes: the part of a URL a socket is made for."""
+    """Where a connection goes: the part of a URL a socket is made for, and the route to it.
+
+    `proxy` is part of the key (DESIGN invariant 1): a socket made through one proxy is never
+    handed to a request for another proxy, other proxy credentials, or a direct connection.
+    `str()` reads "http://example.org:80 via http://proxy:3128", never with credentials.
+    """
 
     scheme: str
     host: str
     port: int
+    proxy: Proxy | None = None
 
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.scheme}://{host}:{self.port}"
+        text = f"{self.scheme}://{host}:{self.port}"
+        return text if self.proxy is None else f"{text} via {self.proxy}"
+
+    @property
+    def authority(self) -> bytes:
+        """host[:port] as in a Host header or an absolute URL (default port left out)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        if self.port == DEFAULT_PORTS.get(self.scheme):
+            return host.encode("ascii")
+        return f"{host}:{self.port}".encode("ascii")
 
 
 class URL:

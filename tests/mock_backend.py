@@ -66,6 +66,12 @@ class MockStream:
     def extra(self, name: str) -> Any:
         return None
 
+    async def start_tls(
+        self, ssl_context: ssl.SSLContext, server_hostname: str, timeout: float | None
+    ) -> MockStream:
+        # Scripts are plaintext: a scripted proxy test ends before the TLS layer would start.
+        raise ConnectError(f"the scripted backend cannot start TLS to {server_hostname}")
+
 
 class MockDialer:
     """A `Dialer` handing out one `MockStream` per script, in order."""

@@ -98,7 +98,7 @@ async def test_https_download(
         assert sha256(first.content) == sha256(expected)
         assert second.conn_info.reused
         assert assert_settled(client).connections_opened == 1
-    (tls_done,) = [e for e in events if e.name == "tls_done"]
+    (tls_done,) = [e for e in events if e.name == "tls_handshake_done"]
     assert tls_done.info["alpn"] == alpn
 
 

@@ -160,7 +160,8 @@ async def test_verify_with_ca_path_reuses_the_tls_socket(server: FaultServer, ca
         assert (stats.connections_opened, stats.reused) == (1, 1)
         assert stats.hosts[origin(server)].idle == 1
     assert server.connections_accepted == 1
-    (tls_done,) = [e for e in events if e.name == "tls_done"]  # one handshake for two requests
+    # One handshake for two requests.
+    (tls_done,) = [e for e in events if e.name == "tls_handshake_done"]
     assert tls_done.info["version"] in ("TLSv1.2", "TLSv1.3")
     assert tls_done.info["alpn"] == "http/1.1"
     assert tls_done.info["cipher"]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import random
@@ -36,6 +37,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import trustme
 
+from . import encodings
 from ._service import Service
 
 __all__ = [
@@ -458,6 +460,8 @@ class FaultServer(_ThreadedServer):
     /conflicting-length?kind=te|cl       Content-Length with Transfer-Encoding: chunked (te,
                                          default), or two different Content-Lengths (cl)
     /oversized-headers?size=N            a response head over N bytes (200_000), then close
+    /encoded, /bomb, /endless            bodies with a Content-Encoding, see ``rig.encodings``;
+                                         /encoded also takes ``status=N`` (200)
     /slow?chunks=K&delay=S&size=B        head at once, then K (5) pieces of B (10) bytes, each
                                          after a pause of S (0.1) s; correct Content-Length
     /stall?sent=S                        Content-Length 1_000_000, S (10) bytes, then silence
@@ -468,6 +472,14 @@ class FaultServer(_ThreadedServer):
     /delay?s=S&id=X                      waits S (1.0) s, then answers like /echo
     /headers-many?n=N                    N (100) distinct ``X-Many-i`` headers
     /interim?n=N                         N (3) ``103 Early Hints`` heads, then a 200
+    /upload                              reads the body (``100 Continue`` first if asked);
+                                         200, body ``b"<count> <sha256 hex>"``, header
+                                         ``X-Expect`` with the request's Expect (or "-")
+    /expect-silent                       as /upload, but never answers ``Expect`` with a 100
+    /expect-reject/N                     status N at once, before reading any body, without
+                                         ``Connection: close``; then counts the bytes the
+                                         client still sends until it closes, into
+                                         ``bytes_after_reject[conn_id]``
     anything else                        404
     ===================================  =====================================================
 
@@ -505,8 +517,16 @@ class FaultServer(_ThreadedServer):
             "big": (self._big, True),
             "delay": (self._delay, False),
             "headers-many": (self._headers_many, False),
+            "encoded": (self._encoded, False),
+            "bomb": (self._bomb, False),
+            "endless": (self._endless, False),
             "interim": (self._interim, False),
+            "upload": (self._upload, False),
+            "expect-silent": (self._upload, False),
+            "expect-reject": (self._expect_reject, True),
         }
+        # /expect-reject: conn id -> body bytes received after the early final response.
+        self.bytes_after_reject: dict[int, int] = {}
 
     # -- connection handling --------------------------------------------------------------
 
@@ -642,7 +662,8 @@ class FaultServer(_ThreadedServer):
             path=split.path,
             query=dict(parse_qsl(split.query, keep_blank_values=True)),
         )
-        request.body = await self._read_body(conn, request)
+        if not request.path.startswith("/expect-reject/"):  # that one answers before the body
+            request.body = await self._read_body(conn, request)
         return request
 
     async def _read_body(self, conn: _Connection, request: _Request) -> bytes:
@@ -668,6 +689,8 @@ class FaultServer(_ThreadedServer):
 
     async def _maybe_continue(self, conn: _Connection, request: _Request) -> None:
         expect = (request.header("expect") or "").lower()
+        if request.path == "/expect-silent":
+            return  # the server that ignores expectations: the client must not wait forever
         if expect == "100-continue" and request.version == "HTTP/1.1":
             await self._write_raw(conn, b"HTTP/1.1 100 Continue\r\n\r\n")
 
@@ -961,6 +984,76 @@ class FaultServer(_ThreadedServer):
         hint = b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"
         await self._write_raw(conn, hint * request.int_param("n", 3))
         return await self._send(conn, request, 200, b"ok\n", [])
+
+    async def _upload(self, conn: _Connection, request: _Request, arg: str) -> bool:
+        digest = hashlib.sha256(request.body).hexdigest()
+        body = f"{len(request.body)} {digest}".encode()
+        expect = request.header("expect") or "-"
+        return await self._send(conn, request, 200, body, [("X-Expect", expect)])
+
+    async def _expect_reject(self, conn: _Connection, request: _Request, arg: str) -> bool:
+        status = _parse_int(arg, "status")
+        if not 200 <= status <= 599:
+            raise _BadRequest(400, f"cannot reject with status {status}")
+        # Keep-alive on purpose: closing the socket is the client's job, since the body it
+        # announced never came.
+        await self._send(conn, request, status, f"rejected: {status}\n".encode())
+        received = 0
+        while data := await conn.reader.read(65536):
+            received += len(data)
+        with self._lock:
+            self.bytes_after_reject[conn.id] = received
+        return False
+
+    # -- Content-Encoding (bodies from rig.encodings) ------------------------------------
+
+    async def _encoded(self, conn: _Connection, request: _Request, arg: str) -> bool:
+        codings = [c.strip() for c in request.query.get("coding", "gzip").split(",")]
+        data = encodings.text(request.int_param("size", 100_000))
+        try:
+            header, body = encodings.encode(data, codings, request.query.get("damage"))
+        except ValueError as exc:
+            raise _BadRequest(400, str(exc)) from None
+        headers = [("Content-Encoding", header)]
+        status = request.int_param("status", 200)
+        if "chunks" not in request.query:
+            return await self._send(conn, request, status, body, headers)
+        count = max(request.int_param("chunks", 1), 1)
+        step = -(-len(body) // count) or 1
+        pieces = [body[i : i + step] for i in range(0, len(body), step)]
+        return await self._send_chunked(conn, request, headers, pieces)
+
+    async def _bomb(self, conn: _Connection, request: _Request, arg: str) -> bool:
+        coding = request.query.get("coding", "gzip")
+        size = request.int_param("size", 1024**3)
+        try:
+            pieces = encodings.bomb(coding, size)
+        except ValueError as exc:
+            raise _BadRequest(400, str(exc)) from None
+        return await self._send_chunked(conn, request, [("Content-Encoding", coding)], pieces)
+
+    async def _endless(self, conn: _Connection, request: _Request, arg: str) -> bool:
+        coding = request.query.get("coding", "identity")
+        pieces = encodings.endless(coding, request.int_param("chunk", 64 * 1024))
+        headers = [] if coding == "identity" else [("Content-Encoding", coding)]
+        # Ends only when the client goes away (the write fails) or the server stops.
+        return await self._send_chunked(conn, request, headers, pieces)
+
+    async def _send_chunked(
+        self,
+        conn: _Connection,
+        request: _Request,
+        headers: list[tuple[str, str]],
+        pieces: Iterable[bytes],
+    ) -> bool:
+        """A 200 with ``pieces`` as a chunked body, each written (and drained) as it comes."""
+        if not await self._send_head(conn, request, [*headers, ("Transfer-Encoding", "chunked")]):
+            return request.keep_alive
+        for piece in pieces:
+            if piece:
+                await self._write_raw(conn, b"%x\r\n%b\r\n" % (len(piece), piece))
+        await self._write_raw(conn, b"0\r\n\r\n")
+        return request.keep_alive
 
 
 class BlackholeServer(_ThreadedServer):

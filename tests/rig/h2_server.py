@@ -185,6 +185,11 @@ class H2ScriptServer(_ThreadedServer):
                                 the body is ``pattern(10 * K)``
     /upload                     reads the whole request body; 200, body ``b"<count> <sha256
                                 hex>"``
+    /expect-silent              as /upload (every other path answers a request's ``expect:
+                                100-continue`` with a ``100`` HEADERS frame at once; this
+                                one never does)
+    /expect-reject?status=N     status N (417) with a small body at once, without waiting
+                                for the request body; ``body_bytes`` counts what still came
     /stall                      200 headers, then nothing until the stream or connection
                                 ends
     /stall-headers              nothing at all
@@ -232,6 +237,8 @@ class H2ScriptServer(_ThreadedServer):
             "bytes": self._bytes,
             "slow": self._slow,
             "upload": self._upload,
+            "expect-silent": self._upload,
+            "expect-reject": self._expect_reject,
             "stall": self._stall,
             "stall-headers": self._stall_headers,
             "rst": self._rst,
@@ -282,6 +289,7 @@ class H2ScriptServer(_ThreadedServer):
         self._pings_acked = 0
         self._pings_received = 0
         self._requests: list[ReceivedStream] = []
+        self._body_bytes: dict[tuple[int, int], int] = {}
         self._protocol_errors: list[str] = []
 
     def reset(self) -> None:
@@ -358,6 +366,11 @@ class H2ScriptServer(_ThreadedServer):
         """Every request stream received, in order, answered or not."""
         with self._lock:
             return list(self._requests)
+
+    def body_bytes(self, conn_id: int, stream_id: int) -> int:
+        """DATA bytes received on one stream (0 if none came)."""
+        with self._lock:
+            return self._body_bytes.get((conn_id, stream_id), 0)
 
     @property
     def protocol_errors(self) -> list[str]:
@@ -532,6 +545,11 @@ class H2ScriptServer(_ThreadedServer):
         )
         if event.stream_ended is not None:
             stream.ended.set()
+        elif headers.get("expect", "").lower() == "100-continue" and split.path not in (
+            "/expect-silent",
+            "/expect-reject",
+        ):
+            session.h2.send_headers(stream.id, [(b":status", b"100")])  # RFC 9113 section 8.1
         session.streams[stream.id] = stream
         session.received += 1
         with self._lock:
@@ -568,6 +586,9 @@ class H2ScriptServer(_ThreadedServer):
         stream = session.streams.get(event.stream_id)
         if stream is not None:
             stream.body += event.data
+        with self._lock:
+            key = (session.id, event.stream_id)
+            self._body_bytes[key] = self._body_bytes.get(key, 0) + len(event.data)
         size, stream_id = event.flow_controlled_length, event.stream_id
         if session.terminated:
             return
@@ -680,6 +701,10 @@ class H2ScriptServer(_ThreadedServer):
         await stream.ended.wait()
         digest = hashlib.sha256(stream.body).hexdigest()
         await self._respond(session, stream, 200, f"{len(stream.body)} {digest}".encode())
+
+    async def _expect_reject(self, session: _Session, stream: _Stream) -> None:
+        status = _int_param(stream, "status", 417)
+        await self._respond(session, stream, status, f"rejected: {status}\n".encode())
 
     async def _stall(self, session: _Session, stream: _Stream) -> None:
         self._send_head(session, stream, 200, None, end=False)

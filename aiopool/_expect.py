@@ -1,0 +1,90 @@
+"""`Expect: 100-continue` (RFC 9110 section 10.1.1): ask before sending a large body.
+
+The client sends the head alone and holds the body back until the server answers `100 Continue`
+(send it), a final status such as 417, 401 or 413 (never send it: that is the answer), or
+nothing within `expect_continue_timeout` (send it anyway: many servers ignore expectations).
+A server that refuses thus costs one round trip instead of a wasted upload.
+
+When: whenever the caller sets the header on a request with a body, and automatically for a
+body whose size is known and at least `expect_continue_threshold`. Defaults:
+- threshold 1 MiB: curl's (`EXPECT_100_THRESHOLD`); below that, an upload costs less than the
+  round trip the question costs. A streamed body of unknown size is not asked about
+  automatically (curl does ask): a server that ignores expectations would stall every such
+  upload by the full timeout.
+- timeout 1 s: Go's `http.DefaultTransport.ExpectContinueTimeout` (curl waits 1 s too).
+
+The connections do the waiting (`HTTP11Connection._await_continue`, `HTTP2Connection.send`);
+this module holds the rules they share.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._models import Request
+
+__all__ = (
+    "DEFAULT_EXPECT_CONTINUE_THRESHOLD",
+    "DEFAULT_EXPECT_CONTINUE_TIMEOUT",
+    "interim_verdict",
+    "prepare_expect",
+)
+
+DEFAULT_EXPECT_CONTINUE_THRESHOLD = 1024 * 1024
+DEFAULT_EXPECT_CONTINUE_TIMEOUT = 1.0
+
+_EXPECT = (b"expect", b"100-continue")
+# How many response bytes `interim_verdict` looks at before leaving the verdict to the parser
+# (which enforces the real head limits): more than any honest run of interim responses.
+_MAX_LOOKAHEAD = 64 * 1024
+
+
+def prepare_expect(request: Request, threshold: int | None, timeout: float) -> None:
+    """Decide whether `request` waits for `100 Continue`; add the header if automatic.
+
+    Sets `request._expect_wait` (seconds to wait, or None). A request without a body never
+    waits (RFC 9110: a client must not send the expectation without content; one the caller
+    set anyway is sent as given, and ignored here).
+    """
+    content = request.content
+    if content is None or content == b"":
+        return
+    raw = request.headers.raw
+    size = len(content) if isinstance(content, bytes) else -1  # -1: a stream, length unknown
+    for name, value in raw:
+        size_of_name = len(name)
+        if size_of_name == 6 and name.lower() == b"expect":
+            if value.strip().lower() == b"100-continue":
+                request._expect_wait = timeout
+            return  # the caller's own expectation (or another one): theirs to make
+        if size_of_name == 14 and size < 0 and name.lower() == b"content-length":
+            size = int(value) if value.isdigit() else -1
+    if threshold is not None and size >= threshold:
+        # (`raw` is the request's own list; its lookup index is built lazily, not yet.)
+        raw.append(_EXPECT)
+        request._expect_wait = timeout
+
+
+def interim_verdict(data: bytes) -> tuple[bool | None, bytes]:
+    """What the response bytes read so far say, while a body waits behind the expectation.
+
+    Returns (True, _) for `100 Continue`, (False, _) for the start of anything else (a final
+    response, or bytes that are no status line: the parser will name the error), and (None,
+    rest) when more bytes are needed; `rest` is what to call again with, plus what comes next.
+    Other interim responses (103 Early Hints) are skipped.
+    """
+    while True:
+        end = data.find(b"\r\n")
+        if end < 0:
+            return (None if len(data) < _MAX_LOOKAHEAD else False), data
+        parts = data[:end].split(b" ", 2)
+        code = parts[1] if len(parts) >= 2 and parts[0].startswith(b"HTTP/") else b""
+        if len(code) != 3 or not code.isdigit() or code[:1] != b"1":
+            return False, data
+        if code == b"100":
+            return True, data
+        stop = data.find(b"\r\n\r\n")
+        if stop < 0:
+            return (None if len(data) < _MAX_LOOKAHEAD else False), data
+        data = data[stop + 4 :]

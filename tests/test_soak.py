@@ -1,0 +1,160 @@
+"""The soak in small (tests/soak), and regression tests for the library bugs it found.
+
+`test_soak_short` runs the same phases as `make soak` (nginx over HTTP/1.1 and HTTP/2 with
+reloads under load, the fault server with every fault, random cancellations) with a few
+thousand requests, and requires every check to pass. The tests after it pin down, without
+timing, the races the soak hit: each fails on the library as it was before its fix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, Literal
+
+import pytest
+
+import aiopool
+from tests.helpers import assert_settled, eventually
+from tests.mock_backend import MockDialer, MockStream, Script, response
+from tests.rig.fault_server import FaultServer
+from tests.rig.nginx import Nginx
+from tests.soak import SoakConfig, run_soak
+
+URL = "http://mock.test/"
+_408 = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+
+
+@pytest.mark.timeout(120)  # a bound on a hang only: on 2 idle cores it takes ~10 s
+async def test_soak_short(
+    nginx: Nginx, fault_server: FaultServer, client_ssl_context: ssl.SSLContext
+) -> None:
+    # Each phase stops at its share of the requests or of the seconds, whichever comes first,
+    # so a loaded machine shortens the run instead of failing it; reloads happen regardless.
+    config = SoakConfig(requests=12_000, seconds=25.0, concurrency=32, seed=20261121)
+    report = await run_soak(config, nginx, fault_server, client_ssl_context)
+    assert report.passed, "\n".join(report.lines())
+    measured = [p for p in report.phases if not p.name.startswith("warm-up")]
+    assert len(measured) == 8
+    # Not vacuous: every phase did work, the faults were injected and met, and the reloads
+    # happened under load (their /worker answers came from every nginx generation).
+    assert all(p.ok > 0 for p in measured)
+    faults = {name for p in report.phases for name in p.faults}
+    assert {
+        "task cancelled",
+        "reset mid-body",
+        "truncated body",
+        "408 on idle",
+        "idle close",
+        "slow answer vs. short read timeout",
+        "next request dropped (FIN)",
+        "h2 GOAWAY (nginx keepalive_requests)",
+    } <= faults
+    expected = {name for p in report.phases for name in p.expected}
+    assert {"ReadTimeout", "RemoteProtocolError"} <= expected
+    reload_phase = next(p for p in measured if p.name == "nginx-reload")
+    assert len(reload_phase.reloads) == 3
+    assert reload_phase.worker_pids >= 4
+    assert fault_server.errors == []
+
+
+# -- regressions --------------------------------------------------------------------------------
+
+
+class _GatedDialer(MockDialer):
+    """`MockDialer` whose dial number `gated` (0-based) waits for `gate` to connect."""
+
+    def __init__(self, scripts: Sequence[Script], *, gated: int) -> None:
+        super().__init__(scripts)
+        self.gate = asyncio.Event()
+        self._gated = gated
+        self.dials = 0
+
+    async def __call__(self, host: str, port: int, **options: Any) -> MockStream:
+        number, self.dials = self.dials, self.dials + 1
+        if number == self._gated:
+            await self.gate.wait()
+        return await super().__call__(host, port, **options)
+
+
+Parser = Literal["h11", "httptools"]
+
+
+def _client(dialer: MockDialer, parser: Parser, *, per_host: int = 10) -> aiopool.Client:
+    client = aiopool.Client(http1_parser=parser, max_connections_per_host=per_host)
+    client._pool._dialer = dialer
+    return client
+
+
+@pytest.mark.parametrize("parser", ["h11", "httptools"])
+async def test_stale_retry_handed_another_stale_socket_retries_again(parser: Parser) -> None:
+    # The soak saw "server disconnected without sending a response" escape: a request failed on
+    # a stale socket, its retry waited for a fresh dial, and meanwhile another request released
+    # a socket that late binding handed straight to the retry; that one was stale too (the
+    # server drops the next request on it), and the retry, spent, gave up.
+    dialer = _GatedDialer(
+        [
+            [response(b"1"), response(b"3")],  # then EOF: stale
+            [response(b"2")],  # then EOF: stale
+            [response(b"4")],  # the fresh dial, held back by the gate
+        ],
+        gated=2,
+    )
+    client = _client(dialer, parser, per_host=2)
+    async with client:
+        async with client.stream("GET", URL) as first:  # socket 1 busy...
+            assert (await client.get(URL)).content == b"2"  # ... so socket 2 is dialed
+            assert await first.aread() == b"1"
+        # Socket 1 is the most recently used: C holds it while A runs.
+        async with client.stream("GET", URL) as c:
+            # A takes socket 2, finds it stale, and waits for the gated fresh dial.
+            a = asyncio.create_task(client.get(URL))
+            await eventually(lambda: dialer.dials == 3)
+            assert await c.aread() == b"3"  # C is done: socket 1 goes to A, and is stale
+        await eventually(lambda: a.done() or client.stats().waiting == 1)
+        dialer.gate.set()  # A (unless it gave up on socket 1) now gets the fresh socket
+        response_a = await a
+        assert response_a.content == b"4"
+        assert not response_a.conn_info.reused
+        stats = assert_settled(client)
+        assert (stats.requests, stats.connections_opened) == (4, 3)  # A counted once
+
+
+@pytest.mark.parametrize("parser", ["h11", "httptools"])
+async def test_408_on_a_reused_socket_is_retried_on_a_fresh_one(parser: Parser) -> None:
+    # The soak's 408-on-idle fault: the server gives up on an idle keep-alive socket and sends
+    # 408 + close just as a request goes out on it. That 408 answers nothing the caller sent.
+    dialer = MockDialer([[response(b"1"), _408], [response(b"2")]])
+    async with _client(dialer, parser) as client:
+        assert (await client.get(URL)).content == b"1"
+        again = await client.put(URL, content=b"body")  # idempotent, bytes body: replayable
+        assert (again.status_code, again.content) == (200, b"2")
+        assert not again.conn_info.reused
+        stats = assert_settled(client)
+        assert (stats.requests, stats.connections_opened) == (2, 2)
+        assert dialer.streams[0].closed  # the 408 socket was never pooled
+        assert dialer.streams[1].written.startswith(b"PUT / HTTP/1.1\r\n")
+
+
+@pytest.mark.parametrize("parser", ["h11", "httptools"])
+async def test_408_on_a_fresh_socket_is_the_answer(parser: Parser) -> None:
+    # On a socket that carried nothing before, the 408 is about this request: hand it over.
+    dialer = MockDialer([[_408]])
+    async with _client(dialer, parser) as client:
+        resp = await client.get(URL)
+        assert resp.status_code == 408
+        assert assert_settled(client).connections_opened == 1
+
+
+@pytest.mark.parametrize("parser", ["h11", "httptools"])
+async def test_408_after_a_one_shot_body_is_the_answer(parser: Parser) -> None:
+    async def body() -> AsyncIterator[bytes]:
+        yield b"once"
+
+    dialer = MockDialer([[response(b"1"), _408]])
+    async with _client(dialer, parser) as client:
+        await client.get(URL)
+        resp = await client.post(URL, content=body())  # cannot be sent again
+        assert resp.status_code == 408
+        assert assert_settled(client).connections_opened == 1
