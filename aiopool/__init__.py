@@ -8,12 +8,16 @@ Everything public is re-exported here; modules starting with an underscore are p
 
 from ._client import Client, StreamContext
 from ._config import Timeout
+from ._cookies import Cookies
 from ._exceptions import (
     AiopoolError,
     ClientClosed,
     ConnectError,
     ConnectTimeout,
+    CookieConflict,
+    DecodingError,
     HTTPStatusError,
+    InvalidRedirect,
     InvalidURL,
     LocalProtocolError,
     NetworkError,
@@ -22,11 +26,15 @@ from ._exceptions import (
     ProxyError,
     ReadError,
     ReadTimeout,
+    RedirectBodyNotReplayable,
+    RedirectError,
     RemoteProtocolError,
+    ResponseTooLarge,
     StreamClosed,
     StreamConsumed,
     StreamError,
     TimeoutException,
+    TooManyRedirects,
     TransportError,
     WriteError,
     WriteTimeout,
@@ -35,8 +43,7 @@ from ._headers import Headers
 from ._models import Request, Response
 from ._stats import ConnInfo, HostStats, PoolStats, TraceEvent
 from ._urls import URL
-
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = (
     "URL",
@@ -46,9 +53,13 @@ __all__ = (
     "ConnInfo",
     "ConnectError",
     "ConnectTimeout",
+    "CookieConflict",
+    "Cookies",
+    "DecodingError",
     "HTTPStatusError",
     "Headers",
     "HostStats",
+    "InvalidRedirect",
     "InvalidURL",
     "LocalProtocolError",
     "NetworkError",
@@ -58,15 +69,19 @@ __all__ = (
     "ProxyError",
     "ReadError",
     "ReadTimeout",
+    "RedirectBodyNotReplayable",
+    "RedirectError",
     "RemoteProtocolError",
     "Request",
     "Response",
+    "ResponseTooLarge",
     "StreamClosed",
     "StreamConsumed",
     "StreamContext",
     "StreamError",
     "Timeout",
     "TimeoutException",
+    "TooManyRedirects",
     "TraceEvent",
     "TransportError",
     "WriteError",

@@ -4,6 +4,12 @@
     ├── InvalidURL
     ├── ClientClosed
     ├── HTTPStatusError                 (raise_for_status)
+    ├── ResponseTooLarge                (a body over max_response_size; .limit, .request)
+    ├── CookieConflict                  (Cookies.get: several cookies match a name)
+    ├── RedirectError                   (carries .response, .history, .request)
+    │   ├── TooManyRedirects
+    │   ├── InvalidRedirect             (also an InvalidURL)
+    │   └── RedirectBodyNotReplayable
     ├── StreamError
     │   ├── StreamConsumed
     │   └── StreamClosed
@@ -12,6 +18,7 @@
         │   ├── ConnectTimeout · ReadTimeout · WriteTimeout · PoolTimeout
         ├── NetworkError
         │   ├── ConnectError · ReadError · WriteError
+        ├── DecodingError               (Content-Encoding corrupt, truncated, or a bomb)
         ├── ProtocolError
         │   ├── LocalProtocolError      (we were about to send something illegal)
         │   └── RemoteProtocolError     (the server sent something illegal)
@@ -34,7 +41,10 @@ __all__ = (
     "ClientClosed",
     "ConnectError",
     "ConnectTimeout",
+    "CookieConflict",
+    "DecodingError",
     "HTTPStatusError",
+    "InvalidRedirect",
     "InvalidURL",
     "LocalProtocolError",
     "NetworkError",
@@ -43,11 +53,15 @@ __all__ = (
     "ProxyError",
     "ReadError",
     "ReadTimeout",
+    "RedirectBodyNotReplayable",
+    "RedirectError",
     "RemoteProtocolError",
+    "ResponseTooLarge",
     "StreamClosed",
     "StreamConsumed",
     "StreamError",
     "TimeoutException",
+    "TooManyRedirects",
     "TransportError",
     "WriteError",
     "WriteTimeout",
@@ -63,7 +77,8 @@ class InvalidURL(AiopoolError):
 
 
 class ClientClosed(AiopoolError):
-    """The client was closed; it accepts no new requests."""
+    """The client was closed: it accepts no new requests, and `aclose()` fails the requests
+    still in flight or waiting for a connection with this error."""
 
 
 class HTTPStatusError(AiopoolError):
@@ -73,6 +88,58 @@ class HTTPStatusError(AiopoolError):
         super().__init__(message)
         self.request = request
         self.response = response
+
+
+class ResponseTooLarge(AiopoolError):
+    """A body to be buffered (`client.get()`, `response.aread()`) is larger than
+    `max_response_size` (`limit`, counted after decoding). The socket was closed, not drained.
+
+    Not a `TransportError`: the exchange did not fail, our limit refused it, and sending the
+    request again cannot help. Stream the body with `client.stream()` instead, or raise the
+    limit (`max_response_size=None` removes it).
+    """
+
+    def __init__(self, message: str, *, limit: int, request: Request) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.request = request
+
+
+class CookieConflict(AiopoolError):
+    """`Cookies.get(name)` matched cookies of that name for several domains or paths; pass
+    `domain=` (and `path=`) to choose one."""
+
+
+class RedirectError(AiopoolError):
+    """A redirect could not be followed.
+
+    `response` is the redirect response that could not be followed (its body already read, its
+    connection back in the pool), `history` the redirect responses before it, oldest first, and
+    `request` the request `response` answered.
+    """
+
+    def __init__(self, message: str, *, response: Response, history: list[Response]) -> None:
+        super().__init__(message)
+        self.response = response
+        self.history = history
+
+    @property
+    def request(self) -> Request:
+        return self.response.request
+
+
+class TooManyRedirects(RedirectError):
+    """More than `max_redirects` redirects in a row (a loop, most likely)."""
+
+
+class InvalidRedirect(RedirectError, InvalidURL):
+    """The Location of a redirect is not a valid URL, or not an http(s) one."""
+
+
+class RedirectBodyNotReplayable(RedirectError):
+    """A 307 or 308 redirect asks for the request body again, but it was an async iterable,
+    which can be sent once only. Pass the body as bytes to allow following such redirects, or
+    `follow_redirects=False` to handle them yourself."""
 
 
 class StreamError(AiopoolError):
@@ -132,6 +199,17 @@ class ReadError(NetworkError):
 
 class WriteError(NetworkError):
     """Writing to an established connection failed."""
+
+
+class DecodingError(TransportError):
+    """The response body could not be decoded by its Content-Encoding: corrupt or truncated
+    data, more than 5 codings, or a body expanding past the decompression-bomb bound. Raised
+    while the body is read; its connection was closed (the HTTP/2 stream reset) unless the
+    body had arrived whole and the socket was clean.
+
+    A `TransportError` (with `.request`) because, like a broken connection, it means the
+    response the server sent is unusable; not a `ProtocolError`, whose HTTP framing it is not.
+    """
 
 
 class ProtocolError(TransportError):

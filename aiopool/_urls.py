@@ -6,7 +6,10 @@ Rules kept here:
 - no ASCII control characters or whitespace anywhere (RFC 3986 section 2: they are never valid
   in a URI, and a raw CR/LF in the target is how request smuggling starts);
 - non-ASCII host names are IDNA-encoded; non-ASCII in path or query is percent-encoded (UTF-8),
-  as browsers and RFC 3987 section 3.1 do.
+  as browsers and RFC 3987 section 3.1 do;
+- userinfo (`http://user:password@host/`) never reaches the wire as part of the URL: the client
+  turns it into HTTP Basic credentials and strips it (`without_userinfo()`), and `repr()` masks
+  the password, so a URL in a log line or a traceback does not carry it.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import functools
 import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, NamedTuple
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, unquote, urlencode, urljoin, urlsplit
 
 from ._exceptions import InvalidURL
 
@@ -70,17 +73,18 @@ class URL:
     Raises `InvalidURL` for anything that could not safely be sent.
     """
 
-    __slots__ = ("_str", "host_header", "origin", "target")
+    __slots__ = ("_str", "_userinfo", "host_header", "origin", "target")
 
     origin: Origin
     target: bytes  # the request-target: path plus query, percent-encoded ASCII
     host_header: bytes  # value for the Host header (port omitted when default)
     _str: str
+    _userinfo: str  # "user:password" as written (percent-encoded), "" when absent
 
     def __init__(self, url: str) -> None:
         if not isinstance(url, str):
             raise InvalidURL(f"URL must be a str, not {type(url).__name__}")
-        self.origin, self.target, self.host_header, self._str = _parse(url)
+        self.origin, self.target, self.host_header, self._str, self._userinfo = _parse(url)
 
     @property
     def scheme(self) -> str:
@@ -102,6 +106,53 @@ class URL:
     def query(self) -> str:
         return self.target.decode("ascii").partition("?")[2]
 
+    @property
+    def fragment(self) -> str:
+        return self._str.partition("#")[2]
+
+    @property
+    def username(self) -> str:
+        """The user name from the URL's userinfo, percent-decoded ("" when there is none)."""
+        return unquote(self._userinfo.partition(":")[0])
+
+    @property
+    def password(self) -> str:
+        """The password from the URL's userinfo, percent-decoded ("" when there is none)."""
+        return unquote(self._userinfo.partition(":")[2])
+
+    @property
+    def has_userinfo(self) -> bool:
+        return bool(self._userinfo)
+
+    def without_userinfo(self) -> URL:
+        """This URL with any `user:password@` removed (itself when it has none)."""
+        if not self._userinfo:
+            return self
+        scheme, _, rest = self._str.partition("://")
+        return URL(f"{scheme}://{rest.partition('@')[2]}")
+
+    def join(self, url: str) -> URL:
+        """Resolve `url`, absolute or relative, against this URL (RFC 3986 section 5.2).
+
+        `"/b"` keeps the scheme and authority, `"//host/b"` keeps the scheme, `"b"` and `"../b"`
+        are merged with this path, `"?q"` replaces the query; a fragment comes from `url`
+        only (section 5.2.2: the base's fragment is never inherited by the reference).
+        Raises `InvalidURL` if the result is not a valid http(s) URL.
+        """
+        if not isinstance(url, str):
+            raise InvalidURL(f"URL must be a str, not {type(url).__name__}")
+        # The control-character check runs on `url` itself: urljoin would strip some of them.
+        if _FORBIDDEN.search(url):
+            raise InvalidURL(f"URL contains whitespace or control characters: {url!r}")
+        if url.startswith("//") and url[2:3] in ("", "/", "?", "#"):
+            # An empty authority: RFC 3986 gives "http://" (no host), urljoin the base.
+            raise InvalidURL(f"URL has no host: {url!r}")
+        try:
+            joined = urljoin(self._str, url)
+        except ValueError as exc:  # e.g. "Invalid IPv6 URL"
+            raise InvalidURL(f"invalid URL {url!r}: {exc}") from None
+        return URL(joined)
+
     def copy_merge_params(self, params: QueryParams) -> URL:
         """Return a new URL with `params` appended to the query string."""
         extra = params if isinstance(params, str) else urlencode(_flatten(params), doseq=False)
@@ -115,7 +166,12 @@ class URL:
         return self._str
 
     def __repr__(self) -> str:
-        return f"URL({self._str!r})"
+        text = self._str
+        if ":" in self._userinfo:  # never show a password (httpx masks it the same way)
+            scheme, _, rest = text.partition("://")
+            user = self._userinfo.partition(":")[0]
+            text = f"{scheme}://{user}:[secure]@{rest.partition('@')[2]}"
+        return f"URL({text!r})"
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, URL):
@@ -142,7 +198,7 @@ def _flatten(params: Mapping[str, object] | Sequence[tuple[str, object]]) -> lis
 
 
 @functools.lru_cache(maxsize=512)
-def _parse(url: str) -> tuple[Origin, bytes, bytes, str]:
+def _parse(url: str) -> tuple[Origin, bytes, bytes, str, str]:
     # Cached: services call the same few URLs over and over, and urlsplit is not free.
     if _FORBIDDEN.search(url):
         raise InvalidURL(f"URL contains whitespace or control characters: {url!r}")
@@ -174,10 +230,10 @@ def _parse(url: str) -> tuple[Origin, bytes, bytes, str]:
     target = path + ("?" + quote(parts.query, safe=_SAFE) if parts.query else "")
     host_text = f"[{host}]" if ":" in host else host
     host_header = host_text if port == DEFAULT_PORTS[scheme] else f"{host_text}:{port}"
-    userinfo = ""
-    if parts.username is not None:
-        userinfo = parts.netloc.rpartition("@")[0] + "@"
-    normal = f"{scheme}://{userinfo}{host_header}{target}"
+    userinfo = parts.netloc.rpartition("@")[0] if "@" in parts.netloc else ""
+    at = "@" if userinfo else ""
+    normal = f"{scheme}://{userinfo}{at}{host_header}{target}"
     if parts.fragment:
         normal += "#" + parts.fragment
-    return Origin(scheme, host, port), target.encode("ascii"), host_header.encode("ascii"), normal
+    origin = Origin(scheme, host, port)
+    return origin, target.encode("ascii"), host_header.encode("ascii"), normal, userinfo

@@ -12,13 +12,17 @@ instance serves tests on every pytest-asyncio loop.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
+import itertools
+import json
 import logging
 import shutil
 import socket
 import tempfile
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -28,6 +32,7 @@ from hypercorn.asyncio import serve
 from hypercorn.config import Config, Sockets
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope, Scope
 
+from . import encodings
 from ._service import Service
 from .fault_server import pattern
 
@@ -54,6 +59,21 @@ class RigApp:
     * ``/slow?chunks=K&delay=S`` -- 200, K (5) pieces of 10 bytes each after S (0.1) s,
       ``pattern(10 * K)`` in all
     * ``/upload`` -- 200, body ``b"<count> <sha256 hex>"`` of the request body
+    * ``/inspect`` -- 200, JSON ``{method, path, query, headers: [[name, value]...], body}``
+      of the request as received (latin-1 text)
+    * ``/redirect?status=S&to=L`` -- status S (302) with ``Location: L`` (none if ``to`` is
+      absent); ``to2=M`` adds a second Location; every ``cookie=C`` adds ``Set-Cookie: C``;
+      ``body=N`` sends ``pattern(N)`` as the body, with Content-Length unless ``chunked=1``
+    * ``/chain/N?status=S&mode=M`` -- N > 0: status S (302) to ``/chain/N-1`` (same query),
+      by an absolute (``mode=abs``), absolute-path (``path``, the default) or relative
+      (``rel``) Location; N = 0: as ``/inspect``
+    * ``/loop`` -- 302 to itself, forever
+    * ``/set-cookie?cookie=C...`` -- 200, a ``Set-Cookie: C`` per ``cookie``, body ``set``
+    * ``/basic-auth?user=U&password=P`` -- 200 ``ok`` if the request carries those Basic
+      credentials (UTF-8), else 401 with ``WWW-Authenticate: Basic realm="rig"``
+    * ``/encoded``, ``/bomb``, ``/endless`` -- bodies with a Content-Encoding, as the fault
+      server serves them (see ``rig.encodings``); ``/endless`` stops after 1 GiB here, as an
+      ASGI app is not told when the client has gone
     * anything else -- 404
 
     Every response carries ``x-http-version`` (``2`` for HTTP/2) from the ASGI scope.
@@ -101,7 +121,8 @@ class RigApp:
 
 
 async def _serve(scope: HTTPScope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
-    query = dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
+    pairs = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+    query = dict(pairs)
     path = scope["path"]
     body = bytearray()
     while True:
@@ -126,6 +147,21 @@ async def _serve(scope: HTTPScope, receive: ASGIReceiveCallable, send: ASGISendC
         elif path == "/upload":
             digest = hashlib.sha256(body).hexdigest()
             await _respond(scope, send, 200, f"{len(body)} {digest}".encode())
+        elif path == "/inspect" or path == "/chain/0":
+            await _inspect(scope, send, bytes(body))
+        elif path == "/redirect":
+            await _redirect(scope, send, pairs)
+        elif path.startswith("/chain/"):
+            await _chain(scope, send, int(path.removeprefix("/chain/")), query)
+        elif path == "/loop":
+            await _respond(scope, send, 302, b"", [(b"location", b"/loop")])
+        elif path == "/set-cookie":
+            cookies = [(b"set-cookie", v.encode("latin-1")) for k, v in pairs if k == "cookie"]
+            await _respond(scope, send, 200, b"set", cookies)
+        elif path == "/basic-auth":
+            await _basic_auth(scope, send, query)
+        elif path in ("/encoded", "/bomb", "/endless"):
+            await _encoded(scope, send, path, query)
         else:
             await _respond(scope, send, 404, b"not found\n")
     except ValueError as exc:
@@ -149,6 +185,96 @@ async def _respond(
     headers = _head(scope, len(body)) + (extra or [])
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def _inspect(scope: HTTPScope, send: ASGISendCallable, body: bytes) -> None:
+    payload = {
+        "method": scope["method"],
+        "path": scope["path"],
+        "query": scope["query_string"].decode("latin-1"),
+        "headers": [[n.decode("latin-1"), v.decode("latin-1")] for n, v in scope["headers"]],
+        "body": body.decode("latin-1"),
+    }
+    content = json.dumps(payload).encode()
+    await _respond(scope, send, 200, content, [(b"content-type", b"application/json")])
+
+
+async def _redirect(scope: HTTPScope, send: ASGISendCallable, pairs: list[tuple[str, str]]) -> None:
+    query = dict(pairs)
+    status = int(query.get("status", "302"))
+    extra = [(b"location", query[key].encode()) for key in ("to", "to2") if key in query]
+    extra += [(b"set-cookie", v.encode("latin-1")) for k, v in pairs if k == "cookie"]
+    body = pattern(int(query.get("body", "0")))
+    if query.get("chunked") != "1":
+        await _respond(scope, send, status, body, extra)
+        return
+    # No Content-Length: HTTP/1.1 sends it chunked, HTTP/2 as DATA frames until END_STREAM.
+    headers = [(b"x-http-version", scope["http_version"].encode()), *extra]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    for start in range(0, len(body), 16384):
+        piece = body[start : start + 16384]
+        await send({"type": "http.response.body", "body": piece, "more_body": True})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _chain(scope: HTTPScope, send: ASGISendCallable, n: int, query: dict[str, str]) -> None:
+    if n < 0:
+        raise ValueError("the chain length must not be negative")
+    status = int(query.get("status", "302"))
+    mode = query.get("mode", "path")
+    qs = scope["query_string"].decode("latin-1")
+    suffix = f"{n - 1}" + (f"?{qs}" if qs else "")
+    if mode == "abs":
+        host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+        location = f"{scope['scheme']}://{host}/chain/{suffix}"
+    elif mode == "rel":
+        location = suffix  # relative to /chain/N: replaces the last segment
+    else:
+        location = f"/chain/{suffix}"
+    await _respond(scope, send, status, b"moved\n", [(b"location", location.encode())])
+
+
+async def _basic_auth(scope: HTTPScope, send: ASGISendCallable, query: dict[str, str]) -> None:
+    expected = "Basic " + base64.b64encode(
+        f"{query.get('user', '')}:{query.get('password', '')}".encode()
+    ).decode("ascii")
+    received = [v.decode("latin-1") for n, v in scope["headers"] if n == b"authorization"]
+    if received == [expected]:
+        await _respond(scope, send, 200, b"ok")
+    else:
+        challenge = [(b"www-authenticate", b'Basic realm="rig", charset="UTF-8"')]
+        await _respond(scope, send, 401, b"unauthorized\n", challenge)
+
+
+async def _encoded(
+    scope: HTTPScope, send: ASGISendCallable, path: str, query: dict[str, str]
+) -> None:
+    coding = query.get("coding", "identity" if path == "/endless" else "gzip")
+    pieces: Iterable[bytes]
+    if path == "/encoded":
+        data = encodings.text(int(query.get("size", "100000")))
+        codings = [c.strip() for c in coding.split(",")]
+        header, body = encodings.encode(data, codings, query.get("damage"))
+        status = int(query.get("status", "200"))
+        if "chunks" not in query:
+            await _respond(scope, send, status, body, [(b"content-encoding", header.encode())])
+            return
+        step = -(-len(body) // max(int(query["chunks"]), 1)) or 1
+        pieces = [body[i : i + step] for i in range(0, len(body), step)]
+    elif path == "/bomb":
+        header = coding
+        pieces = encodings.bomb(coding, int(query.get("size", str(1024**3))))
+    else:
+        header = coding
+        chunk = int(query.get("chunk", str(64 * 1024)))
+        pieces = itertools.islice(encodings.endless(coding, chunk), 1024**3 // chunk)
+    headers = [(b"x-http-version", scope["http_version"].encode())]
+    if header != "identity":
+        headers.append((b"content-encoding", header.encode()))
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    for piece in pieces:
+        await send({"type": "http.response.body", "body": piece, "more_body": True})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 async def _slow(scope: HTTPScope, send: ASGISendCallable, chunks: int, delay: float) -> None:

@@ -1,0 +1,225 @@
+"""Cookies: a client's jar, filled from every response's Set-Cookie and sent per request URL.
+
+The rules are the standard library's (`http.cookiejar`: domain and path matching, Secure,
+Expires/Max-Age), with the policy tightened where RFC 6265 is stricter than its defaults:
+
+- a cookie set without a Domain attribute is host-only (RFC 6265 section 5.3 step 6): it goes
+  back to exactly the host that set it, never to its subdomains (`DomainStrictNonDomain`);
+- a cookie whose name or value could not be sent back as a legal header is dropped when it
+  arrives, so one hostile Set-Cookie cannot make every later request to that host fail.
+
+Cookies the *user* sets without a domain (`Client(cookies={"a": "1"})`, `cookies.set("a",
+"1")`) are sent to every host the user asks for, as httpx does; they are withheld on a redirect
+hop to an origin other than the one the user asked for, like the `Cookie` header the user sets
+(see `_redirects`). Give `domain=` to scope them.
+"""
+
+from __future__ import annotations
+
+import re
+import urllib.request
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
+from http.cookiejar import Cookie, CookieJar, DefaultCookiePolicy
+from typing import TypeAlias
+
+from ._exceptions import CookieConflict
+from ._headers import Headers
+from ._urls import URL
+
+__all__ = ("CookieTypes", "Cookies")
+
+CookieTypes: TypeAlias = "Cookies | CookieJar | Mapping[str, str] | Sequence[tuple[str, str]]"
+
+# RFC 6265 section 4.1.1: cookie-name is a token; cookie-value is cookie-octets (no CTLs,
+# whitespace, DQUOTE, comma, semicolon or backslash), optionally in double quotes. Values are
+# checked a little more leniently (spaces and commas inside pass, as browsers accept them),
+# but never anything that would split the Cookie header or the header block.
+_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_VALUE = re.compile(r"[^\x00-\x1f\x7f;]*")
+
+
+def _valid(name: str, value: str | None) -> bool:
+    return bool(_NAME.fullmatch(name)) and (value is None or bool(_VALUE.fullmatch(value)))
+
+
+class _Policy(DefaultCookiePolicy):
+    """The stdlib policy, host-only cookies kept host-only, and the two rules above."""
+
+    def __init__(self) -> None:
+        super().__init__(strict_ns_domain=DefaultCookiePolicy.DomainStrictNonDomain)
+
+    def set_ok(self, cookie: Cookie, request: urllib.request.Request) -> bool:
+        return _valid(cookie.name, cookie.value) and super().set_ok(cookie, request)
+
+    def return_ok(self, cookie: Cookie, request: urllib.request.Request) -> bool:
+        if not cookie.domain:  # set by the user, without a domain: see the module docstring
+            return not getattr(request, "cross_origin_hop", False) and self.return_ok_expires(
+                cookie, request
+            )
+        return super().return_ok(cookie, request)
+
+
+class _JarRequest(urllib.request.Request):
+    """What `CookieJar` expects to see of a request: urllib's Request, for one URL."""
+
+    def __init__(self, url: URL, *, cross_origin_hop: bool = False) -> None:
+        super().__init__(str(url))
+        self.cross_origin_hop = cross_origin_hop
+
+
+class _JarResponse:
+    """What `CookieJar.extract_cookies` expects of a response: `info().get_all(name)`."""
+
+    __slots__ = ("_headers",)
+
+    def __init__(self, headers: Headers) -> None:
+        self._headers = headers
+
+    def info(self) -> _JarResponse:
+        return self
+
+    def get_all(self, name: str, default: list[str]) -> list[str]:
+        return self._headers.get_list(name) or default
+
+
+class Cookies(MutableMapping[str, str]):
+    """A client's cookies: a mutable mapping of name to value over an `http.cookiejar.CookieJar`.
+
+    `cookies["name"]` and `get(name)` look a cookie up by name (`domain=`/`path=` narrow it);
+    several cookies of one name for different domains or paths raise `CookieConflict`.
+    `set(name, value, domain=, path=)` adds one: without `domain` it is sent to every host (see
+    the module docstring). `delete` and `clear` remove them; iterating gives the names; `jar` is
+    the underlying `CookieJar` for anything else. `repr()` shows names and domains, never values.
+    """
+
+    __slots__ = ("jar",)
+
+    def __init__(self, cookies: CookieTypes | None = None) -> None:
+        if isinstance(cookies, CookieJar):
+            self.jar = cookies
+            return
+        self.jar = CookieJar(_Policy())
+        if isinstance(cookies, Cookies):
+            for cookie in cookies.jar:
+                self.jar.set_cookie(cookie)
+        elif cookies is not None:
+            items: Iterable[tuple[str, str]]
+            items = cookies.items() if isinstance(cookies, Mapping) else cookies
+            for name, value in items:
+                self.set(name, value)
+
+    def set(self, name: str, value: str, domain: str = "", path: str = "/") -> None:
+        """Add or replace a cookie. Raises `ValueError` for a name that is not an RFC 6265
+        token or a value with a control character or a semicolon."""
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise TypeError("cookie names and values must be str")
+        if not _valid(name, value):
+            raise ValueError(f"illegal cookie {name!r}: not a token, or a bad character in value")
+        cookie = Cookie(
+            version=0,
+            name=name,
+            value=value,
+            port=None,
+            port_specified=False,
+            domain=domain,
+            domain_specified=bool(domain),
+            domain_initial_dot=domain.startswith("."),
+            path=path,
+            path_specified=bool(path),
+            secure=False,
+            expires=None,
+            discard=True,
+            comment=None,
+            comment_url=None,
+            rest={},
+        )
+        self.jar.set_cookie(cookie)
+
+    def get(  # type: ignore[override]
+        self,
+        name: str,
+        default: str | None = None,
+        domain: str | None = None,
+        path: str | None = None,
+    ) -> str | None:
+        """The value of cookie `name` (narrowed by `domain` and `path`), else `default`.
+        Raises `CookieConflict` if several cookies of that name match with different values."""
+        value: str | None = None
+        for cookie in self._matching(name, domain, path):
+            if value is not None and cookie.value != value:
+                raise CookieConflict(
+                    f"several cookies named {name!r} (for different domains or paths); "
+                    "pass domain= and path= to choose one"
+                )
+            value = cookie.value
+        return default if value is None else value
+
+    def delete(self, name: str, domain: str | None = None, path: str | None = None) -> None:
+        """Remove every cookie named `name` (narrowed by `domain` and `path`)."""
+        for cookie in list(self._matching(name, domain, path)):
+            self.jar.clear(cookie.domain, cookie.path, cookie.name)
+
+    def clear(self, domain: str | None = None, path: str | None = None) -> None:
+        """Remove all cookies, or those of one domain (and path)."""
+        if domain is None:
+            self.jar.clear()
+        else:
+            self.jar.clear(domain, path)
+
+    def _matching(self, name: str, domain: str | None, path: str | None) -> Iterator[Cookie]:
+        for cookie in self.jar:
+            if (
+                cookie.name == name
+                and (domain is None or cookie.domain == domain)
+                and (path is None or cookie.path == path)
+            ):
+                yield cookie
+
+    # The mapping protocol, by name.
+
+    def __getitem__(self, name: str) -> str:
+        value = self.get(name)
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def __setitem__(self, name: str, value: str) -> None:
+        self.set(name, value)
+
+    def __delitem__(self, name: str) -> None:
+        if self.get(name) is None:
+            raise KeyError(name)
+        self.delete(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(dict.fromkeys(cookie.name for cookie in self.jar)))
+
+    def __len__(self) -> int:
+        return len(self.jar)
+
+    def __bool__(self) -> bool:
+        return any(True for _ in self.jar)
+
+    def __repr__(self) -> str:
+        # Values are often session credentials: names and domains only.
+        shown = ", ".join(f"{c.name} for {c.domain or '*'}{c.path}" for c in self.jar)
+        return f"<Cookies [{shown}]>"
+
+    # What the client uses.
+
+    def header_for(self, url: URL, *, cross_origin_hop: bool = False) -> bytes | None:
+        """The `Cookie` header value to send to `url`, or None when no cookie applies.
+
+        `cross_origin_hop`: the request is a redirect hop to an origin other than the one the
+        user asked for, so cookies the user set without a domain are withheld.
+        """
+        if not self.jar._cookies:  # type: ignore[attr-defined]  # the common case, cheaply
+            return None
+        request = _JarRequest(url, cross_origin_hop=cross_origin_hop)
+        self.jar.add_cookie_header(request)
+        value = request.get_header("Cookie")
+        return None if value is None else value.encode("latin-1", errors="replace")
+
+    def extract(self, headers: Headers, url: URL) -> None:
+        """Store the cookies a response to `url` set, by the jar's rules."""
+        self.jar.extract_cookies(_JarResponse(headers), _JarRequest(url))  # type: ignore[arg-type]

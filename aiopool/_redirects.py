@@ -1,0 +1,287 @@
+"""Following redirects, and the cookie jar's part in every exchange.
+
+`exchange()` wraps the client's `_send` (which keeps its own per-hop retries: a stale socket,
+an unprocessed HTTP/2 stream): it adds the jar's `Cookie` header for each URL, stores every
+response's Set-Cookie (redirect hops included), and follows 301, 302, 303, 307 and 308.
+
+The rules, with where they come from:
+
+- 301, 302 and 303 become GET without a body (HEAD stays HEAD), and the headers that described
+  the body go (WHATWG Fetch "HTTP-redirect fetch" step 12; Go turns every method but GET and
+  HEAD into GET for these three, golang/go#18570). 307 and 308 resend method and body
+  (RFC 9110 sections 15.4.8, 15.4.9); a body given as an async iterable was consumed by the
+  first send, so that raises `RedirectBodyNotReplayable` rather than sending an empty body.
+- `Location` is resolved against the current URL (RFC 3986 section 5.2, `URL.join`); a
+  Location without a fragment inherits the current one (RFC 9110 section 10.2.2). A redirect
+  without Location (or an empty one) is returned as it is, as Go and httpx do. One that is not
+  a valid http(s) URL raises `InvalidRedirect`: following it is impossible and returning a 3xx
+  as if it were the answer would hide that (Go and aiohttp raise too). Raw Location bytes are
+  read as UTF-8 when they are valid UTF-8, else as latin-1 (requests does the same, for
+  servers that send unencoded UTF-8 paths).
+- Credentials are for the origin the user asked for. `Authorization`, `Cookie` and
+  `Proxy-Authorization` as the user's request carried them go only to that origin (or to its
+  https upgrade on default ports, as httpx allows); on a hop anywhere else they are dropped,
+  cookies the user set without a domain are withheld, and the jar's own cookies are chosen for
+  the hop's URL by their domain and path. Coming back to the user's origin brings them back
+  (Go compares each hop with the first request the same way). Userinfo in a Location is
+  ignored: a server does not get to choose credentials for us to send.
+- Each redirect response is read before the next hop, so its socket goes back to the pool;
+  at most `MAX_REDIRECT_BODY` bytes of it are kept (Go reads 2 KiB, then closes): a longer
+  body is drained within the pool's bounds or its socket closed, and that history entry has no
+  `content`. More than `max_redirects` redirects raise `TooManyRedirects`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import cast
+
+from ._cookies import Cookies
+from ._exceptions import (
+    InvalidRedirect,
+    InvalidURL,
+    RedirectBodyNotReplayable,
+    TooManyRedirects,
+)
+from ._headers import Headers, validate_header
+from ._models import Request, Response
+from ._urls import URL, Origin
+
+__all__ = ("MAX_REDIRECT_BODY", "REDIRECT_STATUSES", "exchange")
+
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+# Redirect bodies are short "moved" pages (nginx's are ~170 bytes); 64 KiB keeps any real one
+# while bounding what a hostile chain of `max_redirects` hops can make us hold.
+MAX_REDIRECT_BODY = 64 * 1024
+
+_SENSITIVE = frozenset({b"authorization", b"cookie", b"proxy-authorization"})
+# Content-Length and Transfer-Encoding describe the body we no longer send; the rest are
+# Fetch's "request-body-header names".
+_BODY_HEADERS = frozenset(
+    {
+        b"content-length",
+        b"transfer-encoding",
+        b"content-type",
+        b"content-encoding",
+        b"content-language",
+        b"content-location",
+    }
+)
+
+Send = Callable[[Request], Awaitable[Response]]
+# What `_location` returns for several different Location values (no real one holds a NUL).
+_AMBIGUOUS = "\x00ambiguous"
+
+
+async def exchange(
+    send: Send,
+    request: Request,
+    *,
+    cookies: Cookies,
+    follow: bool,
+    max_redirects: int,
+    stream: bool,
+) -> Response:
+    """Send `request` and follow its redirects; return the final response.
+
+    With `stream`, the final response is returned unread (the caller releases it); otherwise
+    its body is read and its connection released. Every redirect response is read and released
+    before the next hop, on every path. Raises what `send` raises, `TooManyRedirects`,
+    `InvalidRedirect`, `RedirectBodyNotReplayable`, and `LocalProtocolError` for a cookie that
+    cannot be sent.
+    """
+    jar_cookie = _add_jar_cookie(request, cookies, cross_origin_hop=False)
+    response = await send(request)
+    _store_cookies(response, cookies)
+    if follow and response.status_code in REDIRECT_STATUSES:
+        response = await _follow(send, response, cookies, max_redirects, jar_cookie)
+    if not stream:
+        await response.aread()  # on failure it closes the socket and names the request
+    return response
+
+
+async def _follow(
+    send: Send,
+    response: Response,
+    cookies: Cookies,
+    max_redirects: int,
+    jar_cookie: tuple[bytes, bytes] | None,
+) -> Response:
+    first = response.request
+    origin = first.url.origin
+    # The sensitive headers the user's request carried (not the jar's Cookie: the jar chooses
+    # again for every hop).
+    credentials = [
+        h for h in first.headers.raw if h[0].lower() in _SENSITIVE and h is not jar_cookie
+    ]
+    history: list[Response] = []
+    while True:
+        location = _location(response)
+        if location is None:  # not a redirect we can follow: the answer as it is
+            response.history = history
+            return response
+        entry = await _release(response)  # from here on, nothing of it is left open
+        entry.history = history[:]
+        if location is _AMBIGUOUS:
+            # Which one did the server mean? Guessing could send us anywhere.
+            raise InvalidRedirect(
+                f"{entry.status_code} redirect with several different Location headers",
+                response=entry,
+                history=history,
+            )
+        if len(history) >= max_redirects:
+            raise TooManyRedirects(
+                f"more than {max_redirects} redirects (the last to {location!r})",
+                response=entry,
+                history=history,
+            )
+        target = _target(entry, location, history)
+        allowed = _same_site(origin, target.origin)
+        request = _next_request(entry, target, credentials if allowed else [], history)
+        _add_jar_cookie(request, cookies, cross_origin_hop=not allowed)
+        history.append(entry)
+        response = await send(request)
+        _store_cookies(response, cookies)
+        if response.status_code not in REDIRECT_STATUSES:
+            response.history = history
+            return response
+
+
+def _location(response: Response) -> str | None:
+    """The raw Location of a redirect, decoded; None when absent or empty, `_AMBIGUOUS` when
+    the server sent several different ones."""
+    values = {v for n, v in response.headers.raw if n.lower() == b"location"}
+    if len(values) > 1:
+        return _AMBIGUOUS
+    if not values:
+        return None
+    raw = values.pop()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("latin-1")
+    return text or None
+
+
+async def _release(response: Response) -> Response:
+    """Read a redirect's body (bounded) so its socket goes back to the pool; return what goes
+    into the history: the response with its body, or, past the bound, without it."""
+    declared = response.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_REDIRECT_BODY:
+        await response.aclose()  # drained within the pool's bounds, or closed
+        return response
+    chunks: list[bytes] = []
+    size = 0
+    # (`aiter_bytes` is an async generator; its declared type is the narrower AsyncIterator.)
+    body = cast("AsyncGenerator[bytes, None]", response.aiter_bytes())
+    async with contextlib.aclosing(body):
+        async for chunk in body:
+            size += len(chunk)
+            if size > MAX_REDIRECT_BODY:
+                break  # closing the iterator closes the socket: Go's rule for long bodies
+            chunks.append(chunk)
+        else:
+            return Response(
+                response.status_code,
+                reason=response.reason,
+                headers=response.headers,
+                http_version=response.http_version,
+                request=response.request,
+                conn_info=response.conn_info,
+                content=b"".join(chunks),
+            )
+    return response
+
+
+def _target(response: Response, location: str, history: list[Response]) -> URL:
+    current = response.request.url
+    try:
+        target = current.join(location).without_userinfo()
+        if not target.fragment and current.fragment:  # RFC 9110 section 10.2.2
+            target = URL(f"{target}#{current.fragment}")
+    except InvalidURL as exc:
+        raise InvalidRedirect(
+            f"cannot follow the {response.status_code} redirect from {current}: {exc}",
+            response=response,
+            history=history,
+        ) from None
+    return target
+
+
+def _same_site(origin: Origin, target: Origin) -> bool:
+    """Whether the user's credentials for `origin` may go to `target`: the same origin, or its
+    upgrade from http to https with both on default ports (httpx's rule)."""
+    if (origin.scheme, origin.host, origin.port) == (target.scheme, target.host, target.port):
+        return True
+    return (
+        origin.scheme == "http"
+        and target.scheme == "https"
+        and origin.host == target.host
+        and origin.port == 80
+        and target.port == 443
+    )
+
+
+def _next_request(
+    response: Response,
+    target: URL,
+    credentials: list[tuple[bytes, bytes]],
+    history: list[Response],
+) -> Request:
+    previous = response.request
+    method, content = previous.method, previous.content
+    status = response.status_code
+    drop_body = status in (301, 302, 303)
+    if drop_body:
+        content = None
+        if method != "HEAD":
+            method = "GET"
+    elif content is not None and not isinstance(content, bytes):
+        raise RedirectBodyNotReplayable(
+            f"the {status} redirect to {target} needs the request body again, but it was an "
+            "async iterable, which can be sent only once; pass bytes to allow this",
+            response=response,
+            history=history,
+        )
+    same_host = previous.url.origin[:3] == target.origin[:3]
+    raw: list[tuple[bytes, bytes]] = []
+    for name, value in previous.headers.raw:
+        lower = name.lower()
+        if lower in _SENSITIVE or (drop_body and lower in _BODY_HEADERS):
+            continue
+        if lower == b"host" and not same_host:
+            value = target.host_header
+        raw.append((name, value))
+    raw.extend(credentials)
+    return Request(method, target, Headers._from_raw(raw), content, headers_validated=True)
+
+
+def _add_jar_cookie(
+    request: Request, cookies: Cookies, *, cross_origin_hop: bool
+) -> tuple[bytes, bytes] | None:
+    """Append the jar's `Cookie` for the request's URL, unless the request has one already
+    (a user-set Cookie header wins). Returns the header it appended, if any."""
+    if not cookies.jar._cookies:  # type: ignore[attr-defined]  # an empty jar costs nothing
+        return None
+    raw = request.headers.raw
+    if any(name.lower() == b"cookie" for name, _ in raw):
+        return None
+    value = cookies.header_for(request.url, cross_origin_hop=cross_origin_hop)
+    if value is None:
+        return None
+    validate_header(b"cookie", value)  # a cookie put straight into `jar` is checked here
+    header = (b"cookie", value)
+    request.headers = Headers._from_raw([*raw, header])
+    return header
+
+
+def _store_cookies(response: Response, cookies: Cookies) -> None:
+    for name, _ in response.headers.raw:
+        if name == b"set-cookie":  # response header names arrive lower-cased
+            try:
+                cookies.extract(response.headers, response.url)
+            except BaseException:
+                response._abort()
+                raise
+            return
