@@ -41,7 +41,8 @@ from ._exceptions import (
 )
 from ._headers import Headers
 from ._models import Request, Response
-from ._stats import ConnInfo, HostStats, PoolStats, TraceEvent
+from ._stats import ConnInfo, HostStats, PoolStats
+from ._trace import TraceEvent, TraceHook, TraceName
 from ._urls import URL
 from ._version import __version__
 
@@ -83,6 +84,8 @@ __all__ = (
     "TimeoutException",
     "TooManyRedirects",
     "TraceEvent",
+    "TraceHook",
+    "TraceName",
     "TransportError",
     "WriteError",
     "WriteTimeout",
