@@ -250,8 +250,11 @@ class Client:
     async def aclose(self) -> None:
         """Close every connection and refuse new requests (`ClientClosed`).
 
-        Requests still in flight fail (their sockets are closed under them); requests waiting for
-        a connection fail with `ClientClosed`. Idempotent.
+        Nothing is waited for: requests in flight (sending, awaiting the head, or streaming a
+        body) and requests waiting for a connection fail at once with `ClientClosed`; idle
+        sockets are closed, dials in flight cancelled, HTTP/2 reader tasks ended. TLS sockets get
+        0.25 s to exchange close_notify. When this returns, no socket or task of the client is
+        left. (To let requests finish, await them before closing.) Idempotent.
         """
         if not self._closed:
             self._closed = True
