@@ -290,7 +290,6 @@ class ConnectionPool:
                     tracer("tls_handshake_start", origin, conn_id, server_name=origin.host)
 
         stream: NetworkStream
-        stream: NetworkStream
         try:
             if origin.proxy is None and on_connected is not None and self._dialer is open_stream:
                 # Traced: the real dialer reports TCP before TLS (a test's scripted dialer
