@@ -29,7 +29,7 @@ from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
 
 from ._backend import expire
-from ._config import DEFAULT_HEAD_LIMITS, HeadLimits
+from ._config import DEFAULT_HEAD_LIMITS, MAX_INTERIM_RESPONSES, HeadLimits
 from ._exceptions import (
     ClientClosed,
     ReadError,
@@ -41,7 +41,7 @@ from ._exceptions import (
 from ._h2engine import H2Engine, load_engine
 from ._headers import Headers
 from ._http2_stream import H2Body, Stream, reason_phrase, wake
-from ._http11 import ConnState, ResponseHead, too_many_headers
+from ._http11 import ConnState, ResponseHead, too_many_headers, too_many_interim
 
 if TYPE_CHECKING:
     from ._backend import NetworkStream
@@ -258,7 +258,7 @@ class HTTP2Connection:
                     self.origin,
                     self.id,
                     method=request.method,
-                    target=request.url.target,
+                    target=request.url.target.decode("latin-1"),
                     stream_id=stream_id,
                 )
             try:
@@ -553,7 +553,11 @@ class HTTP2Connection:
             return
         if s.tracer is not None and not s.interim:
             s.tracer("got_first_response_byte", self.origin, self.id, stream_id=s.id)
-        s.interim = True
+        s.interim += 1
+        if s.interim > MAX_INTERIM_RESPONSES:  # as on HTTP/1.1: no endless 1xx
+            s.error = RemoteProtocolError(too_many_interim())
+            wake(s)  # (the stream's owner resets it when it sees the error)
+            return
         for name, value in event.headers or ():
             if name == b":status":
                 if value == b"100" and not s.continued:

@@ -55,7 +55,7 @@ class Stream:
         self.sending = False
         self.released = False
         self.tracer: Tracer | None = None  # the request's, if anyone listens
-        self.interim = False  # a 1xx response arrived
+        self.interim = 0  # 1xx responses received
         self.continued = False  # ... and it was `100 Continue`
         self.withheld = False  # the body was never sent (a final response came first)
 

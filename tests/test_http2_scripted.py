@@ -279,3 +279,17 @@ async def test_oversized_header_list_fails_the_connection(server: H2ScriptServer
     async with h2_client(max_response_header_bytes=512 * 1024) as client:
         resp = await client.get(f"{server.url}/headers?n=20&size=8000")
         assert resp.headers["x-many-19"] == "v" * 8000
+
+
+async def test_interim_responses_are_skipped_up_to_a_cap(server: H2ScriptServer) -> None:
+    async with h2_client() as client:
+        resp = await client.get(f"{server.url}/interim?n=10")
+        assert (resp.status_code, resp.content) == (200, b"ok\n")
+        assert "link" not in resp.headers  # the 103s' fields are not the response's
+        with pytest.raises(aiopool.RemoteProtocolError, match="more than 10 interim"):
+            await client.get(f"{server.url}/interim?n=11")
+        # Only that stream failed: the socket carries on.
+        again = await client.get(f"{server.url}/echo?id=again")
+        assert again.conn_info.reused and again.text == "again"
+        stats = assert_settled(client)
+        assert stats.connections_opened == 1 and stats.connections_closed == 0

@@ -195,6 +195,7 @@ class H2ScriptServer(_ThreadedServer):
     /stall-headers              nothing at all
     /rst?code=N                 RST_STREAM with error code N (7, REFUSED_STREAM)
     /headers?n=N&size=B         200 with N (100) extra ``x-many-i`` headers of B (10) bytes
+    /interim?n=N                N (3) ``103 Early Hints`` heads, then 200 ``ok``
     /goaway-after?n=N           as /echo, and this connection behaves as if
                                 ``goaway_after_streams=N`` (a GOAWAY naming this stream
                                 at once if N streams were already received)
@@ -243,6 +244,7 @@ class H2ScriptServer(_ThreadedServer):
             "stall-headers": self._stall_headers,
             "rst": self._rst,
             "headers": self._headers,
+            "interim": self._interim,
         }
 
     # -- script -----------------------------------------------------------------------------
@@ -727,6 +729,15 @@ class H2ScriptServer(_ThreadedServer):
         session.h2.send_headers(stream.id, headers)
         session.flush()
         await self._send_data(session, stream, b"ok\n", end_stream=True)
+
+    async def _interim(self, session: _Session, stream: _Stream) -> None:
+        count = _int_param(stream, "n", 3)
+        await stream.ended.wait()
+        for _ in range(count):
+            hint = [(b":status", b"103"), (b"link", b"</style.css>; rel=preload")]
+            session.h2.send_headers(stream.id, hint)
+            session.flush()
+        await self._respond(session, stream, 200, b"ok\n")
 
     async def _not_found(self, session: _Session, stream: _Stream) -> None:
         await stream.ended.wait()
