@@ -56,12 +56,14 @@ REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 MAX_REDIRECT_BODY = 64 * 1024
 
 _SENSITIVE = frozenset({b"authorization", b"cookie", b"proxy-authorization"})
-# Content-Length and Transfer-Encoding describe the body we no longer send; the rest are
-# Fetch's "request-body-header names".
+# Content-Length and Transfer-Encoding describe the body we no longer send, and an Expect:
+# 100-continue must not go without one (RFC 9110 section 10.1.1); the rest are Fetch's
+# "request-body-header names".
 _BODY_HEADERS = frozenset(
     {
         b"content-length",
         b"transfer-encoding",
+        b"expect",
         b"content-type",
         b"content-encoding",
         b"content-language",

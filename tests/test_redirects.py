@@ -8,6 +8,7 @@ origins (and two cookie hosts): ``https://localhost:P`` and ``https://127.0.0.1:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
 import ssl
 from collections.abc import AsyncIterator, Callable
@@ -163,6 +164,29 @@ async def test_307_and_308_resend_method_and_body(
         seen = received(resp)
         assert seen["content-type"] == ["application/json"]
         assert seen["content-length"] == ["9"]
+
+
+@pytest.mark.parametrize("status", [303, 307])
+async def test_a_large_upload_behind_expect_100_continue_through_a_redirect(
+    hypercorn_server: HypercornServer, make_client: MakeClient, status: int
+) -> None:
+    body = pattern(2 * 1024 * 1024, 7)  # over the automatic Expect: 100-continue threshold
+    async with make_client() as client:
+        resp = await client.post(
+            f"{hypercorn_server.url}/redirect?status={status}&to=/upload", content=body
+        )
+        assert resp.status_code == 200
+        first = resp.history[0].request
+        assert first.headers.get("expect") == "100-continue"
+        if status == 303:
+            # A GET without content must not carry the expectation (RFC 9110 section 10.1.1).
+            assert resp.request.method == "GET"
+            assert "expect" not in resp.request.headers
+            assert resp.content == b"0 " + hashlib.sha256(b"").hexdigest().encode()
+        else:
+            assert resp.request.method == "POST"
+            assert resp.content == f"{len(body)} {hashlib.sha256(body).hexdigest()}".encode()
+        assert_settled(client)
 
 
 async def _streamed_body() -> AsyncIterator[bytes]:
