@@ -1,0 +1,459 @@
+"""The `aiopool` command: `get` and `bench`, in-process through `main(argv)` and as a subprocess
+(`python -m aiopool`), against the fault server and nginx (HTTP/1.1, and h2 over TLS with the
+rig's CA passed by `--cacert`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import re
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+from aiopool import _cli_bench
+from aiopool._cli import main
+from tests.rig.fault_server import BlackholeServer, FaultServer
+from tests.rig.hypercorn_app import HypercornServer
+from tests.rig.nginx import Nginx
+
+_REUSE = re.compile(r"^\* (HTTP/1\.1|HTTP/2), conn (\d+) reused: (true|false), total [\d.]+ ms$")
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    status = main(list(argv))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def summaries(out: str) -> list[tuple[str, int, bool]]:
+    """(protocol, conn id, reused) from each request's summary line, in order."""
+    found = []
+    for line in out.splitlines():
+        match = _REUSE.match(line)
+        if match:
+            found.append((match[1], int(match[2]), match[3] == "true"))
+    return found
+
+
+def python_m_aiopool(
+    *argv: str, stderr: int | None = subprocess.PIPE
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "aiopool", *argv],
+        capture_output=stderr == subprocess.PIPE,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+# get -------------------------------------------------------------------------------------------
+
+
+def test_get_prints_status_headers_body_and_reuse(
+    capsys: pytest.CaptureFixture[str], fresh_fault_server: FaultServer
+) -> None:
+    url = fresh_fault_server.url
+    status, out, err = run(capsys, "get", f"{url}/echo?id=first", f"{url}/echo?id=second")
+    assert (status, err) == (0, "")
+    assert out.startswith("HTTP/1.1 200 OK\n")
+    assert "content-type: application/json\n" in out
+    bodies = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert [b["id"] for b in bodies] == ["first", "second"]
+    assert bodies[0]["conn"] == bodies[1]["conn"]  # the server saw one socket
+    # The client says so too: conn 1 fresh, then the same conn reused.
+    assert summaries(out) == [("HTTP/1.1", 1, False), ("HTTP/1.1", 1, True)]
+    assert fresh_fault_server.connections_accepted == 1
+
+
+def test_get_verbose_shows_request_headers_and_phases(
+    capsys: pytest.CaptureFixture[str], fault_server: FaultServer
+) -> None:
+    url = fault_server.url
+    status, out, _ = run(
+        capsys, "get", "-v", "-H", "X-Hello: there", f"{url}/empty", f"{url}/empty"
+    )
+    assert status == 0
+    assert f"> GET {url}/empty\n" in out
+    assert "> user-agent: aiopool/" in out
+    assert "> X-Hello: there\n" in out or "> x-hello: there\n" in out
+    timings = [line for line in out.splitlines() if line.startswith("* timing: ")]
+    assert len(timings) == 2
+    # First request: a dial; second: no dial at all. Plain HTTP: no TLS phase.
+    assert re.fullmatch(
+        r"\* timing: connect [\d.]+ ms, first byte [\d.]+ ms, total [\d.]+ ms", timings[0]
+    )
+    assert re.fullmatch(
+        r"\* timing: connect none \(socket reused\), first byte [\d.]+ ms, total [\d.]+ ms",
+        timings[1],
+    )
+
+
+def test_get_http2_over_tls_with_cacert(
+    capsys: pytest.CaptureFixture[str], nginx: Nginx, ca_path: str
+) -> None:
+    url = f"{nginx.https_url}/small.txt"
+    status, out, err = run(capsys, "get", "-v", "--cacert", ca_path, url, url)
+    assert (status, err) == (0, "")
+    assert out.count("HTTP/2 200 OK\n") == 2
+    assert out.count("Hello, world\n") == 2
+    assert "content-type: text/plain\n" in out
+    assert summaries(out) == [("HTTP/2", 1, False), ("HTTP/2", 1, True)]
+    # The handshake is described, and timed, once: the second request rode the same socket.
+    assert len(re.findall(r"^\* TLS: TLSv1\.[23], ALPN h2, cipher \S+$", out, re.M)) == 1
+    timings = [line for line in out.splitlines() if line.startswith("* timing: ")]
+    assert re.fullmatch(
+        r"\* timing: connect [\d.]+ ms, TLS [\d.]+ ms, first byte [\d.]+ ms, total [\d.]+ ms",
+        timings[0],
+    )
+    assert timings[1].startswith("* timing: connect none (socket reused), first byte")
+
+
+def test_get_http1_only_over_tls(
+    capsys: pytest.CaptureFixture[str], nginx: Nginx, ca_path: str
+) -> None:
+    status, out, _ = run(
+        capsys, "get", "--http1-only", "--cacert", ca_path, f"{nginx.https_url}/small.txt"
+    )
+    assert status == 0
+    assert out.startswith("HTTP/1.1 200 OK\n")
+    assert summaries(out) == [("HTTP/1.1", 1, False)]
+
+
+def test_get_http2_only_speaks_h2c_on_http(
+    capsys: pytest.CaptureFixture[str], nginx: Nginx
+) -> None:
+    status, out, _ = run(capsys, "get", "--http2-only", f"{nginx.h2c_url}/small.txt")
+    assert status == 0
+    assert out.startswith("HTTP/2 200 OK\n")
+
+
+def test_get_insecure_skips_verification(capsys: pytest.CaptureFixture[str], nginx: Nginx) -> None:
+    status, out, _ = run(capsys, "get", "--insecure", f"{nginx.https_url}/small.txt")
+    assert status == 0
+    assert "Hello, world\n" in out
+
+
+def test_get_untrusted_certificate_is_one_line_and_exit_1(
+    capsys: pytest.CaptureFixture[str], nginx: Nginx
+) -> None:
+    # Without --cacert the rig's CA is unknown: verification must fail, and say why.
+    status, out, err = run(capsys, "get", f"{nginx.https_url}/small.txt")
+    assert status == 1
+    assert out == ""
+    assert err.count("\n") == 1
+    assert err.startswith("aiopool: error: ConnectError: ")
+    assert "certificate" in err.lower()
+
+
+def test_get_binary_body_is_counted_not_printed(
+    capsys: pytest.CaptureFixture[str], nginx: Nginx
+) -> None:
+    status, out, _ = run(capsys, "get", f"{nginx.http_url}/1k.bin")
+    assert status == 0
+    assert "[binary body: 1,024 bytes of application/octet-stream, not shown]\n" in out
+    assert nginx.file_bytes("1k.bin")[:16].decode("latin-1") not in out
+
+
+def test_get_without_content_type_sniffs_the_body(
+    capsys: pytest.CaptureFixture[str], fault_server: FaultServer
+) -> None:
+    # /bytes/N has no Content-Type; its x's look like text, so they are shown.
+    status, out, _ = run(capsys, "get", f"{fault_server.url}/bytes/12")
+    assert status == 0
+    assert "\nxxxxxxxxxxxx\n" in out
+
+
+def test_get_sends_data_method_and_headers(
+    capsys: pytest.CaptureFixture[str], fault_server: FaultServer, tmp_path: Path
+) -> None:
+    url = f"{fault_server.url}/echo"
+    status, out, _ = run(capsys, "get", "-d", "a=1&b=2", url)
+    assert status == 0
+    echoed = json.loads(next(line for line in out.splitlines() if line.startswith("{")))
+    assert (echoed["method"], echoed["body"]) == ("POST", "a=1&b=2")
+    headers = {name.lower(): value for name, value in echoed["headers"]}
+    assert headers["content-type"] == "application/x-www-form-urlencoded"
+    assert headers["content-length"] == "7"
+
+    body = tmp_path / "body.json"
+    body.write_bytes(b'{"k": "v"}')
+    status, out, _ = run(
+        capsys, "get", "-X", "PUT", "-H", "Content-Type: application/json", "-d", f"@{body}", url
+    )
+    assert status == 0
+    echoed = json.loads(next(line for line in out.splitlines() if line.startswith("{")))
+    assert (echoed["method"], echoed["body"]) == ("PUT", '{"k": "v"}')
+    headers = {name.lower(): value for name, value in echoed["headers"]}
+    assert headers["content-type"] == "application/json"
+
+
+def test_get_shows_a_redirect_and_follows_it_with_location(
+    capsys: pytest.CaptureFixture[str], hypercorn_server: HypercornServer, ca_path: str
+) -> None:
+    url = f"{hypercorn_server.url}/chain/2"
+    status, out, _ = run(capsys, "get", "--cacert", ca_path, url)
+    assert status == 0
+    assert out.startswith("HTTP/2 302 Found\n")
+    assert "location: /chain/1\n" in out
+    assert summaries(out) == [("HTTP/2", 1, False)]
+
+    status, out, _ = run(capsys, "get", "-L", "--cacert", ca_path, url)
+    assert status == 0
+    assert re.findall(r"^\* redirect to (\S+) \(conn 1 reused: (\w+)\)$", out, re.M) == [
+        ("/chain/1", "false"),
+        ("/chain/0", "true"),
+    ]
+    final = out.rpartition("HTTP/2 200 OK\n")[2]
+    landed = json.loads(next(line for line in final.splitlines() if line.startswith("{")))
+    assert landed["path"] == "/chain/0"
+    assert summaries(out) == [("HTTP/2", 1, True)]  # three hops, one socket
+
+    status, _, err = run(capsys, "get", "-L", "--max-redirs", "1", "--cacert", ca_path, url)
+    assert status == 1
+    assert err.startswith("aiopool: error: TooManyRedirects: ")
+
+
+@pytest.mark.parametrize(
+    ("path", "options", "expected"),
+    [
+        ("/malformed-status", [], "RemoteProtocolError"),
+        ("/truncated", [], "RemoteProtocolError"),
+        ("/stall-headers", ["--timeout", "0.2"], "ReadTimeout"),
+    ],
+)
+def test_get_failures_are_one_line_and_exit_1(
+    capsys: pytest.CaptureFixture[str],
+    fault_server: FaultServer,
+    path: str,
+    options: list[str],
+    expected: str,
+) -> None:
+    status, _, err = run(capsys, "get", *options, f"{fault_server.url}{path}")
+    assert status == 1
+    assert err.startswith(f"aiopool: error: {expected}: ")
+    assert err.count("\n") == 1
+    assert "Traceback" not in err
+
+
+def test_get_connect_refused_and_bad_urls(capsys: pytest.CaptureFixture[str]) -> None:
+    with FaultServer() as server:
+        closed = server.url  # a port nobody listens on once the server stops
+    status, _, err = run(capsys, "get", f"{closed}/echo")
+    assert status == 1
+    assert err.startswith("aiopool: error: ConnectError: ")
+    status, out, err = run(capsys, "get", "ftp://example.org/", "http://127.0.0.1:1/")
+    # Every URL is checked before anything is sent.
+    assert (status, out) == (1, "")
+    assert err.startswith("aiopool: error: InvalidURL: ")
+
+
+def test_get_carries_on_after_a_failed_url(
+    capsys: pytest.CaptureFixture[str], fault_server: FaultServer
+) -> None:
+    url = fault_server.url
+    status, out, err = run(capsys, "get", f"{url}/garbage", f"{url}/echo?id=after")
+    assert status == 1
+    assert err.startswith("aiopool: error: RemoteProtocolError: ")
+    assert '"id": "after"' in out
+
+
+def test_get_fail_flag_turns_4xx_into_exit_1(
+    capsys: pytest.CaptureFixture[str], fault_server: FaultServer
+) -> None:
+    url = f"{fault_server.url}/status/404"
+    status, out, _ = run(capsys, "get", url)
+    assert status == 0  # a response is a success, whatever its status (as curl)
+    assert out.startswith("HTTP/1.1 404 Not Found\n")
+    status, _, _ = run(capsys, "get", "--fail", url)
+    assert status == 1
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["get"],
+        ["get", "--cacert", "x.pem", "--insecure", "http://x/"],
+        ["get", "--http1-only", "--http2-only", "http://x/"],
+        ["get", "-H", "no colon", "http://x/"],
+        ["bench", "http://x/", "-n", "0"],
+        ["bench", "http://x/", "-c", "many"],
+        ["get", "--timeout", "-1", "http://x/"],
+    ],
+)
+def test_bad_arguments_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    assert "usage: aiopool" in capsys.readouterr().err
+
+
+def test_missing_cacert_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    status, _, err = run(capsys, "get", "--cacert", str(tmp_path / "nope.pem"), "https://x/")
+    assert status == 1
+    assert err.startswith("aiopool: error: FileNotFoundError: ")
+
+
+# bench -----------------------------------------------------------------------------------------
+
+
+def test_bench_reports_rate_latency_statuses_and_sockets(
+    capsys: pytest.CaptureFixture[str], fresh_fault_server: FaultServer
+) -> None:
+    url = f"{fresh_fault_server.url}/bytes/100"
+    status, out, err = run(capsys, "bench", url, "-n", "60", "-c", "4")
+    assert status == 0, err
+    assert "60 done, 60 succeeded, 0 failed" in out
+    assert "status codes: 200: 60\n" in out
+    assert "errors: none\n" in out
+    assert "bytes: 6,000 body bytes received" in out
+    assert "protocol: HTTP/1.1: 60\n" in out
+    assert re.search(r"finished in [\d.]+ s, [\d,.]+ req/s", out)
+    figures = re.search(
+        r"latency \(ms\): min ([\d.]+)  mean ([\d.]+)  p50 ([\d.]+)  p90 ([\d.]+)  p99 ([\d.]+)"
+        r"  max ([\d.]+)",
+        out,
+    )
+    assert figures is not None
+    low, _, p50, p90, p99, high = map(float, figures.groups())
+    assert low <= p50 <= p90 <= p99 <= high
+    sockets = re.search(r"sockets: (\d+) opened, (\d+) reused", out)
+    assert sockets is not None
+    opened, reused = map(int, sockets.groups())
+    # At most -c sockets, every other request on a reused one, and the server agrees.
+    assert 1 <= opened <= 4
+    assert opened + reused == 60
+    assert fresh_fault_server.connections_accepted == opened
+
+
+def test_bench_json_over_http2(
+    capsys: pytest.CaptureFixture[str], nginx: Nginx, ca_path: str
+) -> None:
+    url = f"{nginx.https_url}/1k.bin"
+    status, out, _ = run(capsys, "bench", url, "-n", "40", "-c", "8", "--cacert", ca_path, "--json")
+    assert status == 0
+    report = json.loads(out)
+    assert (report["succeeded"], report["failed"]) == (40, 0)
+    assert report["status_codes"] == {"200": 40}
+    assert report["protocols"] == {"HTTP/2": 40}
+    assert report["body_bytes"] == 40 * 1024
+    # Eight requests in flight, one socket: HTTP/2 streams, not eight connections. (Those
+    # that got the socket as it was dialed were its first; every later one reused it.)
+    assert report["sockets_opened"] == 1
+    assert 40 - 8 <= report["sockets_reused"] <= 39
+    latency = report["latency_ms"]
+    assert latency["min"] <= latency["p50"] <= latency["p99"] <= latency["max"]
+
+
+def test_bench_counts_errors_by_type_and_exits_1(
+    capsys: pytest.CaptureFixture[str], fault_server: FaultServer
+) -> None:
+    status, out, err = run(capsys, "bench", f"{fault_server.url}/malformed-status", "-n", "6")
+    assert status == 1
+    assert "0 succeeded, 6 failed" in out
+    assert "errors: RemoteProtocolError: 6\n" in out
+    assert "status codes: none\n" in out
+    assert err.startswith("aiopool: error: 6 of 6 requests failed (first RemoteProtocolError: ")
+
+
+def test_bench_counts_redirects_without_following_them(
+    capsys: pytest.CaptureFixture[str], hypercorn_server: HypercornServer, ca_path: str
+) -> None:
+    url = f"{hypercorn_server.url}/chain/3"
+    status, out, _ = run(capsys, "bench", url, "-n", "5", "-c", "1", "--cacert", ca_path)
+    assert status == 0
+    assert "status codes: 302: 5\n" in out
+
+
+def test_bench_plain_progress_lines_when_not_a_tty(
+    capsys: pytest.CaptureFixture[str], fault_server: FaultServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_cli_bench, "_PLAIN_EVERY", 0.05)
+    # 4 requests of 0.3 s each, one at a time: several progress periods.
+    url = f"{fault_server.url}/slow?chunks=3&delay=0.1"
+    status, out, err = run(capsys, "bench", url, "-n", "4", "-c", "1")
+    assert status == 0
+    lines = err.splitlines()
+    assert len(lines) >= 3
+    assert all(re.fullmatch(r"progress: \d/4 requests, [\d,]+ req/s, 0 errors", x) for x in lines)
+    assert "\r" not in err
+    assert "4 done, 4 succeeded" in out
+
+
+def test_bench_progress_bar_on_a_terminal(fault_server: FaultServer) -> None:
+    # stderr on a pseudo-terminal: the bar is redrawn in place and ends at 100%.
+    controller, terminal = pty.openpty()
+    try:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "aiopool",
+                "bench",
+                f"{fault_server.url}/delay?s=0.15",
+                "-n",
+                "4",
+                "-c",
+                "2",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=terminal,
+            timeout=60,
+            check=False,
+        )
+        os.close(terminal)
+        terminal = -1
+        drawn = b""
+        while True:
+            try:
+                piece = os.read(controller, 65536)
+            except OSError:  # EIO: the terminal's last writer is gone
+                break
+            if not piece:
+                break
+            drawn += piece
+    finally:
+        if terminal != -1:
+            os.close(terminal)
+        os.close(controller)
+    assert done.returncode == 0
+    assert b"4 done, 4 succeeded" in done.stdout
+    text = drawn.decode()
+    assert "\r[" in text
+    assert re.search(r"\[#{30}\] 4/4 100% [\d,]+ req/s, 0 errors", text)
+
+
+# As a program ----------------------------------------------------------------------------------
+
+
+def test_python_m_aiopool(fault_server: FaultServer) -> None:
+    url = f"{fault_server.url}/echo?id=sub"
+    done = python_m_aiopool("get", url, url)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("HTTP/1.1 200 OK\n")
+    assert summaries(done.stdout) == [("HTTP/1.1", 1, False), ("HTTP/1.1", 1, True)]
+
+
+def test_python_m_aiopool_error_has_no_traceback(blackhole: BlackholeServer) -> None:
+    done = python_m_aiopool("get", "--timeout", "0.2", f"{blackhole.url}/")
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr.startswith("aiopool: error: ReadTimeout: ")
+    assert done.stderr.count("\n") == 1
+
+
+def test_python_m_aiopool_bench(fault_server: FaultServer) -> None:
+    done = python_m_aiopool("bench", f"{fault_server.url}/empty", "-n", "20", "-c", "2")
+    assert done.returncode == 0, done.stderr
+    assert "20 done, 20 succeeded, 0 failed" in done.stdout
+
+
+def test_console_script_is_declared() -> None:
+    scripts = [e for e in metadata.entry_points(group="console_scripts") if e.name == "aiopool"]
+    assert [e.value for e in scripts] == ["aiopool._cli:main"]
