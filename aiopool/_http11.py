@@ -340,7 +340,11 @@ class HTTP11Connection:
     def _trace_wrote_headers(self, request: Request) -> None:
         assert self._tracer is not None
         self._tracer(
-            "wrote_headers", self.origin, self.id, method=request.method, target=request.url.target
+            "wrote_headers",
+            self.origin,
+            self.id,
+            method=request.method,
+            target=request.url.target.decode("latin-1"),
         )
 
     async def _await_continue(self, wait: float) -> bool:

@@ -223,8 +223,8 @@ class ConnectionPool:
         """A request finished cleanly with `conn` (synchronous; safe in any cancelled task)."""
         state = self._state
         state.checkin(conn, self._loop.time() if self._loop else 0.0)
-        # Closed now: the released socket if it turned out unfit, older idle ones over a cap.
-        self._apply("idle_limit", conn, "not_reusable")
+        # Closed now: older idle sockets over a cap, or this one (unfit, or over the cap).
+        self._apply("idle_limit", conn)
         self._watch_idle(conn)
 
     def capacity_changed(self, conn: Connection) -> None:
@@ -245,23 +245,23 @@ class ConnectionPool:
 
     # Effects -----------------------------------------------------------------------------------
 
-    def _apply(
-        self, reason: str, conn: Connection | None = None, conn_reason: str | None = None
-    ) -> None:
+    def _apply(self, reason: str, released: Connection | None = None) -> None:
         """Act on what the last state change asked for: close these, dial for those.
 
-        `reason` says why sockets were closed, for the `conn_closed` trace event (`conn`, if
-        among them, closed for `conn_reason`)."""
+        `reason` says why sockets were closed, for the `conn_closed` trace event; `released`,
+        if among them, may have been closed for being unfit instead ("not_reusable")."""
         state = self._state
         if not (state.to_close or state.to_dial):
             return
         if state.to_close:
             to_close, state.to_close = state.to_close, []
+            if released is not None and released in to_close:
+                to_close.remove(released)
+                unfit = not released.is_reusable()  # (asked before it is closed)
+                released.close()
+                self._trace_closed((released,), "not_reusable" if unfit else reason)
             for closing in to_close:
                 closing.close()
-            if conn is not None and conn in to_close:
-                to_close.remove(conn)
-                self._trace_closed((conn,), conn_reason or reason)
             self._trace_closed(to_close, reason)
         if state.to_dial:
             to_dial, state.to_dial = state.to_dial, []
