@@ -288,9 +288,8 @@ class AsyncioStream:
         self, ssl_context: ssl.SSLContext, server_hostname: str, timeout: float | None
     ) -> AsyncioStream:
         proto = self._proto
-        # The protocol object stays; asyncio slides a TLS layer between it and the socket.
-        # (TLS inside a TLS connection, for an https:// proxy, needs asyncio's own loop: uvloop
-        # cannot layer TLS over its TLS transport.)
+        # The protocol object stays; the loop slides a TLS layer between it and the socket
+        # (or the proxy's TLS layer: TLS inside TLS works on asyncio since 3.11, and uvloop).
         target = f"{server_hostname} (through the proxy)"
         try:
             async with asyncio.timeout(timeout):

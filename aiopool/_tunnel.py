@@ -10,7 +10,7 @@
   here and sends the address; `socks5h://` sends the name for the proxy to resolve. Messages are
   built and parsed by socksio; the framing (how many bytes each reply has) is done here.
 - An `https://` proxy gets TLS first (its own name checked, ALPN http/1.1 only: we speak HTTP/1.1
-  to proxies); an https origin through it is then TLS inside TLS (asyncio's loop only).
+  to proxies); an https origin through it is then TLS inside TLS.
 
 One deadline, the connect timeout, covers the whole dial: proxy socket, handshake and TLS, as
 Go's `DialContext` does. On every failure and on cancellation the socket is aborted before the

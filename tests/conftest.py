@@ -213,7 +213,7 @@ def http1_parser(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 
 # Against real servers, the same tests also run on uvloop (when installed), the loop many
 # applications run in production.
-_UVLOOP_MODULES = frozenset({"tests.test_nginx", "tests.test_http2_nginx"})
+_UVLOOP_MODULES = frozenset({"tests.test_nginx", "tests.test_http2_nginx", "tests.test_proxy"})
 
 
 def pytest_asyncio_loop_factories(
