@@ -7,6 +7,7 @@ from typing import TypeAlias
 
 __all__ = (
     "DEFAULT_HEAD_LIMITS",
+    "DEFAULT_MAX_RESPONSE_SIZE",
     "DRAIN_MAX_BYTES",
     "DRAIN_TIMEOUT",
     "MAX_INTERIM_RESPONSES",
@@ -22,6 +23,15 @@ __all__ = (
 # over most WAN links, so draining is only attempted when it is cheaper than reconnecting.
 DRAIN_MAX_BYTES = 256 * 1024
 DRAIN_TIMEOUT = 0.05
+
+# The most body bytes (after decoding) `client.get()` or `response.aread()` buffer in memory.
+# A finite default, because a server that trickles gigabytes at `await client.get()` must not
+# take the process down with it; streaming (`aiter_bytes()`) is not capped, the caller owns
+# that memory. 100 MiB: Elasticsearch's low-level REST client buffers at most 100 MB the same
+# way (HeapBufferedResponseConsumer); gRPC caps messages at 4 MiB and Spring's WebClient at
+# 256 KiB, too little for a general client that downloads files. Far above any API or page
+# response, yet ten at once fit in a small container.
+DEFAULT_MAX_RESPONSE_SIZE = 100 * 1024 * 1024
 
 # Interim (1xx) responses accepted before the final one. RFC 9110 15.2 allows several (103 Early
 # Hints may repeat), but a server that sends them forever would keep a request alive with no

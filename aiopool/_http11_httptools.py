@@ -345,6 +345,18 @@ class HttptoolsConnection(HTTP11Connection):
         self._status = status
         self._version = "HTTP/1.0" if parser.get_http_version() == "1.0" else "HTTP/1.1"
         self._keep_alive = parser.should_keep_alive()
+        if self._head_request and self._keep_alive is False:
+            # llhttp does not know this answers HEAD: with neither Content-Length nor chunked
+            # (nginx's gzip answers HEAD so) it expects a body until EOF, hence "not
+            # keep-alive". A HEAD response has no body (RFC 9110 section 9.3.2): only the
+            # version and Connection decide (RFC 9112 section 9.3; HTTP/1.0 closes, as h11).
+            tokens = {
+                t.strip().lower()
+                for n, v in self._headers
+                if n == b"connection"
+                for t in v.split(b",")
+            }
+            self._keep_alive = self._version == "HTTP/1.1" and b"close" not in tokens
         self._head_done = True
         if self._has_length and self._has_chunked:
             # RFC 9112 section 6.3: ambiguous framing, the response-splitting vector.

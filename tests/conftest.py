@@ -173,6 +173,8 @@ _PARSER_MODULES = frozenset(
         "tests.test_tls",
         "tests.test_mock_http11",
         "tests.test_limits",
+        "tests.test_decoding",
+        "tests.test_response_limits",
     }
 )
 
