@@ -86,9 +86,12 @@ _MAX_REDIRECTS = 10
 _HAS_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:")
 
 
-# Go's http2 transport retries unprocessed requests up to 6 times with backoff; a GOAWAY or
-# REFUSED_STREAM rarely strikes twice in a row, so 3 bounds a storm without giving up early.
-_MAX_UNPROCESSED_RETRIES = 3
+# Go's http2 transport retries unprocessed requests up to 6 times (with backoff). Fewer is not
+# enough: when a server retires every connection after N streams (nginx's keepalive_requests),
+# the streams a GOAWAY refuses are retried on sibling connections that are as close to their
+# own limit, and the soak saw 3 retries run out against a healthy nginx. Each retry is safe
+# (the server said it never acted on the request); the bound only stops a refusal storm.
+_MAX_UNPROCESSED_RETRIES = 6
 # A stale-socket retry asks the pool for a fresh socket, but a socket another request releases
 # meanwhile goes straight to the longest waiter (late binding, DESIGN invariant 2), so the retry
 # may land on another reused socket and meet the same race there. Go retries for as long as the

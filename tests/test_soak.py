@@ -19,6 +19,7 @@ import aiopool
 from tests.helpers import assert_settled, eventually
 from tests.mock_backend import MockDialer, MockStream, Script, response
 from tests.rig.fault_server import FaultServer
+from tests.rig.h2_server import H2ScriptServer
 from tests.rig.nginx import Nginx
 from tests.soak import SoakConfig, run_soak
 
@@ -79,6 +80,7 @@ class _GatedDialer(MockDialer):
 
 
 Parser = Literal["h11", "httptools"]
+Engine = Literal["h2", "jh2"]
 
 
 def _client(dialer: MockDialer, parser: Parser, *, per_host: int = 10) -> aiopool.Client:
@@ -158,3 +160,31 @@ async def test_408_after_a_one_shot_body_is_the_answer(parser: Parser) -> None:
         resp = await client.post(URL, content=body())  # cannot be sent again
         assert resp.status_code == 408
         assert assert_settled(client).connections_opened == 1
+
+
+@pytest.mark.parametrize("engine", ["h2", "jh2"])
+async def test_request_refused_six_times_is_still_retried(
+    fresh_h2_server: H2ScriptServer, engine: Engine
+) -> None:
+    # The soak's nginx listener with keepalive_requests=25 refused one request's stream four
+    # times in a row (GOAWAY on every sibling connection it was retried on): with 3 retries
+    # the request failed although the server never acted on it. Go allows 6.
+    fresh_h2_server.script(refuse_first_n=6)
+    async with aiopool.Client(http1=False, http2_engine=engine) as client:
+        resp = await client.get(f"{fresh_h2_server.url}/echo?id=refused")
+        assert resp.status_code == 200
+        assert fresh_h2_server.streams_received == 7  # 6 refused, then served
+        assert assert_settled(client).requests == 1
+
+
+@pytest.mark.parametrize("engine", ["h2", "jh2"])
+async def test_refusals_beyond_the_bound_fail_typed(
+    fresh_h2_server: H2ScriptServer, engine: Engine
+) -> None:
+    fresh_h2_server.script(refuse_first_n=7)
+    async with aiopool.Client(http1=False, http2_engine=engine) as client:
+        with pytest.raises(aiopool.RemoteProtocolError) as info:
+            await client.get(f"{fresh_h2_server.url}/echo")
+        assert info.value.unprocessed
+        assert fresh_h2_server.streams_received == 7  # the first try and 6 retries
+        assert_settled(client)
