@@ -509,6 +509,39 @@ async def test_socks5_http_and_https(
     assert f"connected to {target}:{nginx.https_port}" in log
 
 
+async def test_h2c_by_prior_knowledge_through_socks5(microsocks: Microsocks, nginx: Nginx) -> None:
+    # A SOCKS tunnel is transparent: HTTP/2 with prior knowledge works through it.
+    async with aiopool.Client(proxy=microsocks.url, http1=False, timeout=TIMEOUT) as client:
+        responses = await asyncio.gather(
+            *(client.get(f"{nginx.h2c_url}/echo?id={i}") for i in range(5))
+        )
+        assert [(r.text, r.http_version) for r in responses] == [
+            (str(i), "HTTP/2") for i in range(5)
+        ]
+        assert assert_settled(client).connections_opened == 1
+
+
+@pytest.mark.parametrize("via", ["connect", "socks5"])
+async def test_closing_the_client_closes_the_tunnel_end_to_end(
+    via: str,
+    tinyproxy: Tinyproxy,
+    microsocks: Microsocks,
+    tls_fault_server: FaultServer,
+    client_ssl_context: ssl.SSLContext,
+) -> None:
+    proxy = tinyproxy.url if via == "connect" else microsocks.url
+    before = tls_fault_server.open_connections()
+    client = aiopool.Client(proxy=proxy, verify=client_ssl_context, timeout=TIMEOUT)
+    resp = await client.get(f"{tls_fault_server.url}/echo?id=e2e")
+    assert resp.json()["id"] == "e2e"
+    assert tls_fault_server.open_connections() == before + 1  # the tunnelled socket, idle
+    await client.aclose()
+    # Our close goes through the proxy: the origin sees its connection end.
+    assert await tls_fault_server.wait_for_async(
+        lambda: tls_fault_server.open_connections() == before
+    )
+
+
 async def test_socks5_pool_reuse_over_http11(
     microsocks: Microsocks, fault_server: FaultServer
 ) -> None:
