@@ -6,7 +6,7 @@ server.
 
 Standard library only (argparse, asyncio): the command must work on the base install, where
 none of the optional extras (and no third-party CLI framework) is present. Options follow curl's
-names where curl has one (`-H`, `-X`, `-d`, `-L`, `--cacert`, `--insecure`, `--fail`), so they
+names where curl has one (`-H`, `-X`, `-d`, `-L`, `-x`, `--cacert`, `--insecure`, `--fail`), so they
 read as what they do; like curl (and httpie), `get` shows a redirect rather than following it
 unless `-L` says to, since seeing what a URL answers is what the command is for.
 
@@ -200,6 +200,14 @@ def _add_common(parser: argparse.ArgumentParser, *, http2_alias: bool = False) -
         "-k", "--insecure", action="store_true", help="do not verify the server's certificate"
     )
     parser.add_argument(
+        "-x",
+        "--proxy",
+        metavar="URL",
+        help="send through this proxy (http://, https://, socks5://, socks5h://; user:password@ "
+        "for credentials); without it the http_proxy, https_proxy, all_proxy and no_proxy "
+        "environment variables apply, as for curl",
+    )
+    parser.add_argument(
         "--timeout",
         type=_seconds,
         metavar="S",
@@ -256,6 +264,8 @@ def _client_options(args: argparse.Namespace) -> dict[str, Any]:
         options["verify"] = False
     if args.timeout is not None:
         options["timeout"] = Timeout(args.timeout)
+    if args.proxy is not None:
+        options["proxy"] = args.proxy
     return options
 
 

@@ -10,6 +10,7 @@ import pty
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 
@@ -17,11 +18,23 @@ import pytest
 
 from aiopool import _cli_bench
 from aiopool._cli import main
+from tests.conftest import _running_under_ci
 from tests.rig.fault_server import BlackholeServer, FaultServer
 from tests.rig.hypercorn_app import HypercornServer
 from tests.rig.nginx import Nginx
+from tests.rig.proxy import Tinyproxy, find_tinyproxy
 
 _REUSE = re.compile(r"^\* (HTTP/1\.1|HTTP/2), conn (\d+) reused: (true|false), total [\d.]+ ms$")
+
+
+@pytest.fixture(scope="module")
+def tinyproxy() -> Iterator[Tinyproxy]:
+    if find_tinyproxy() is None:
+        if _running_under_ci():
+            pytest.fail("tinyproxy is required under CI (CI is set); .ci/run installs it")
+        pytest.skip("tinyproxy not installed")
+    with Tinyproxy(auth=("user", "secret")) as proxy:
+        yield proxy
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -217,6 +230,24 @@ def test_get_shows_a_redirect_and_follows_it_with_location(
     status, _, err = run(capsys, "get", "-L", "--max-redirs", "1", "--cacert", ca_path, url)
     assert status == 1
     assert err.startswith("aiopool: error: TooManyRedirects: ")
+
+
+def test_get_through_a_proxy(
+    capsys: pytest.CaptureFixture[str], tinyproxy: Tinyproxy, nginx: Nginx, ca_path: str
+) -> None:
+    url = f"{nginx.https_url}/small.txt"
+    status, out, _ = run(capsys, "get", "-x", tinyproxy.url, "--cacert", ca_path, url, url)
+    assert status == 0
+    assert out.count("Hello, world\n") == 2
+    # h2 negotiated with nginx inside the CONNECT tunnel, and the tunnel reused.
+    assert summaries(out) == [("HTTP/2", 1, False), ("HTTP/2", 1, True)]
+    assert tinyproxy.log().count(f"CONNECT localhost:{nginx.https_port} HTTP/1.1") == 1
+
+    anonymous = f"http://127.0.0.1:{tinyproxy.port}"
+    status, out, err = run(capsys, "get", "-x", anonymous, "--cacert", ca_path, url)
+    assert (status, out) == (1, "")
+    assert err.startswith("aiopool: error: ProxyError: ")
+    assert "407" in err
 
 
 @pytest.mark.parametrize(

@@ -13,15 +13,17 @@ import gzip
 import hashlib
 import random
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 import aiopool
+from tests.conftest import _running_under_ci
 from tests.helpers import assert_settled, cancellation_storm, eventually
 from tests.rig.fault_server import BlackholeServer, FaultServer, pattern
 from tests.rig.hypercorn_app import HypercornServer
 from tests.rig.nginx import Nginx
+from tests.rig.proxy import Tinyproxy, find_tinyproxy
 
 httpx = pytest.importorskip("httpx")
 
@@ -201,6 +203,34 @@ async def test_untrusted_certificate_is_connect_error(nginx: Nginx) -> None:
     async with httpx.AsyncClient(transport=AiopoolTransport()) as client:
         with pytest.raises(httpx.ConnectError, match=r"(?i)certificate"):
             await client.get(f"{nginx.https_url}/small.txt")
+
+
+@pytest.fixture(scope="module")
+def tinyproxy() -> Iterator[Tinyproxy]:
+    if find_tinyproxy() is None:
+        if _running_under_ci():
+            pytest.fail("tinyproxy is required under CI (CI is set); .ci/run installs it")
+        pytest.skip("tinyproxy not installed")
+    with Tinyproxy(auth=("user", "secret")) as proxy:
+        yield proxy
+
+
+async def test_proxy_through_aiopool_and_proxy_errors(
+    tinyproxy: Tinyproxy, nginx: Nginx, ca_path: str
+) -> None:
+    proxied = AiopoolTransport(proxy=tinyproxy.url, verify=ca_path)
+    async with httpx.AsyncClient(transport=proxied) as client:
+        resp = await client.get(f"{nginx.https_url}/small.txt")
+        assert (resp.text, resp.http_version) == ("Hello, world\n", "HTTP/2")
+    assert f"CONNECT localhost:{nginx.https_port} HTTP/1.1" in tinyproxy.log()
+
+    anonymous = f"http://127.0.0.1:{tinyproxy.port}"
+    refused = AiopoolTransport(proxy=anonymous, verify=ca_path)  # no credentials: 407
+    async with httpx.AsyncClient(transport=refused) as client:
+        with pytest.raises(httpx.ProxyError, match="407") as exc_info:
+            await client.get(f"{nginx.https_url}/small.txt")
+        assert isinstance(exc_info.value.__cause__, aiopool.ProxyError)
+        assert_settled(refused.client)
 
 
 async def test_a_closed_shared_client_is_a_runtime_error(server: FaultServer) -> None:

@@ -33,11 +33,13 @@ from .._exceptions import (
     ClientClosed,
     ConnectError,
     ConnectTimeout,
+    DecodingError,
     InvalidURL,
     LocalProtocolError,
     NetworkError,
     PoolTimeout,
     ProtocolError,
+    ProxyError,
     ReadError,
     ReadTimeout,
     RemoteProtocolError,
@@ -65,6 +67,9 @@ _EXCEPTIONS: dict[type[AiopoolError], type[httpx.HTTPError]] = {
     ReadError: httpx.ReadError,
     WriteError: httpx.WriteError,
     NetworkError: httpx.NetworkError,
+    ProxyError: httpx.ProxyError,
+    # Not raised on this path (the body is handed over undecoded), but mapped in kind.
+    DecodingError: httpx.DecodingError,
     LocalProtocolError: httpx.LocalProtocolError,
     RemoteProtocolError: httpx.RemoteProtocolError,
     ProtocolError: httpx.ProtocolError,
@@ -160,9 +165,10 @@ class AiopoolTransport(httpx.AsyncBaseTransport):
     Pass an existing `aiopool.Client` as `client` to share its pool (the transport does not own
     it: `aclose()` leaves it open), or aiopool `Client` keyword arguments to have the transport
     make one, which `aclose()` (and leaving `httpx.AsyncClient`'s `async with`) closes. Pool
-    limits, `http2`, `verify` and `trace` are therefore aiopool's, set on that client; httpx's
-    own transport options (`verify=`, `http2=`, `limits=` on `httpx.AsyncClient`) do not reach
-    a custom transport.
+    limits, `http2`, `verify`, `proxy` and `trace` are therefore aiopool's, set on that client;
+    httpx's own transport options (`verify=`, `http2=`, `limits=`, `proxy=` on
+    `httpx.AsyncClient`) do not reach it (httpx's `proxy=` would route around it through a
+    transport of its own).
 
     Raises `TypeError` when given both a client and keyword arguments.
     """
@@ -190,7 +196,8 @@ class AiopoolTransport(httpx.AsyncBaseTransport):
 
         Raises httpx's exceptions (`httpx.ConnectTimeout`, `ReadTimeout`, `WriteTimeout`,
         `PoolTimeout`, `ConnectError`, `ReadError`, `WriteError`, `RemoteProtocolError`,
-        `LocalProtocolError`, `UnsupportedProtocol`...) with aiopool's as `__cause__`, and
+        `LocalProtocolError`, `ProxyError`, `UnsupportedProtocol`...) with aiopool's as
+        `__cause__`, and
         `RuntimeError` when the aiopool client was closed.
         """
         client = self._client
