@@ -174,7 +174,13 @@ async def _http_connect(stream: NetworkStream, proxy: Proxy, origin: Origin) -> 
     status = event.status_code
     if not 200 <= status < 300:
         reason = event.reason.decode("latin-1", "replace")
-        hint = " (proxy authentication required)" if status == 407 else ""
+        hint = ""
+        if status == 407:
+            # RFC 9110 section 11.7.1: a 407 carries the schemes the proxy accepts; naming them
+            # tells a user whose proxy wants something other than Basic why credentials fail.
+            challenges = [v for n, v in event.headers if n == b"proxy-authenticate"]
+            asked = b", ".join(challenges).decode("latin-1", "replace")[:200]
+            hint = f" (proxy authentication required: {asked or 'no challenge given'})"
         raise ProxyError(f"{what} answered {status} {reason}{hint}", status_code=status)
     # Any 2xx: the connection is now a tunnel; h11 hands back what followed the head.
     trailing, _closed = conn.trailing_data

@@ -219,6 +219,8 @@ async def test_connect_refused_by_the_proxy_is_a_proxy_error_with_its_status(
             await client.get(f"{nginx.https_url}/echo?id=x")
         assert info.value.status_code == status
         assert str(status) in str(info.value)
+        if status == 407:  # the proxy's challenge is named, so a user sees what it wants
+            assert "Basic" in str(info.value)
         assert "wrong" not in str(info.value)
         assert isinstance(info.value, aiopool.TransportError)
         assert info.value.request is not None
@@ -435,6 +437,15 @@ async def test_connect_request_bytes_and_tls_inside_the_tunnel() -> None:
     assert dialer.streams[0].aborted
 
 
+async def test_an_http10_proxy_opens_the_tunnel_too() -> None:
+    # Proxies answering CONNECT in HTTP/1.0 are common (tinyproxy does); any 2xx opens it.
+    client, dialer = scripted("http://proxy.test", [b"HTTP/1.0 200 Connection established\r\n\r\n"])
+    async with client:
+        with pytest.raises(aiopool.ConnectError, match="cannot start TLS"):
+            await client.get("https://example.org/")
+    assert dialer.dials == [("proxy.test", 80, False)]
+
+
 async def test_connect_to_an_ipv6_origin_uses_brackets() -> None:
     client, dialer = scripted("http://proxy.test:3128", [b"HTTP/1.1 403 Forbidden\r\n\r\n"])
     async with client:
@@ -447,7 +458,14 @@ async def test_connect_to_an_ipv6_origin_uses_brackets() -> None:
 @pytest.mark.parametrize(
     ("script", "match"),
     [
-        ([b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n"], "407"),
+        (
+            [
+                b"HTTP/1.1 407 Proxy Authentication Required\r\n"
+                b'Proxy-Authenticate: Negotiate\r\nProxy-Authenticate: Basic realm="p"\r\n'
+                b"Content-Length: 0\r\n\r\n"
+            ],
+            r'407 .*required: Negotiate, Basic realm="p"\)',
+        ),
         ([b"HTTP/1.1 502 Bad Gateway\r\n", b"Content-Length: 3\r\n\r\nbad"], "502"),
         ([b"garbage, not http\r\n\r\n"], "invalid answer"),
         ([b"HTTP/1.1 200 OK\r\n\r\nsurprise"], "unexpected bytes"),
