@@ -195,10 +195,8 @@ class Cookies(MutableMapping[str, str]):
         return iter(list(dict.fromkeys(cookie.name for cookie in self.jar)))
 
     def __len__(self) -> int:
-        return len(self.jar)
-
-    def __bool__(self) -> bool:
-        return any(True for _ in self.jar)
+        # The number of names, as iteration gives them (one name may have several cookies).
+        return len({cookie.name for cookie in self.jar})
 
     def __repr__(self) -> str:
         # Values are often session credentials: names and domains only.

@@ -143,14 +143,14 @@ class URL:
             raise InvalidURL(f"URL must be a str, not {type(url).__name__}")
         # The control-character check runs on `url` itself: urljoin would strip some of them.
         if _FORBIDDEN.search(url):
-            raise InvalidURL(f"URL contains whitespace or control characters: {url!r}")
+            raise InvalidURL(f"URL contains whitespace or control characters: {_redacted(url)!r}")
         if url.startswith("//") and url[2:3] in ("", "/", "?", "#"):
             # An empty authority: RFC 3986 gives "http://" (no host), urljoin the base.
-            raise InvalidURL(f"URL has no host: {url!r}")
+            raise InvalidURL(f"URL has no host: {_redacted(url)!r}")
         try:
             joined = urljoin(self._str, url)
         except ValueError as exc:  # e.g. "Invalid IPv6 URL"
-            raise InvalidURL(f"invalid URL {url!r}: {exc}") from None
+            raise InvalidURL(f"invalid URL {_redacted(url)!r}: {exc}") from None
         return URL(joined)
 
     def copy_merge_params(self, params: QueryParams) -> URL:
@@ -197,28 +197,44 @@ def _flatten(params: Mapping[str, object] | Sequence[tuple[str, object]]) -> lis
     return out
 
 
+def _redacted(url: str) -> str:
+    """`url` for an error message: a password in its userinfo replaced by `[secure]`."""
+    scheme, sep, rest = url.partition("//")
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    if not sep or "@" not in authority:
+        return url
+    userinfo, _, host = authority.rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    shown = f"{user}:[secure]@{host}" if colon else f"{user}@{host}"
+    return scheme + sep + shown + rest[len(authority) :]
+
+
 @functools.lru_cache(maxsize=512)
 def _parse(url: str) -> tuple[Origin, bytes, bytes, str, str]:
     # Cached: services call the same few URLs over and over, and urlsplit is not free.
     if _FORBIDDEN.search(url):
-        raise InvalidURL(f"URL contains whitespace or control characters: {url!r}")
+        raise InvalidURL(f"URL contains whitespace or control characters: {_redacted(url)!r}")
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        raise InvalidURL(f"invalid URL {url!r}: {exc}") from None
+        raise InvalidURL(f"invalid URL {_redacted(url)!r}: {exc}") from None
     scheme = parts.scheme.lower()
     if scheme not in DEFAULT_PORTS:
         if not scheme:
-            raise InvalidURL(f"URL has no scheme (expected http:// or https://): {url!r}")
-        raise InvalidURL(f"unsupported URL scheme {scheme!r} (only http and https): {url!r}")
+            raise InvalidURL(
+                f"URL has no scheme (expected http:// or https://): {_redacted(url)!r}"
+            )
+        raise InvalidURL(
+            f"unsupported URL scheme {scheme!r} (only http and https): {_redacted(url)!r}"
+        )
     host = parts.hostname
     if not host:
-        raise InvalidURL(f"URL has no host: {url!r}")
+        raise InvalidURL(f"URL has no host: {_redacted(url)!r}")
     if port is None:
         port = DEFAULT_PORTS[scheme]
     elif port == 0:
-        raise InvalidURL(f"port 0 is not valid: {url!r}")
+        raise InvalidURL(f"port 0 is not valid: {_redacted(url)!r}")
     if ":" not in host:  # not an IPv6 literal
         try:
             host = host.encode("idna").decode("ascii")
@@ -226,7 +242,7 @@ def _parse(url: str) -> tuple[Origin, bytes, bytes, str, str]:
             raise InvalidURL(f"invalid host name {host!r}: {exc}") from None
     path = quote(parts.path or "/", safe=_SAFE)
     if not path.startswith("/"):
-        raise InvalidURL(f"URL path must be absolute: {url!r}")
+        raise InvalidURL(f"URL path must be absolute: {_redacted(url)!r}")
     target = path + ("?" + quote(parts.query, safe=_SAFE) if parts.query else "")
     host_text = f"[{host}]" if ":" in host else host
     host_header = host_text if port == DEFAULT_PORTS[scheme] else f"{host_text}:{port}"

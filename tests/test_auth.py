@@ -148,6 +148,16 @@ async def test_a_password_never_shows_in_reprs_or_errors(
             resp.raise_for_status()
         assert "hunter2" not in str(info.value)
         assert "hunter2" not in repr(info.value.request)
+    # Nor in the message of a URL refused for another reason.
+    for bad in (
+        "https://user:hunter2@host:99999/",
+        "ftp://user:hunter2@host/",
+        "http://u:hunter2@",
+    ):
+        with pytest.raises(aiopool.InvalidURL) as refused:
+            aiopool.URL(bad)
+        assert "hunter2" not in str(refused.value)
+        assert "[secure]" in str(refused.value)
 
 
 # base_url and default headers ------------------------------------------------------------------

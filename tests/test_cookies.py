@@ -224,6 +224,7 @@ def test_same_name_in_two_domains_is_a_conflict_until_narrowed() -> None:
     with pytest.raises(aiopool.CookieConflict):
         cookies.get("sid")
     assert cookies.get("sid", domain="b.example") == "2"
+    assert (list(cookies), len(cookies)) == (["sid"], 1)  # a mapping by name
     cookies.clear(domain="a.example")
     assert cookies["sid"] == "2"
 
