@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 import trustme
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import aiopool
 from aiopool._backend import NetworkStream
@@ -758,6 +760,38 @@ def test_no_proxy_matching(no_proxy: str, url: str, bypass: bool) -> None:
     assert NoProxy(no_proxy).matches(origin.host, origin.port) is bypass
     routes = _routes(all_proxy="http://p:1", no_proxy=no_proxy)
     assert (_selected(routes, url) is None) is bypass
+
+
+_ENTRY_PARTS = st.sampled_from(
+    ["*", ".", ":", "/", "[", "]", "::1", "10.0.0.0", "/8", "/99", "a.test", "*.", "80", "x", " "]
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    no_proxy=st.one_of(st.text(max_size=40), st.lists(_ENTRY_PARTS, max_size=12).map("".join)),
+    host=st.sampled_from(["a.test", "b.a.test", "10.1.2.3", "::1", "fd00::1", "localhost"]),
+    port=st.integers(1, 65535),
+)
+def test_no_proxy_never_raises_on_any_value(no_proxy: str, host: str, port: int) -> None:
+    # An environment variable is outside our control: a bad entry is ignored, never an error.
+    assert isinstance(NoProxy(no_proxy).matches(host, port), bool)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    url=st.one_of(
+        st.text(max_size=40), st.from_regex(r"(https?|socks5h?|ftp)://[\[\]:@a-z0-9.%]{0,20}")
+    )
+)
+def test_a_proxy_url_parses_or_is_invalid_url(url: str) -> None:
+    try:
+        proxy = Proxy(url)
+    except aiopool.InvalidURL:
+        return
+    assert proxy.scheme in ("http", "https", "socks5", "socks5h")
+    assert 1 <= proxy.port <= 65535
+    assert "@" not in str(proxy)
 
 
 def test_no_proxy_lower_case_wins() -> None:
