@@ -2,9 +2,10 @@
 
 Starts a local HTTPS server (throwaway trustme CA, no internet needed) and, measured live:
 
-1. Like Go's ``httptrace`` "Got Conn" hook: for each of a few requests on one client, whether
-   its connection was reused (``resp.conn_info``) and the trace events it went through (only
-   the first one dials a socket and does a TLS handshake).
+1. Like Go's ``httptrace`` "Got Conn" hook: for each of a few requests on one client, a
+   trace hook of its own (``client.get(url, trace=hook)``) shows whether its connection was
+   reused and every step it went through, with times: only the first request dials a socket
+   and does a TLS handshake (``resp.conn_info`` tells the same after the fact).
 2. Mistake: a new client per request. ``--requests`` sequential requests cost that many
    sockets and TLS handshakes, against one of each for a shared client; the times are shown.
 3. Mistake: a streamed body never read nor closed. The socket cannot go back to the pool
@@ -37,22 +38,35 @@ def yes(flag: bool) -> str:
     return "true" if flag else "false"  # as Go prints it
 
 
+def describe(event: aiopool.TraceEvent) -> str:
+    """An event's name and, for the ones that say something here, its key field."""
+    if event.name == "tls_handshake_done":
+        return f"tls_handshake_done ({event.info.get('version')}, alpn {event.info.get('alpn')})"
+    if event.name == "got_conn":
+        return f"got_conn (reused {yes(event.info['reused'])})"
+    return event.name
+
+
 async def trace_reuse(server: LocalServer, ca: str, problems: list[str]) -> None:
     print("== 1. conn was reused? (one client, three requests)")
-    events: list[str] = []
-    async with aiopool.Client(verify=ca, trace=lambda event: events.append(event.name)) as client:
+    async with aiopool.Client(verify=ca) as client:
         for i in range(1, 4):
-            events.clear()
-            resp = await client.get(f"{server.url}/small.txt")
-            info = resp.conn_info
+            # A hook for this request alone, as Go's httptrace.WithClientTrace(ctx, trace).
+            events: list[aiopool.TraceEvent] = []
+            resp = await client.get(f"{server.url}/small.txt", trace=events.append)
+            got = next(e for e in events if e.name == "got_conn").info
             print(
-                f"request {i}: conn was reused: {yes(info.reused)}, was idle: {yes(info.was_idle)}"
-                f", idle time: {info.idle_time * 1000:.2f} ms, connection id {info.id}"
+                f"request {i}: conn was reused: {yes(got['reused'])}, "
+                f"was idle: {yes(got['was_idle'])}, idle time: {got['idle_time'] * 1000:.2f} ms, "
+                f"connection id {resp.conn_info.id}"
             )
-            print(f"  trace: {', '.join(events)}")
-            dialed = any(name.startswith("connect") for name in events)
-            if info.reused != (i > 1) or dialed != (i == 1):
-                problems.append(f"part 1: request {i} reused={info.reused}, dialed={dialed}")
+            for event in events:
+                print(f"  {(event.time - events[0].time) * 1000:+7.2f} ms  {describe(event)}")
+            dialed = any(e.name == "connect_start" for e in events)
+            if got["reused"] != resp.conn_info.reused:
+                problems.append(f"part 1: request {i}: got_conn and conn_info disagree")
+            if resp.conn_info.reused != (i > 1) or dialed != (i == 1):
+                problems.append(f"part 1: request {i} reused={got['reused']}, dialed={dialed}")
     print()
 
 
@@ -91,7 +105,13 @@ async def per_request_clients(server: LocalServer, ca: str, n: int, problems: li
 async def forgotten_body(server: LocalServer, ca: str, problems: list[str]) -> None:
     print("== 3. a streamed body never read nor closed vs one left in `async with`")
     url = f"{server.url}/small.txt"
-    async with aiopool.Client(verify=ca) as client:
+    closes: list[str] = []
+
+    def on_close(event: aiopool.TraceEvent) -> None:
+        if event.name == "conn_closed":
+            closes.append(f"conn_closed (connection {event.conn_id}, {event.info['reason']})")
+
+    async with aiopool.Client(verify=ca, trace=on_close) as client:
         # The mistake: entering the stream by hand (as a helper that returns the response
         # might), never reading the body nor leaving the block.
         forgotten = await client.stream("GET", url).__aenter__()
@@ -109,6 +129,8 @@ async def forgotten_body(server: LocalServer, ca: str, problems: list[str]) -> N
             gc.collect()  # a response may sit in a reference cycle; collect it now
         for warning in caught:
             print(f"  {warning.category.__name__}: {warning.message}")
+        for close in closes:
+            print(f"  trace: {close}")
         closed = client.stats().connections_closed
         print(f"after garbage collection: connections closed: {closed}")
         if not any(issubclass(w.category, ResourceWarning) for w in caught) or closed != 1:

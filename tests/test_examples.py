@@ -98,9 +98,15 @@ def test_reuse_trace_shows_false_then_true_and_what_the_mistakes_cost() -> None:
     assert "request 1: conn was reused: false" in part1
     assert "request 2: conn was reused: true" in part1
     assert "request 3: conn was reused: true" in part1
-    first_trace, second_trace = re.findall(r"trace: (.*)", part1)[:2]
-    assert "connect_start" in first_trace
-    assert "connect" not in second_trace.replace("got_conn", "")
+    # Each request's own trace hook: only the first dials and shakes hands.
+    first, second, third = part1.split("request ")[1:4]
+    for name in ("get_conn", "connect_start", "connect_done", "tls_handshake_done (TLSv1.3"):
+        assert f"ms  {name}" in first
+    assert "ms  got_conn (reused false)" in first
+    for later in (second, third):
+        assert "ms  got_conn (reused true)" in later
+        assert "connect_start" not in later and "tls_handshake" not in later
+        assert "ms  got_first_response_byte" in later and "ms  put_idle_conn" in later
     # A client per request: a socket and a handshake each; a shared one: one of each.
     assert re.search(r"new client per request\s+sockets:\s+6\s+TLS handshakes:\s+6", out)
     assert re.search(r"one shared client\s+sockets:\s+1\s+TLS handshakes:\s+1", out)
@@ -108,6 +114,7 @@ def test_reuse_trace_shows_false_then_true_and_what_the_mistakes_cost() -> None:
     # The forgotten body: a new socket, a ResourceWarning naming the line, the socket closed.
     assert "forgotten: next request reused: false; sockets opened: 2, active: 1" in out
     assert re.search(r"ResourceWarning: unclosed streamed response .*reuse_trace\.py:\d+", out)
+    assert "trace: conn_closed (connection 1, error)" in out
     assert "after garbage collection: connections closed: 1" in out
     assert "closed by the block: next request reused: true; sockets opened: 1" in out
 
