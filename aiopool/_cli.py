@@ -30,6 +30,7 @@ from ._exceptions import AiopoolError
 from ._models import Response
 from ._stats import TraceEvent
 from ._urls import URL
+from ._version import __version__
 
 __all__ = ("main",)
 
@@ -69,9 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # documented recipe: point stdout at devnull so the exit-time flush cannot fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
-    except (AiopoolError, OSError) as exc:
+    except (AiopoolError, OSError, ImportError) as exc:
         # Errors in what the user asked for (a bad URL, an unreadable -d @file, a server that
-        # does not answer) are one line, not a traceback. Bugs still show theirs.
+        # does not answer, a socks5:// proxy without the socks extra) are one line, not a
+        # traceback. Bugs still show theirs.
         error(exc)
         return 1
 
@@ -90,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="aiopool",
         description="An HTTP/1.1 and HTTP/2 client built on the aiopool connection pool.",
     )
-    parser.add_argument("--version", action="version", version=f"aiopool {_version()}")
+    parser.add_argument("--version", action="version", version=f"aiopool {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     get = commands.add_parser(
@@ -241,12 +243,6 @@ def _header(text: str) -> tuple[str, str]:
     if not colon or not name.strip():
         raise argparse.ArgumentTypeError(f"expected 'Name: value', got {text!r}")
     return name.strip(), value.strip()
-
-
-def _version() -> str:
-    from . import __version__
-
-    return __version__
 
 
 def _client_options(args: argparse.Namespace) -> dict[str, Any]:

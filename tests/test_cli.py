@@ -53,12 +53,11 @@ def summaries(out: str) -> list[tuple[str, int, bool]]:
     return found
 
 
-def python_m_aiopool(
-    *argv: str, stderr: int | None = subprocess.PIPE
-) -> subprocess.CompletedProcess[str]:
+def python_m_aiopool(*argv: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "aiopool", *argv],
-        capture_output=stderr == subprocess.PIPE,
+        input=stdin,
+        capture_output=True,
         text=True,
         timeout=60,
         check=False,
@@ -382,6 +381,13 @@ def test_bench_json_over_http2(
     assert latency["min"] <= latency["p50"] <= latency["p99"] <= latency["max"]
 
 
+def test_percentiles_are_nearest_rank() -> None:
+    samples = [float(i) for i in range(1, 101)]
+    assert [_cli_bench.percentile(samples, q) for q in (50, 90, 99, 100)] == [50, 90, 99, 100]
+    assert _cli_bench.percentile([0.25], 99) == 0.25
+    assert _cli_bench.percentile([1.0, 2.0, 3.0], 50) == 2.0
+
+
 def test_bench_counts_errors_by_type_and_exits_1(
     capsys: pytest.CaptureFixture[str], fault_server: FaultServer
 ) -> None:
@@ -469,6 +475,14 @@ def test_python_m_aiopool(fault_server: FaultServer) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("HTTP/1.1 200 OK\n")
     assert summaries(done.stdout) == [("HTTP/1.1", 1, False), ("HTTP/1.1", 1, True)]
+
+
+def test_python_m_aiopool_reads_data_from_stdin(fault_server: FaultServer) -> None:
+    done = python_m_aiopool("get", "-d", "@-", f"{fault_server.url}/echo", stdin="from a pipe")
+    assert done.returncode == 0, done.stderr
+    echoed = json.loads(next(x for x in done.stdout.splitlines() if x.startswith("{")))
+    assert (echoed["method"], echoed["body"]) == ("POST", "from a pipe")
+    assert python_m_aiopool("--version").stdout.startswith("aiopool ")
 
 
 def test_python_m_aiopool_error_has_no_traceback(blackhole: BlackholeServer) -> None:
