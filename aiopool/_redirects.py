@@ -39,9 +39,11 @@ from typing import cast
 
 from ._cookies import Cookies
 from ._exceptions import (
+    DecodingError,
     InvalidRedirect,
     InvalidURL,
     RedirectBodyNotReplayable,
+    ResponseTooLarge,
     TooManyRedirects,
 )
 from ._headers import Headers, validate_header
@@ -168,32 +170,60 @@ def _location(response: Response) -> str | None:
 
 async def _release(response: Response) -> Response:
     """Read a redirect's body (bounded) so its socket goes back to the pool; return what goes
-    into the history: the response with its body, or, past the bound, without it."""
+    into the history: the response with its body, or, past the bound, without it.
+
+    The bound is on the bytes as received, and the body is decoded only afterwards, from
+    memory: a redirect body that is too long, a compression bomb or a broken Content-Encoding
+    costs the history entry its `content`, never the request.
+    """
     declared = response.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > MAX_REDIRECT_BODY:
         await response.aclose()  # drained within the pool's bounds, or closed
         return response
     chunks: list[bytes] = []
     size = 0
-    # (`aiter_bytes` is an async generator; its declared type is the narrower AsyncIterator.)
-    body = cast("AsyncGenerator[bytes, None]", response.aiter_bytes())
-    async with contextlib.aclosing(body):
-        async for chunk in body:
+    # (`aiter_raw` is an async generator; its declared type is the narrower AsyncIterator.)
+    raw = cast("AsyncGenerator[bytes, None]", response.aiter_raw())
+    async with contextlib.aclosing(raw):
+        async for chunk in raw:
             size += len(chunk)
             if size > MAX_REDIRECT_BODY:
                 break  # closing the iterator closes the socket: Go's rule for long bodies
             chunks.append(chunk)
         else:
-            return Response(
+            entry = Response(
                 response.status_code,
                 reason=response.reason,
                 headers=response.headers,
                 http_version=response.http_version,
                 request=response.request,
                 conn_info=response.conn_info,
-                content=b"".join(chunks),
+                stream=_Buffered(b"".join(chunks)),
+                max_response_size=MAX_REDIRECT_BODY,
             )
+            with contextlib.suppress(DecodingError, ResponseTooLarge):
+                await entry.aread()  # from memory: no await really waits
+            return entry
     return response
+
+
+class _Buffered:
+    """A `BodyStream` over a body already read: what `Response` decodes a redirect's from."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    async def receive(self) -> bytes:
+        data, self._data = self._data, b""
+        return data
+
+    async def aclose(self) -> None:
+        self._data = b""
+
+    def abort(self) -> None:
+        self._data = b""
 
 
 def _target(response: Response, location: str, history: list[Response]) -> URL:

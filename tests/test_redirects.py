@@ -340,6 +340,24 @@ async def test_a_long_redirect_body_is_not_kept_and_the_hop_still_happens(
             assert stats.connections_opened == 2 and stats.connections_closed == 1
 
 
+async def test_an_encoded_redirect_body_is_decoded_and_a_bad_one_costs_only_its_content(
+    hypercorn_server: HypercornServer, make_client: MakeClient
+) -> None:
+    async with make_client() as client:
+        resp = await client.get(redirect_to(hypercorn_server, "/inspect", body="3000", gzip="1"))
+        assert resp.history[0].content == pattern(3000)
+        # A broken coding, or a bomb (1 MiB of zeros in ~1 KiB of gzip) past the bound: the
+        # redirect is still followed; that history entry just has no content.
+        for query in ({"body": "100", "gzip": "broken"}, {"body": str(1 << 20), "zeros": "1"}):
+            query.setdefault("gzip", "1")
+            resp = await client.get(redirect_to(hypercorn_server, "/inspect", **query))
+            assert resp.json()["path"] == "/inspect"
+            with pytest.raises(aiopool.StreamError):
+                resp.history[0].content  # noqa: B018
+        stats = assert_settled(client)
+        assert stats.connections_opened == 1  # every redirect body was read off the socket
+
+
 # Locations -------------------------------------------------------------------------------------
 
 

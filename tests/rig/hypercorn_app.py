@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import gzip
 import hashlib
 import itertools
 import json
@@ -63,7 +64,9 @@ class RigApp:
       of the request as received (latin-1 text)
     * ``/redirect?status=S&to=L`` -- status S (302) with ``Location: L`` (none if ``to`` is
       absent); ``to2=M`` adds a second Location; every ``cookie=C`` adds ``Set-Cookie: C``;
-      ``body=N`` sends ``pattern(N)`` as the body, with Content-Length unless ``chunked=1``
+      ``body=N`` sends ``pattern(N)`` as the body (N zero bytes with ``zeros=1``), with
+      Content-Length unless ``chunked=1``; ``gzip=1`` sends it gzipped (Content-Encoding),
+      ``gzip=broken`` labels it gzip without compressing it
     * ``/chain/N?status=S&mode=M`` -- N > 0: status S (302) to ``/chain/N-1`` (same query),
       by an absolute (``mode=abs``), absolute-path (``path``, the default) or relative
       (``rel``) Location; N = 0: as ``/inspect``
@@ -204,7 +207,11 @@ async def _redirect(scope: HTTPScope, send: ASGISendCallable, pairs: list[tuple[
     status = int(query.get("status", "302"))
     extra = [(b"location", query[key].encode()) for key in ("to", "to2") if key in query]
     extra += [(b"set-cookie", v.encode("latin-1")) for k, v in pairs if k == "cookie"]
-    body = pattern(int(query.get("body", "0")))
+    size = int(query.get("body", "0"))
+    body = bytes(size) if query.get("zeros") == "1" else pattern(size)
+    if query.get("gzip") in ("1", "broken"):
+        body = gzip.compress(body) if query["gzip"] == "1" else body
+        extra.append((b"content-encoding", b"gzip"))
     if query.get("chunked") != "1":
         await _respond(scope, send, status, body, extra)
         return
