@@ -126,7 +126,7 @@ class Client:
     `Accept: */*` unless replaced). `auth=(user, password)` sends HTTP Basic credentials with
     every request, to the request's origin only (a request's `auth=`, or `user:password@` in
     its URL, takes precedence). `cookies` seeds `client.cookies`, the jar every response's
-    Set-Cookie goes into. Redirects are followed (`follow_redirects`), at most
+    Set-Cookie goes into (a `CookieJar` given is used as it is, with its own policy). Redirects are followed (`follow_redirects`), at most
     `max_redirects` (10) in a row; both can be changed per request. Raises `ValueError` for a
     `base_url` with a query or fragment, `InvalidURL` for an invalid one.
 
@@ -151,7 +151,7 @@ class Client:
     whose request sets the header, waits after the head for `100 Continue`, at most
     `expect_continue_timeout` seconds (1.0, Go's), then goes anyway. A final response that
     comes first (417, 401, 413...) is returned as the response, the body never sent, and its
-    socket is not reused (an HTTP/2 stream is reset).
+    socket is not reused (an HTTP/2 stream is reset). Negative values raise `ValueError`.
 
     Proxies: `proxy="http://user:pass@host:3128"` (also `https://`, `socks5://`, `socks5h://`)
     sends every request through it: plain http forwarded, https tunnelled with CONNECT.
@@ -228,6 +228,10 @@ class Client:
         self._default_authorization = any(h[0] == b"authorization" for h in self._default_headers)
         self.cookies = Cookies(cookies)
         self._trace_hook = trace
+        if expect_continue_threshold is not None and expect_continue_threshold < 0:
+            raise ValueError("expect_continue_threshold must be >= 0 or None")
+        if not expect_continue_timeout >= 0:  # (also refuses NaN)
+            raise ValueError("expect_continue_timeout must be >= 0")
         self._expect = (expect_continue_threshold, expect_continue_timeout)
         self.follow_redirects = follow_redirects
         self.max_redirects = max_redirects

@@ -136,7 +136,7 @@ async def _follow(
             )
         if len(history) >= max_redirects:
             raise TooManyRedirects(
-                f"more than {max_redirects} redirects (the last to {location!r})",
+                f"more than {max_redirects} redirects in a row (the last from {entry.url})",
                 response=entry,
                 history=history,
             )

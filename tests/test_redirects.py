@@ -23,6 +23,7 @@ from aiopool._redirects import MAX_REDIRECT_BODY, _same_site
 from aiopool._urls import Origin
 from tests.helpers import assert_settled, cancellation_storm
 from tests.rig.fault_server import FaultServer, pattern
+from tests.rig.h2_server import H2ScriptServer
 from tests.rig.hypercorn_app import HypercornServer
 
 MakeClient = Callable[..., aiopool.Client]
@@ -587,6 +588,21 @@ async def test_a_hop_on_a_stale_socket_is_retried_on_a_fresh_one(
         assert resp.json()["method"] == "GET"
         assert resp.conn_info.reused is False  # the retry's fresh socket
         assert fresh_fault_server.connections_accepted == 2
+        assert_settled(client)
+
+
+async def test_a_refused_h2_stream_on_a_hop_is_sent_again(
+    hypercorn_server: HypercornServer,
+    fresh_h2_server: H2ScriptServer,
+    client_ssl_context: ssl.SSLContext,
+) -> None:
+    fresh_h2_server.script(refuse_first_n=1)  # REFUSED_STREAM: the server did not act on it
+    target = f"{fresh_h2_server.url}/echo?id=hop"
+    async with aiopool.Client(verify=client_ssl_context, http1=False) as client:
+        resp = await client.post(redirect_to(hypercorn_server, target, status="307"), content=b"x")
+        assert (resp.text, resp.http_version, resp.request.method) == ("hop", "HTTP/2", "POST")
+        assert resp.history[0].http_version == "HTTP/2"
+        assert fresh_h2_server.streams_received == 2
         assert_settled(client)
 
 
