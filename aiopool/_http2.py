@@ -495,7 +495,7 @@ class HTTP2Connection:
                 self._flush()
                 if self.draining and not self._streams:
                     self.close()
-                    self._owner.discard(self)
+                    self._owner.discard(self, "goaway")
                     return
         except asyncio.CancelledError:
             raise

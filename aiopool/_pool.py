@@ -259,7 +259,10 @@ class ConnectionPool:
                 to_close.remove(released)
                 unfit = not released.is_reusable()  # (asked before it is closed)
                 released.close()
-                self._trace_closed((released,), "not_reusable" if unfit else reason)
+                why = reason
+                if unfit:  # (an HTTP/2 socket is unfit only once it drains after a GOAWAY)
+                    why = "goaway" if released.multiplexed else "not_reusable"
+                self._trace_closed((released,), why)
             for closing in to_close:
                 closing.close()
             self._trace_closed(to_close, reason)

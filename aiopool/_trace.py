@@ -61,10 +61,10 @@ class TraceEvent:
                                error: None, or the `ConnectError` the handshake failed with
     got_conn                   reused, was_idle, idle_time (s), http_version: as `ConnInfo`
     wrote_headers              method, target; stream_id (HTTP/2 only)
-    wait_100_continue          (none): the head carried `Expect: 100-continue` and the body
-                               is held back until `100 Continue`, a final response or the
-                               client's `expect_continue_timeout`
-    got_100_continue           (none)
+    wait_100_continue          (stream_id on HTTP/2): the head carried `Expect: 100-continue`
+                               and the body waits for `100 Continue`, a final response or
+                               the client's `expect_continue_timeout`
+    got_100_continue           (stream_id on HTTP/2)
     wrote_request              error: None, or what writing failed with; body_sent: False if
                                a final response arrived before `100 Continue` and the body
                                was never sent
@@ -97,8 +97,9 @@ class TraceHook(Protocol):
 class Tracer:
     """Where one request's (or the pool's) events go: up to two hooks, and the logger.
 
-    Only built by `tracer_for` when someone listens. A hook that raises is a bug in the caller's
-    code; the exception propagates into the request (as a Go hook's panic would).
+    Only built by `tracer_for` when someone listens. A hook that raises is logged (ERROR, on
+    the "aiopool" logger) and otherwise ignored: tracing must never change what a request or
+    the pool does (a dial whose hook raised must still be booked as done).
     """
 
     __slots__ = ("_client_hook", "_request_hook")
@@ -106,10 +107,6 @@ class Tracer:
     def __init__(self, client_hook: TraceHook | None, request_hook: TraceHook | None) -> None:
         self._client_hook = client_hook
         self._request_hook = request_hook
-
-    @property
-    def request_hook(self) -> TraceHook | None:
-        return self._request_hook
 
     def __call__(self, name: TraceName, origin: object, conn_id: int | None, **info: Any) -> None:
         event = TraceEvent(
@@ -122,10 +119,12 @@ class Tracer:
         if logger.isEnabledFor(logging.DEBUG):
             # Lazy %-formatting: nothing is rendered unless a handler takes the record.
             logger.debug("trace %s %s conn=%s %s", name, event.origin, conn_id, info)
-        if self._client_hook is not None:
-            self._client_hook(event)
-        if self._request_hook is not None:
-            self._request_hook(event)
+        for hook in (self._client_hook, self._request_hook):
+            if hook is not None:
+                try:
+                    hook(event)
+                except Exception:
+                    logger.exception("trace hook %r failed on %s", hook, name)
 
 
 def tracer_for(client_hook: TraceHook | None, request_hook: TraceHook | None) -> Tracer | None:

@@ -340,3 +340,19 @@ async def test_hypercorn_http2_gets_the_body_after_the_wait(
     assert response.http_version == "HTTP/2"
     assert response.text == streamed.text == digest(BIG)
     assert names(events).count("wait_100_continue") == 1  # the stream has no known length
+
+
+# Settings ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"expect_continue_threshold": -1},
+        {"expect_continue_timeout": -0.5},
+        {"expect_continue_timeout": float("nan")},
+    ],
+)
+def test_bad_settings_are_refused(options: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match="expect_continue"):
+        aiopool.Client(**options)  # type: ignore[arg-type]

@@ -21,6 +21,7 @@ from aiopool import _trace
 from aiopool._backend import open_stream
 from tests.helpers import assert_settled, eventually
 from tests.rig.fault_server import FaultServer
+from tests.rig.h2_server import H2ScriptServer
 from tests.rig.hypercorn_app import HypercornServer
 from tests.rig.nginx import Nginx
 
@@ -528,3 +529,42 @@ async def test_no_event_is_built_over_h2_when_nobody_listens(
         )
         assert {r.http_version for r in responses} == {"HTTP/2"}
     assert built == []
+
+
+# A hook that fails ---------------------------------------------------------------------------
+
+
+@both_parsers
+async def test_a_failing_hook_changes_nothing_but_is_logged(
+    server: FaultServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="aiopool")
+
+    def broken(event: aiopool.TraceEvent) -> None:
+        raise RuntimeError(f"hook bug at {event.name}")
+
+    async with aiopool.Client(trace=broken) as client:
+        # Every event raises, the dial's included: the dial must still be booked as done.
+        responses = [await client.get(f"{server.url}/echo?id={i}") for i in range(2)]
+        assert [r.json()["id"] for r in responses] == ["0", "1"]
+        assert responses[1].conn_info.reused
+        assert_settled(client)
+    failures = [r for r in caplog.records if r.name == "aiopool" and r.levelno == logging.ERROR]
+    assert failures and all(r.exc_info is not None for r in failures)
+    assert "hook bug at get_conn" in str(failures[0].exc_info[1] if failures[0].exc_info else "")
+
+
+# HTTP/2: a socket drained by GOAWAY ------------------------------------------------------------
+
+
+@both_engines
+async def test_conn_closed_after_goaway(fresh_h2_server: H2ScriptServer) -> None:
+    fresh_h2_server.script(goaway_after_streams=1, scripted_connections=1)
+    events: Events = []
+    async with aiopool.Client(http1=False, trace=events.append) as client:
+        first = await client.get(f"{fresh_h2_server.url}/echo?id=1")
+        assert await closed_reason(events) == "goaway"
+        assert only(events, "conn_closed")[0].conn_id == first.conn_info.id
+        second = await client.get(f"{fresh_h2_server.url}/echo?id=2")
+        assert second.conn_info.id != first.conn_info.id
+        assert_settled(client)
