@@ -298,6 +298,26 @@ async def test_cancellation_leaves_the_pool_settled(server: FaultServer) -> None
         assert (await client.get("/echo?id=after")).json()["id"] == "after"
 
 
+async def test_cancellation_over_http2_resets_streams_not_the_socket(
+    hypercorn_server: HypercornServer, client_ssl_context: ssl.SSLContext
+) -> None:
+    transport = AiopoolTransport(verify=client_ssl_context)
+    async with httpx.AsyncClient(transport=transport, base_url=hypercorn_server.url) as client:
+
+        async def one(i: int) -> None:
+            async with client.stream("GET", "/slow?chunks=3&delay=0.02") as resp:
+                assert resp.http_version == "HTTP/2"
+                await resp.aread()
+
+        errors = await cancellation_storm(
+            one, tasks=20, cancels=8, max_pause=0.02, rng=random.Random(5)
+        )
+        assert all(isinstance(e, asyncio.CancelledError) for e in errors)
+        stats = assert_settled(transport.client)  # no stream left open
+        assert (stats.connections_opened, stats.connections_closed) == (1, 0)
+        assert (await client.get("/echo?id=after")).text == "after"
+
+
 # httpx's own features on top -----------------------------------------------------------------
 
 
