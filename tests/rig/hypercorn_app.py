@@ -75,8 +75,8 @@ class RigApp:
     * ``/basic-auth?user=U&password=P`` -- 200 ``ok`` if the request carries those Basic
       credentials (UTF-8), else 401 with ``WWW-Authenticate: Basic realm="rig"``
     * ``/encoded``, ``/bomb``, ``/endless`` -- bodies with a Content-Encoding, as the fault
-      server serves them (see ``rig.encodings``); ``/endless`` stops after 1 GiB here, as an
-      ASGI app is not told when the client has gone
+      server serves them (see ``rig.encodings``); ``/endless`` stops after 1 GiB here, or
+      when the client resets the stream
     * anything else -- 404
 
     Every response carries ``x-http-version`` (``2`` for HTTP/2) from the ASGI scope.
@@ -164,7 +164,7 @@ async def _serve(scope: HTTPScope, receive: ASGIReceiveCallable, send: ASGISendC
         elif path == "/basic-auth":
             await _basic_auth(scope, send, query)
         elif path in ("/encoded", "/bomb", "/endless"):
-            await _encoded(scope, send, path, query)
+            await _encoded(scope, receive, send, path, query)
         else:
             await _respond(scope, send, 404, b"not found\n")
     except ValueError as exc:
@@ -254,7 +254,11 @@ async def _basic_auth(scope: HTTPScope, send: ASGISendCallable, query: dict[str,
 
 
 async def _encoded(
-    scope: HTTPScope, send: ASGISendCallable, path: str, query: dict[str, str]
+    scope: HTTPScope,
+    receive: ASGIReceiveCallable,
+    send: ASGISendCallable,
+    path: str,
+    query: dict[str, str],
 ) -> None:
     coding = query.get("coding", "identity" if path == "/endless" else "gzip")
     pieces: Iterable[bytes]
@@ -278,10 +282,26 @@ async def _encoded(
     headers = [(b"x-http-version", scope["http_version"].encode())]
     if header != "identity":
         headers.append((b"content-encoding", header.encode()))
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    for piece in pieces:
-        await send({"type": "http.response.body", "body": piece, "more_body": True})
-    await send({"type": "http.response.body", "body": b"", "more_body": False})
+    # Sending to a stream the client has reset returns at once without error, so without this
+    # the loop would spin (compressing) to its end, holding the server's only thread.
+    gone = asyncio.Event()
+
+    async def watch() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        gone.set()
+
+    watcher = asyncio.create_task(watch())
+    try:
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        for piece in pieces:
+            if gone.is_set():
+                return
+            await send({"type": "http.response.body", "body": piece, "more_body": True})
+            await asyncio.sleep(0)  # let the watcher hear of a disconnect
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    finally:
+        watcher.cancel()
 
 
 async def _slow(scope: HTTPScope, send: ASGISendCallable, chunks: int, delay: float) -> None:
