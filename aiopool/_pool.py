@@ -280,7 +280,10 @@ class ConnectionPool:
         tls = origin.scheme == "https"
         # The socket's number, taken once TCP is connected (so a refused dial takes none).
         conn_id: int | None = None
-        addr = f"{origin.host}:{origin.port}"
+        # Through a proxy, the socket goes to the proxy: its address is what is dialed (Go's
+        # ConnectStart reports the proxy's address too).
+        dialed = origin.proxy or origin
+        addr = f"{dialed.host}:{dialed.port}"
         on_connected: Callable[[], None] | None = None
         if tracer is not None:
             tracer("connect_start", origin, None, network="tcp", addr=addr)

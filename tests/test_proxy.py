@@ -562,6 +562,18 @@ async def test_closing_the_client_closes_the_tunnel_end_to_end(
     )
 
 
+async def test_trace_events_of_a_dial_through_a_proxy(
+    microsocks: Microsocks, fault_server: FaultServer
+) -> None:
+    events: list[aiopool.TraceEvent] = []
+    async with aiopool.Client(proxy=microsocks.url, trace=events.append, timeout=TIMEOUT) as c:
+        await c.get(f"{fault_server.url}/echo")
+    starts = [e for e in events if e.name == "connect_start"]
+    assert [e.info["addr"] for e in starts] == [f"127.0.0.1:{microsocks.port}"]
+    done = [e for e in events if e.name == "connect_done"]
+    assert len(done) == 1 and done[0].info["error"] is None
+
+
 async def test_socks5_pool_reuse_over_http11(
     microsocks: Microsocks, fault_server: FaultServer
 ) -> None:
