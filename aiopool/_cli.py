@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import codecs
 import os
 import sys
 from collections.abc import Sequence
@@ -397,25 +398,28 @@ def _print_head(response: Response, out: TextIO) -> None:
 
 
 async def _print_body(response: Response, out: TextIO) -> None:
-    """Text bodies are printed; binary ones are counted, not buffered, and noted in one line."""
+    """Text is printed as it arrives (decoded incrementally, so a multi-byte character split
+    between two chunks survives); a binary body is counted, never held, and noted in one line."""
     content_type = response.headers.get("content-type", "")
     kind = _body_kind(content_type)
-    chunks: list[bytes] = []
+    decoder = codecs.getincrementaldecoder(response.encoding)(errors="replace")
     size = 0
+    last = "\n"
     async for chunk in response.aiter_bytes():
         size += len(chunk)
         if kind is None:  # no Content-Type: look at the first bytes
             kind = "text" if _looks_like_text(chunk) else "binary"
-        if kind == "text":
-            chunks.append(chunk)
-    if not size:
-        return
-    if kind == "binary":
+        if kind == "text" and (text := decoder.decode(chunk)):
+            _write_text(out, text)
+            last = text[-1]
+    if kind == "binary" and size:
         described = f" of {content_type}" if content_type else ""
         out.write(f"[binary body: {size:,} bytes{described}, not shown]\n")
-        return
-    text = b"".join(chunks).decode(response.encoding, errors="replace")
-    _write_text(out, text if text.endswith("\n") else text + "\n")
+    elif kind == "text":
+        text = decoder.decode(b"", final=True)
+        _write_text(out, text)
+        if (text[-1:] or last) != "\n":
+            out.write("\n")  # so the summary line starts on a line of its own
 
 
 def _body_kind(content_type: str) -> str | None:

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
+import aiopool
 from aiopool import _cli_bench
-from aiopool._cli import main
+from aiopool._cli import _print_body, main
 from tests.conftest import _running_under_ci
 from tests.rig.fault_server import BlackholeServer, FaultServer
 from tests.rig.hypercorn_app import HypercornServer
@@ -247,6 +248,36 @@ def test_get_through_a_proxy(
     assert (status, out) == (1, "")
     assert err.startswith("aiopool: error: ProxyError: ")
     assert "407" in err
+
+
+class _Chunks:
+    """A response body arriving in the given pieces (a `BodyStream` without a socket)."""
+
+    def __init__(self, *chunks: bytes) -> None:
+        self._chunks = list(chunks)
+
+    async def receive(self) -> bytes:
+        return self._chunks.pop(0) if self._chunks else b""
+
+    async def aclose(self) -> None:
+        self._chunks.clear()
+
+    def abort(self) -> None:
+        self._chunks.clear()
+
+
+async def test_text_is_printed_as_it_arrives_even_split_inside_a_character(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    response = aiopool.Response(
+        200,
+        headers=aiopool.Headers({"content-type": "text/plain; charset=utf-8"}),
+        request=aiopool.Request("GET", aiopool.URL("http://example.test/"), aiopool.Headers()),
+        conn_info=aiopool.ConnInfo(1, False, False, 0.0, "HTTP/1.1"),
+        stream=_Chunks(b"caf\xc3", b"\xa9 cr\xc3", b"\xa8me"),
+    )
+    await _print_body(response, sys.stdout)
+    assert capsys.readouterr().out == "caf\u00e9 cr\u00e8me\n"
 
 
 @pytest.mark.parametrize(
