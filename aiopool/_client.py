@@ -126,9 +126,10 @@ class Client:
     `Accept: */*` unless replaced). `auth=(user, password)` sends HTTP Basic credentials with
     every request, to the request's origin only (a request's `auth=`, or `user:password@` in
     its URL, takes precedence). `cookies` seeds `client.cookies`, the jar every response's
-    Set-Cookie goes into (a `CookieJar` given is used as it is, with its own policy). Redirects are followed (`follow_redirects`), at most
-    `max_redirects` (10) in a row; both can be changed per request. Raises `ValueError` for a
-    `base_url` with a query or fragment, `InvalidURL` for an invalid one.
+    Set-Cookie goes into (a `CookieJar` given is used as it is, with its own policy).
+    Redirects are followed (`follow_redirects`), at most `max_redirects` (10) in a row; both
+    can be changed per request. Raises `ValueError` for a `base_url` with a query or fragment,
+    `InvalidURL` for an invalid one.
 
     Limits against hostile servers (`RemoteProtocolError`, the socket closed): a response head
     of at most `max_response_header_bytes` (100 KiB; on HTTP/2 the header list, advertised in
@@ -226,7 +227,7 @@ class Client:
         # Encoded once: the header is the same on every request.
         self._auth_header = basic_auth_header(auth) if auth is not None else None
         self._default_authorization = any(h[0] == b"authorization" for h in self._default_headers)
-        self.cookies = Cookies(cookies)
+        self._cookies = Cookies(cookies)
         self._trace_hook = trace
         if expect_continue_threshold is not None and expect_continue_threshold < 0:
             raise ValueError("expect_continue_threshold must be >= 0 or None")
@@ -288,6 +289,15 @@ class Client:
         )
         with contextlib.suppress(RuntimeError):  # Defensive: the event loop is already closed
             pool.close_nowait()
+
+    @property
+    def cookies(self) -> Cookies:
+        """The client's cookie jar: sent per request URL, filled from every Set-Cookie."""
+        return self._cookies
+
+    @cookies.setter
+    def cookies(self, cookies: CookieTypes) -> None:
+        self._cookies = Cookies(cookies)
 
     def stats(self) -> PoolStats:
         """A snapshot of the pool, overall and per origin."""
@@ -431,7 +441,7 @@ class Client:
         return exchange(
             send,
             request,
-            cookies=self.cookies,
+            cookies=self._cookies,
             follow=self.follow_redirects if follow_redirects is _UNSET else follow_redirects,
             max_redirects=self.max_redirects if max_redirects is _UNSET else max_redirects,
             stream=stream,

@@ -144,6 +144,21 @@ async def test_client_cookies_in_every_form(
             assert client.cookies.jar is seed  # adopted, not copied
 
 
+async def test_the_jar_can_be_replaced_and_edited_between_requests(
+    hypercorn_server: HypercornServer, make_client: MakeClient
+) -> None:
+    url = f"{hypercorn_server.url}/inspect"
+    async with make_client() as client:
+        client.cookies = {"a": "1"}  # coerced, as httpx does
+        assert isinstance(client.cookies, aiopool.Cookies)
+        assert sent_cookies(await client.get(url)) == ["a=1"]
+        client.cookies["b"] = "2"
+        del client.cookies["a"]
+        assert sent_cookies(await client.get(url)) == ["b=2"]
+        client.cookies.clear()
+        assert sent_cookies(await client.get(url)) == []
+
+
 async def test_a_user_cookie_header_wins_over_the_jar(
     hypercorn_server: HypercornServer, make_client: MakeClient
 ) -> None:

@@ -287,6 +287,20 @@ async def test_a_loop_ends_with_too_many_redirects(
         assert (stats.requests, stats.connections_opened) == (11, 1)
 
 
+async def test_stream_raises_redirect_errors_with_nothing_left_open(
+    hypercorn_server: HypercornServer, make_client: MakeClient
+) -> None:
+    async with make_client(max_redirects=3) as client:
+        with pytest.raises(aiopool.TooManyRedirects):
+            async with client.stream("GET", f"{hypercorn_server.url}/loop"):
+                raise AssertionError("never entered")
+        with pytest.raises(aiopool.InvalidRedirect):
+            async with client.stream("GET", redirect_to(hypercorn_server, "ftp://h/")):
+                raise AssertionError("never entered")
+        stats = assert_settled(client)
+        assert (stats.requests, stats.idle, stats.connections_opened) == (5, 1, 1)
+
+
 @pytest.mark.parametrize(("limit", "hops", "ok"), [(0, 1, False), (2, 2, True), (2, 3, False)])
 async def test_max_redirects_per_client_and_per_request(
     hypercorn_server: HypercornServer, make_client: MakeClient, limit: int, hops: int, ok: bool
