@@ -205,13 +205,20 @@ class Cookies(MutableMapping[str, str]):
 
     # What the client uses.
 
+    @property
+    def surely_empty(self) -> bool:
+        """True when the jar holds no cookie, found without iterating it (every request asks:
+        most clients never see one). False may still mean empty."""
+        # CookieJar keeps {domain: {path: {name: Cookie}}}; a jar of another make says False.
+        return not getattr(self.jar, "_cookies", True)
+
     def header_for(self, url: URL, *, cross_origin_hop: bool = False) -> bytes | None:
         """The `Cookie` header value to send to `url`, or None when no cookie applies.
 
         `cross_origin_hop`: the request is a redirect hop to an origin other than the one the
         user asked for, so cookies the user set without a domain are withheld.
         """
-        if not self.jar._cookies:  # type: ignore[attr-defined]  # the common case, cheaply
+        if self.surely_empty:
             return None
         request = _JarRequest(url, cross_origin_hop=cross_origin_hop)
         self.jar.add_cookie_header(request)

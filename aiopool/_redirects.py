@@ -294,7 +294,7 @@ def _add_jar_cookie(
 ) -> tuple[bytes, bytes] | None:
     """Append the jar's `Cookie` for the request's URL, unless the request has one already
     (a user-set Cookie header wins). Returns the header it appended, if any."""
-    if not cookies.jar._cookies:  # type: ignore[attr-defined]  # an empty jar costs nothing
+    if cookies.surely_empty:  # the common case costs nothing more
         return None
     raw = request.headers.raw
     if any(name.lower() == b"cookie" for name, _ in raw):
