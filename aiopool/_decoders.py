@@ -404,10 +404,14 @@ def decoder_for(headers: Headers) -> ContentDecoder | None:
 
     Raises `DecodingError` for a chain of more than MAX_CODINGS codings.
     """
-    values = headers.get_list("content-encoding")
+    # A scan of the raw pairs, not `headers.get_list()`: that would build the decoded index of
+    # every header, for every response (microseconds on the hot path, for nothing mostly).
+    values = [v for n, v in headers.raw if len(n) == 16 and n.lower() == b"content-encoding"]
     if not values:
         return None
-    codings = [c for v in values for c in (t.strip().lower() for t in v.split(",")) if c]
+    codings = [
+        c for v in values for c in (t.strip().lower() for t in v.decode("latin-1").split(",")) if c
+    ]
     codings = [c for c in codings if c != "identity"]
     if len(codings) > MAX_CODINGS:
         raise DecodingError(

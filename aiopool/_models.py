@@ -333,9 +333,13 @@ class Response:
         a body delivered as received, whose length is then its decoded size)."""
         if self.status_code in (204, 304) or self.request.method == "HEAD":
             return
-        declared = self.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
-            raise self._too_large(limit, declared=int(declared))
+        # (The raw pairs, not `headers.get()`, which would build the decoded index of every
+        # header for every response.)
+        for name, value in self.headers.raw:
+            if len(name) == 14 and name.lower() == b"content-length" and value.isdigit():
+                if int(value) > limit:
+                    raise self._too_large(limit, declared=int(value))
+                return
 
     def _too_large(self, limit: int, *, declared: int | None = None) -> ResponseTooLarge:
         if declared is not None:
