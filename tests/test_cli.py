@@ -20,6 +20,7 @@ import aiopool
 from aiopool import _cli_bench
 from aiopool._cli import _print_body, main
 from tests.conftest import _running_under_ci
+from tests.rig import encodings
 from tests.rig.fault_server import BlackholeServer, FaultServer
 from tests.rig.hypercorn_app import HypercornServer
 from tests.rig.nginx import Nginx
@@ -180,6 +181,15 @@ def test_get_without_content_type_sniffs_the_body(
     status, out, _ = run(capsys, "get", f"{fault_server.url}/bytes/12")
     assert status == 0
     assert "\nxxxxxxxxxxxx\n" in out
+
+
+def test_get_prints_an_encoded_body_decoded(
+    capsys: pytest.CaptureFixture[str], fault_server: FaultServer
+) -> None:
+    status, out, _ = run(capsys, "get", f"{fault_server.url}/encoded?coding=br&size=3000")
+    assert status == 0
+    assert "content-encoding: br\n" in out
+    assert f"\n{encodings.text(3000).decode()}\n* HTTP/1.1" in out
 
 
 def test_get_sends_data_method_and_headers(
@@ -391,6 +401,24 @@ def test_bench_reports_rate_latency_statuses_and_sockets(
     assert 1 <= opened <= 4
     assert opened + reused == 60
     assert fresh_fault_server.connections_accepted == opened
+
+
+def test_bench_counts_body_bytes_as_received(
+    capsys: pytest.CaptureFixture[str], fault_server: FaultServer
+) -> None:
+    _, wire = encodings.encode(encodings.text(20_000), ["gzip"])
+    url = f"{fault_server.url}/encoded?coding=gzip&size=20000"
+    status, out, _ = run(capsys, "bench", url, "-n", "5", "-c", "2", "--json")
+    assert status == 0
+    assert json.loads(out)["body_bytes"] == 5 * len(wire)  # compressed: what came over the wire
+
+
+def test_bench_http2_by_prior_knowledge(capsys: pytest.CaptureFixture[str], nginx: Nginx) -> None:
+    url = f"{nginx.h2c_url}/echo?id=x"
+    status, out, _ = run(capsys, "bench", url, "-n", "10", "-c", "5", "--http2")
+    assert status == 0
+    assert "protocol: HTTP/2: 10\n" in out
+    assert "sockets: 1 opened" in out
 
 
 def test_bench_json_over_http2(

@@ -3,13 +3,12 @@
 Everything here goes through `httpx.AsyncClient` as an httpx user would; aiopool shows only in
 the transport's construction and in `client.stats()`, where reuse and leaks are visible. Servers:
 the fault server (HTTP/1.1, hostile answers), nginx (h2 over TLS), hypercorn (h2 over TLS, a
-Python peer), the black hole (timeouts) and a small gzip/redirect server defined below.
+Python peer), tinyproxy and the black hole (timeouts).
 """
 
 from __future__ import annotations
 
 import asyncio
-import gzip
 import hashlib
 import random
 import ssl
@@ -20,6 +19,7 @@ import pytest
 import aiopool
 from tests.conftest import _running_under_ci
 from tests.helpers import assert_settled, cancellation_storm, eventually
+from tests.rig import encodings
 from tests.rig.fault_server import BlackholeServer, FaultServer, pattern
 from tests.rig.hypercorn_app import HypercornServer
 from tests.rig.nginx import Nginx
@@ -321,67 +321,28 @@ async def test_cancellation_over_http2_resets_streams_not_the_socket(
 # httpx's own features on top -----------------------------------------------------------------
 
 
-class _RedirectGzipServer:
-    """A tiny HTTP/1.1 server on the test's loop: /gzip answers gzip-compressed text,
-    /redirect/N redirects N times before landing on /gzip."""
-
-    TEXT = b"decoded by httpx, not by aiopool\n" * 50
-
-    def __init__(self) -> None:
-        self.connections = 0
-        self._server: asyncio.Server | None = None
-
-    async def __aenter__(self) -> str:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        port = self._server.sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        await self._server.wait_closed()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        try:
-            while head := await reader.readuntil(b"\r\n\r\n"):
-                target = head.split(b" ", 2)[1].decode()
-                if target.startswith("/redirect/"):
-                    left = int(target.removeprefix("/redirect/"))
-                    location = f"/redirect/{left - 1}" if left > 1 else "/gzip"
-                    response = (
-                        f"HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n"
-                    ).encode()
-                else:
-                    body = gzip.compress(self.TEXT)
-                    response = (
-                        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
-                        b"Content-Encoding: gzip\r\n"
-                        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
-                    )
-                writer.write(response)
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
+@pytest.mark.parametrize("coding", ["gzip", "br", "zstd", "deflate"])
+async def test_httpx_decodes_on_top_of_the_raw_body(server: FaultServer, coding: str) -> None:
+    header, wire = encodings.encode(encodings.text(20_000), [coding])
+    async with httpx.AsyncClient(transport=AiopoolTransport(), base_url=server.url) as client:
+        url = f"/encoded?coding={coding}&size=20000&chunks=3"
+        resp = await client.get(url)
+        # httpx decoded it, once: the transport handed over the bytes as sent.
+        assert resp.headers["content-encoding"] == header
+        assert resp.content == encodings.text(20_000)
+        async with client.stream("GET", url) as streamed:
+            assert b"".join([piece async for piece in streamed.aiter_raw()]) == wire
 
 
-async def test_httpx_follows_redirects_and_decodes_gzip_on_top() -> None:
-    local = _RedirectGzipServer()
-    async with local as url:
-        transport = AiopoolTransport()
-        async with httpx.AsyncClient(transport=transport, follow_redirects=True) as client:
-            resp = await client.get(f"{url}/redirect/3")
-            assert [r.status_code for r in resp.history] == [302, 302, 302]
-            assert str(resp.url) == f"{url}/gzip"
-            # httpx decoded it, once: the transport handed it the bytes as sent.
-            assert resp.headers["content-encoding"] == "gzip"
-            assert resp.content == _RedirectGzipServer.TEXT
-            async with client.stream("GET", f"{url}/gzip") as streamed:
-                raw = b"".join([piece async for piece in streamed.aiter_raw()])
-            assert gzip.decompress(raw) == _RedirectGzipServer.TEXT
-            stats = assert_settled(transport.client)
-            # Five requests, one socket: each redirect hop was a pooled request.
-            assert (stats.requests, stats.connections_opened) == (5, 1)
-        assert local.connections == 1
+async def test_httpx_follows_redirects_over_the_pool(
+    hypercorn_server: HypercornServer, client_ssl_context: ssl.SSLContext
+) -> None:
+    transport = AiopoolTransport(verify=client_ssl_context)
+    async with httpx.AsyncClient(transport=transport, follow_redirects=True) as client:
+        resp = await client.get(f"{hypercorn_server.url}/chain/3?mode=rel")
+        assert [r.status_code for r in resp.history] == [302, 302, 302]
+        assert resp.json()["path"] == "/chain/0"
+        assert {r.http_version for r in [*resp.history, resp]} == {"HTTP/2"}
+        stats = assert_settled(transport.client)
+        # Four requests, one socket: each hop httpx made was a stream on the pooled socket.
+        assert (stats.requests, stats.connections_opened) == (4, 1)
