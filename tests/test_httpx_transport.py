@@ -195,8 +195,9 @@ async def test_connect_errors_and_unsupported_urls() -> None:
         with pytest.raises(httpx.ConnectError) as refused:
             await client.get(url)
         assert isinstance(refused.value.__cause__, aiopool.ConnectError)
-        with pytest.raises(httpx.UnsupportedProtocol):
+        with pytest.raises(httpx.UnsupportedProtocol) as unsupported:
             await client.get("ftp://127.0.0.1/")
+        assert isinstance(unsupported.value.__cause__, aiopool.InvalidURL)
 
 
 async def test_untrusted_certificate_is_connect_error(nginx: Nginx) -> None:
