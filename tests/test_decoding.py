@@ -301,3 +301,27 @@ async def test_hypercorn_h2_failure_resets_only_the_stream(
         assert resp.content == BODY
         assert resp.conn_info.reused
         assert stats.connections_opened == 1
+
+
+async def test_hypercorn_h2_cancelled_mid_decode(
+    hypercorn_server: HypercornServer, h2_ssl: ssl.SSLContext
+) -> None:
+    started = asyncio.Event()
+
+    async def pull(client: aiopool.Client) -> None:
+        url = f"{hypercorn_server.url}/endless?coding=gzip"
+        async with client.stream("GET", url) as resp:
+            async for _ in resp.aiter_bytes():
+                started.set()
+
+    async with aiopool.Client(verify=h2_ssl) as client:
+        task = asyncio.create_task(pull(client))
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        stats = assert_settled(client)  # the stream reset, no slot held
+        resp = await client.get(f"{hypercorn_server.url}/encoded")
+        assert resp.content == BODY
+        assert resp.conn_info.reused
+        assert stats.connections_opened == 1
