@@ -15,7 +15,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 import aiopool
+from aiopool._expect import interim_verdict
 from tests.helpers import assert_settled, eventually
+from tests.mock_backend import MockDialer, Script, response
 from tests.rig.fault_server import FaultServer
 from tests.rig.h2_server import H2ScriptServer
 from tests.rig.hypercorn_app import HypercornServer
@@ -356,3 +358,84 @@ async def test_hypercorn_http2_gets_the_body_after_the_wait(
 def test_bad_settings_are_refused(options: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="expect_continue"):
         aiopool.Client(**options)  # type: ignore[arg-type]
+
+
+# Byte-exact (scripted backend), both parsers --------------------------------------------------
+
+
+def mock_client(*scripts: Script) -> tuple[aiopool.Client, MockDialer]:
+    client = aiopool.Client(expect_continue_threshold=10)
+    dialer = MockDialer(scripts)
+    client._pool._dialer = dialer
+    return client, dialer
+
+
+PAYLOAD = b"0123456789abcdef"
+
+
+@both_parsers
+async def test_a_100_split_at_every_byte_releases_the_body() -> None:
+    interim = b"HTTP/1.1 100 Continue\r\n\r\n"
+    client, dialer = mock_client(
+        [*[interim[i : i + 1] for i in range(len(interim))], response(b"ok")]
+    )
+    async with client:
+        reply = await client.post("http://mock.test/up", content=PAYLOAD)
+        assert (reply.status_code, reply.content) == (200, b"ok")
+    head, _, body = bytes(dialer.streams[0].written).partition(b"\r\n\r\n")
+    assert b"\r\nexpect: 100-continue" in head
+    assert body == PAYLOAD
+
+
+@both_parsers
+async def test_early_hints_before_the_100_are_skipped() -> None:
+    hints = b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
+    client, dialer = mock_client([hints + b"HTTP/1.1 100 Continue\r\n\r\n", response(b"ok")])
+    async with client:
+        reply = await client.post("http://mock.test/up", content=PAYLOAD)
+        assert reply.content == b"ok"
+    assert bytes(dialer.streams[0].written).endswith(b"\r\n\r\n" + PAYLOAD)
+
+
+@both_parsers
+async def test_an_early_417_leaves_nothing_but_the_head_on_the_wire() -> None:
+    refusal = response(b"no", status=b"417 Expectation Failed")
+    client, dialer = mock_client([refusal])
+    async with client:
+        reply = await client.post("http://mock.test/up", content=PAYLOAD)
+        assert (reply.status_code, reply.content) == (417, b"no")
+        assert assert_settled(client).connections_closed == 1
+    written = bytes(dialer.streams[0].written)
+    assert written.endswith(b"\r\n\r\n") and written.count(b"\r\n\r\n") == 1
+    assert PAYLOAD not in written
+    assert dialer.streams[0].closed
+
+
+@both_parsers
+async def test_garbage_while_waiting_is_a_protocol_error() -> None:
+    client, dialer = mock_client([b"\x00\xffNOT-HTTP\r\n\r\n"])
+    async with client:
+        with pytest.raises(aiopool.RemoteProtocolError):
+            await client.post("http://mock.test/up", content=PAYLOAD)
+        assert_settled(client)
+    assert dialer.streams[0].closed
+    assert PAYLOAD not in bytes(dialer.streams[0].written)
+
+
+@pytest.mark.parametrize(
+    ("data", "verdict"),
+    [
+        (b"", None),
+        (b"HTTP/1.1 1", None),
+        (b"HTTP/1.1 100 Continue\r\n", True),
+        (b"HTTP/1.1 417 Expectation Failed\r\n", False),
+        (b"HTTP/1.1 103 Early Hints\r\nLink: x\r\n", None),
+        (b"HTTP/1.1 103 Early Hints\r\n\r\nHTTP/1.1 100 Continue\r\n\r\n", True),
+        (b"HTTP/1.1 103 Early Hints\r\n\r\nHTTP/1.1 200 OK\r\n", False),
+        (b"garbage\r\n", False),
+        (b"HTTP/1.1 1x0 Odd\r\n", False),
+        (b"x" * 70_000, False),  # no status line in sight: the parser will say what is wrong
+    ],
+)
+def test_interim_verdict(data: bytes, verdict: bool | None) -> None:
+    assert interim_verdict(data)[0] is verdict
