@@ -10,6 +10,8 @@ from collections.abc import Iterable
 import brotli
 import pytest
 import zstandard
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aiopool import DecodingError, Headers
 from aiopool._decoders import (
@@ -245,3 +247,16 @@ def test_ratio_allowed_below_the_floor_and_at_the_limit() -> None:
 def test_brotli_without_output_limit_is_not_offered() -> None:
     # The bound depends on brotli >= 1.2 (CVE-2025-6176); the test environment has it.
     assert tuple(int(p) for p in brotli.__version__.split(".")[:2]) >= (1, 2)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    data=st.binary(max_size=5000),
+    codings=st.lists(st.sampled_from(CODINGS), min_size=1, max_size=3),
+    cuts=st.lists(st.integers(min_value=0, max_value=20_000), max_size=8),
+)
+def test_any_data_any_chunking(data: bytes, codings: list[str], cuts: list[int]) -> None:
+    header, body = encode(data, codings)
+    points = sorted({min(c, len(body)) for c in cuts})
+    chunks = [body[a:b] for a, b in zip([0, *points], [*points, len(body)], strict=True)]
+    assert decode(header, chunks) == data
