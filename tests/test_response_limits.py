@@ -153,3 +153,11 @@ async def test_hypercorn_h2_limit_resets_only_the_stream(
         assert resp.http_version == "HTTP/2"
         assert resp.conn_info.reused  # the socket carried on
         assert stats.connections_opened == 1
+
+
+async def test_a_trickle_hits_the_limit(server: FaultServer) -> None:
+    # 100 bytes a millisecond apart: many small reads, each under the limit, add up past it.
+    async with aiopool.Client(max_response_size=20_000) as client:
+        with pytest.raises(aiopool.ResponseTooLarge):
+            await client.get(f"{server.url}/endless?chunk=100&delay=0.001")
+        await assert_closed(client, server)

@@ -14,8 +14,9 @@ both speak the same table. Query parameters (all optional):
 * ``/bomb?coding=C&size=N`` -- N (1 GiB) zero bytes in coding C (gzip, br or zstd), streamed
   chunked and generated as it is sent (never held whole): about 1 MB of gzip, a few KB of
   br, 32 KB of zstd.
-* ``/endless?coding=C&chunk=B`` -- a body that never ends: ``B`` (64 KiB) bytes of
-  ``text()`` at a time, in coding C (default identity), until the client goes away.
+* ``/endless?coding=C&chunk=B&delay=S`` -- a body that never ends: ``B`` (64 KiB) bytes of
+  ``text()`` at a time, in coding C (default identity), S (0) seconds apart (fault server
+  only), until the client goes away.
 """
 
 from __future__ import annotations

@@ -1037,7 +1037,9 @@ class FaultServer(_ThreadedServer):
         pieces = encodings.endless(coding, request.int_param("chunk", 64 * 1024))
         headers = [] if coding == "identity" else [("Content-Encoding", coding)]
         # Ends only when the client goes away (the write fails) or the server stops.
-        return await self._send_chunked(conn, request, headers, pieces)
+        return await self._send_chunked(
+            conn, request, headers, pieces, delay=request.float_param("delay", 0)
+        )
 
     async def _send_chunked(
         self,
@@ -1045,11 +1047,16 @@ class FaultServer(_ThreadedServer):
         request: _Request,
         headers: list[tuple[str, str]],
         pieces: Iterable[bytes],
+        *,
+        delay: float = 0,
     ) -> bool:
-        """A 200 with ``pieces`` as a chunked body, each written (and drained) as it comes."""
+        """A 200 with ``pieces`` as a chunked body, each written (and drained) as it comes,
+        ``delay`` seconds apart."""
         if not await self._send_head(conn, request, [*headers, ("Transfer-Encoding", "chunked")]):
             return request.keep_alive
         for piece in pieces:
+            if delay:
+                await asyncio.sleep(delay)
             if piece:
                 await self._write_raw(conn, b"%x\r\n%b\r\n" % (len(piece), piece))
         await self._write_raw(conn, b"0\r\n\r\n")
