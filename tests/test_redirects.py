@@ -16,6 +16,8 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import aiopool
 from aiopool._client import HTTP1Parser
@@ -663,3 +665,30 @@ def test_url_join_follows_rfc_3986(reference: str, expected: str) -> None:
 def test_url_join_refuses_what_cannot_be_sent(reference: str) -> None:
     with pytest.raises(aiopool.InvalidURL):
         aiopool.URL(BASE).join(reference)
+
+
+# Anything a server could put in a Location: a URL or InvalidURL, nothing else (urljoin alone
+# raised ValueError for "http://[::1" before `join` translated it).
+_PIECES = st.sampled_from(
+    [
+        *"/?#:@[].%-_~!$&'()*+,;=aZ09 \\\x00\t\r\nü€",
+        "//",
+        "http:",
+        "HTTPS://",
+        "[::1]",
+        ":0",
+        ":99999",
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.lists(_PIECES, max_size=12).map("".join), st.text(max_size=30)))
+def test_url_join_gives_a_sendable_url_or_invalid_url(reference: str) -> None:
+    try:
+        url = aiopool.URL(BASE).join(reference)
+    except aiopool.InvalidURL:
+        return
+    assert url.scheme in ("http", "https")
+    assert url.target.startswith(b"/") and url.target.isascii()
+    assert str(aiopool.URL(str(url))) == str(url)  # its text form parses back to itself
