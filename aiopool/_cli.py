@@ -29,7 +29,7 @@ from ._client import Client
 from ._config import Timeout
 from ._exceptions import AiopoolError
 from ._models import Response
-from ._stats import TraceEvent
+from ._trace import TraceEvent
 from ._urls import URL
 from ._version import __version__
 
