@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 import aiopool
+from aiopool._decoders import ACCEPT_ENCODING
 from tests.helpers import assert_settled
 from tests.mock_backend import MockDialer, Script, response
 
@@ -29,6 +30,7 @@ async def test_request_bytes_are_exact() -> None:
         b"host: mock.test\r\n"
         b"user-agent: aiopool/0.1.0\r\n"
         b"accept: */*\r\n"
+        b"accept-encoding: " + ACCEPT_ENCODING + b"\r\n"
         b"X-Trace: abc\r\n"
         b"\r\n"
     )
