@@ -365,6 +365,12 @@ def test_bad_arguments_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str
     assert "usage: aiopool" in capsys.readouterr().err
 
 
+def test_unreadable_data_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    status, out, err = run(capsys, "get", "-d", f"@{tmp_path / 'nope'}", "http://127.0.0.1:1/")
+    assert (status, out) == (1, "")
+    assert err.startswith("aiopool: error: FileNotFoundError: ")
+
+
 def test_missing_cacert_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     status, _, err = run(capsys, "get", "--cacert", str(tmp_path / "nope.pem"), "https://x/")
     assert status == 1

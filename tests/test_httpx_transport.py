@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import random
 import ssl
 from collections.abc import AsyncIterator, Iterator
@@ -85,6 +86,31 @@ async def test_a_shared_client_is_used_but_not_closed(server: FaultServer) -> No
         assert not pool.is_closed
         assert (await pool.get(f"{server.url}/echo")).conn_info.reused
         assert pool.stats().connections_opened == 1
+
+
+async def test_the_transport_api_directly(server: FaultServer) -> None:
+    # httpx's transport contract, without an httpx client: no timeout extension (the aiopool
+    # client's applies), the stream read by hand, then closed.
+    async with AiopoolTransport(timeout=5) as transport:
+        assert repr(transport).startswith("<AiopoolTransport owned <aiopool.Client")
+        request = httpx.Request("GET", f"{server.url}/echo?id=direct")
+        response = await transport.handle_async_request(request)
+        try:
+            assert isinstance(response.stream, httpx.AsyncByteStream)
+            body = b"".join([chunk async for chunk in response.stream])
+        finally:
+            await response.aclose()
+        assert json.loads(body)["id"] == "direct"
+        assert response.extensions["http_version"] == b"HTTP/1.1"
+        assert response.extensions["reason_phrase"] == b"OK"
+        assert assert_settled(transport.client).idle == 1
+
+        # A synchronous body cannot be sent by an asynchronous transport: refused, unsent.
+        sync_body = httpx.Request("POST", f"{server.url}/echo", content=iter([b"a"]))
+        with pytest.raises(TypeError, match="async iterable"):
+            await transport.handle_async_request(sync_body)
+        assert transport.client.stats().requests == 1
+    assert transport.client.is_closed
 
 
 def test_client_and_options_are_exclusive() -> None:
