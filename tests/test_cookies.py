@@ -14,8 +14,11 @@ from urllib.parse import quote
 
 import pytest
 import trustme
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import aiopool
+from aiopool._headers import validate_header
 from tests.helpers import assert_settled
 from tests.rig.fault_server import FaultServer
 from tests.rig.hypercorn_app import HypercornServer
@@ -301,3 +304,36 @@ def test_an_existing_cookie_object_can_be_added_through_the_jar() -> None:
     )  # fmt: skip
     cookies.jar.set_cookie(cookie)
     assert cookies.header_for(aiopool.URL("http://h.example/p")) == b"j=1"
+
+
+_COOKIE_PIECES = st.sampled_from(
+    [
+        *"=; ,\"'abcXYZ019-._",
+        "Expires=",
+        "Max-Age=",
+        "Domain=",
+        "Path=",
+        "Secure",
+        "Version=1",
+        "Thu, 01 Jan 1970 00:00:00 GMT",
+        ".h.example",
+        "-1",
+        "99999999999999999999",
+        "\x80",
+        "ü",
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(_COOKIE_PIECES, max_size=14).map("".join), min_size=1, max_size=3))
+def test_any_set_cookie_is_stored_or_dropped_and_what_is_stored_can_be_sent(
+    values: list[str],
+) -> None:
+    # A warning from http.cookiejar ("http.cookiejar bug!") would be an error here.
+    cookies = aiopool.Cookies()
+    url = aiopool.URL("http://h.example/a/b")
+    cookies.extract(aiopool.Headers([(b"set-cookie", v.encode()) for v in values]), url)
+    value = cookies.header_for(url)
+    if value is not None:
+        validate_header(b"cookie", value)
