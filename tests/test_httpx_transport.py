@@ -272,6 +272,7 @@ async def test_a_closed_shared_client_is_a_runtime_error(server: FaultServer) ->
 
 
 async def test_early_close_of_a_streamed_response_releases_the_socket(server: FaultServer) -> None:
+    others = server.open_connections()  # the session's server: sockets of earlier tests
     transport = AiopoolTransport()
     async with httpx.AsyncClient(transport=transport, base_url=server.url) as client:
         # A small unread rest is drained, and the socket pooled for the next request.
@@ -288,7 +289,8 @@ async def test_early_close_of_a_streamed_response_releases_the_socket(server: Fa
                 break
         stats = assert_settled(transport.client)
         assert (stats.idle, stats.connections_closed) == (0, 1)
-        await eventually(lambda: server.open_connections() == 0)
+        # ... really closed: the server sees it go.
+        await eventually(lambda: server.open_connections() <= others)
 
 
 async def test_early_close_over_http2_resets_only_the_stream(nginx: Nginx, ca_path: str) -> None:
