@@ -26,7 +26,7 @@ from ._config import (
     TimeoutTypes,
 )
 from ._cookies import Cookies, CookieTypes
-from ._decoders import ACCEPT_ENCODING
+from ._decoders import ACCEPT_ENCODING, MAX_RATIO
 from ._exceptions import (
     ClientClosed,
     InvalidURL,
@@ -139,7 +139,8 @@ class Client:
     which is asked for with `Accept-Encoding` unless a request sets its own. `client.get()`
     buffers at most `max_response_size` decoded bytes (100 MiB; None: no cap; also per
     request), else `ResponseTooLarge`; streamed bodies are not capped. Corrupt, truncated or
-    bomb-like encoded bodies raise `DecodingError`.
+    bomb-like encoded bodies raise `DecodingError`: past 16 MiB of output, a body may decode to
+    at most `max_decompression_ratio` (200) times the bytes received (None: no such bound).
 
     Tracing (Go's `httptrace`): `trace=fn` gets a `TraceEvent` for every step of every
     request and connection (`get_conn`, `connect_start`/`connect_done`, `tls_handshake_*`,
@@ -178,6 +179,7 @@ class Client:
         max_response_header_bytes: int = DEFAULT_HEAD_LIMITS.max_bytes,
         max_response_headers: int = DEFAULT_HEAD_LIMITS.max_count,
         max_response_size: int | None = DEFAULT_MAX_RESPONSE_SIZE,
+        max_decompression_ratio: float | None = MAX_RATIO,
         timeout: TimeoutTypes = _DEFAULT_TIMEOUT,
         verify: VerifyTypes = True,
         headers: HeaderTypes | None = None,
@@ -198,6 +200,11 @@ class Client:
         self._proxies = ProxyRoutes.build(proxy, trust_env)
         self.timeout = Timeout.coerce(timeout)
         self.max_response_size = _size_limit(max_response_size)
+        if max_decompression_ratio is not None and not max_decompression_ratio >= 1:
+            raise ValueError(
+                f"max_decompression_ratio must be >= 1 or None, not {max_decompression_ratio}"
+            )
+        self.max_decompression_ratio = max_decompression_ratio
         self.http1 = http1
         self.http2 = http2
         # ALPN (RFC 7301) offers what we speak, h2 first: the server picks.
@@ -615,6 +622,7 @@ class Client:
             max_response_size=(
                 self.max_response_size if max_response_size is _UNSET else max_response_size
             ),
+            max_decompression_ratio=self.max_decompression_ratio,
         )
         if not stream:
             try:

@@ -53,6 +53,8 @@ MAX_CODINGS = 5
 # past 64 KiB. Text and JSON compress 3-20x; nothing but padding reaches 200x, and one layer of
 # gzip cannot exceed ~1032x at all. The floor is generous (a small, very repetitive response
 # is not a bomb) yet far below what a bomb is for: its cost is capped at 16 MiB of output.
+# MAX_RATIO is the default of `Client(max_decompression_ratio=)`, for content known to be
+# that repetitive (br and zstd reach 100x on text with long repeats).
 MAX_RATIO = 200
 RATIO_FLOOR = 16 * 1024 * 1024
 
@@ -356,14 +358,15 @@ class ContentDecoder:
 
     `feed(chunk)` and then `finish()` yield the decoded body in steps of at most DECODE_STEP
     bytes. Both raise `DecodingError` for corrupt or truncated data and for a body decoding to
-    more than MAX_RATIO times its size (past RATIO_FLOOR).
+    more than `max_ratio` times its size past RATIO_FLOOR (None: no ratio bound).
     """
 
-    __slots__ = ("_chain", "_decoded", "_received", "codings")
+    __slots__ = ("_chain", "_decoded", "_max_ratio", "_received", "codings")
 
-    def __init__(self, chain: list[_Decoder], codings: str) -> None:
+    def __init__(self, chain: list[_Decoder], codings: str, max_ratio: float | None) -> None:
         self._chain = chain  # outermost (last applied) first
         self.codings = codings
+        self._max_ratio = max_ratio
         self._received = 0
         self._decoded = 0
 
@@ -388,18 +391,22 @@ class ContentDecoder:
                 yield from self._through(level + 1, piece)
 
     def _bounded(self, pieces: Iterator[bytes]) -> Iterator[bytes]:
+        ratio = self._max_ratio
+        if ratio is None:
+            yield from pieces
+            return
         for piece in pieces:
             self._decoded += len(piece)
-            if self._decoded > RATIO_FLOOR and self._decoded > MAX_RATIO * self._received:
+            if self._decoded > RATIO_FLOOR and self._decoded > ratio * self._received:
                 raise DecodingError(
-                    f"{self.codings!r} content decoded to more than {MAX_RATIO} times its size "
+                    f"{self.codings!r} content decoded to more than {ratio:g} times its size "
                     f"({self._decoded} bytes from {self._received}): refusing a likely "
-                    "decompression bomb"
+                    "decompression bomb (the client's max_decompression_ratio)"
                 )
             yield piece
 
 
-def decoder_for(headers: Headers) -> ContentDecoder | None:
+def decoder_for(headers: Headers, max_ratio: float | None = MAX_RATIO) -> ContentDecoder | None:
     """The decoder for a response with these headers, or None if its body is used as it is.
 
     Raises `DecodingError` for a chain of more than MAX_CODINGS codings.
@@ -425,4 +432,4 @@ def decoder_for(headers: Headers) -> ContentDecoder | None:
         chain.append(factory())
     if not chain:
         return None
-    return ContentDecoder(chain, ", ".join(codings))
+    return ContentDecoder(chain, ", ".join(codings), max_ratio)

@@ -16,7 +16,7 @@ import warnings
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any, Protocol
 
-from ._decoders import ContentDecoder, decoder_for
+from ._decoders import MAX_RATIO, ContentDecoder, decoder_for
 from ._exceptions import (
     HTTPStatusError,
     LocalProtocolError,
@@ -148,6 +148,7 @@ class Response:
         content: bytes | None = None,
         opened_at: str | None = None,
         max_response_size: int | None = None,
+        max_decompression_ratio: float | None = MAX_RATIO,
     ) -> None:
         self.status_code = status_code
         self.reason = reason
@@ -160,6 +161,7 @@ class Response:
         self._consumed = content is not None
         self._opened_at = opened_at
         self._max_size = max_response_size
+        self._max_ratio = max_decompression_ratio
         # False once `_content` holds a decoded body, whose raw bytes are gone.
         self._raw_kept = True
         # The redirect responses that led here, oldest first (each read, its socket released).
@@ -326,7 +328,7 @@ class Response:
         # section 6.4.1): nothing to decode, and nothing to refuse.
         if self.status_code in (204, 304) or self.request.method == "HEAD":
             return None
-        return decoder_for(self.headers)
+        return decoder_for(self.headers, self._max_ratio)
 
     def _check_declared_length(self, limit: int) -> None:
         """Refuse before reading a byte a body whose Content-Length is over the limit (only for

@@ -260,3 +260,17 @@ def test_any_data_any_chunking(data: bytes, codings: list[str], cuts: list[int])
     points = sorted({min(c, len(body)) for c in cuts})
     chunks = [body[a:b] for a, b in zip([0, *points], [*points, len(body)], strict=True)]
     assert decode(header, chunks) == data
+
+
+def test_ratio_bound_is_configurable() -> None:
+    bomb_64m = b"".join(bomb("gzip", 64 * 1024 * 1024))  # ~1030x: one layer of gzip's most
+    headers = Headers({"content-encoding": "gzip"})
+    for ratio in (None, 2000):
+        found = decoder_for(headers, max_ratio=ratio)
+        assert found is not None
+        assert sum(len(p) for p in [*found.feed(bomb_64m), *found.finish()]) == 64 * 1024**2
+    found = decoder_for(headers, max_ratio=1000)
+    assert found is not None
+    with pytest.raises(DecodingError, match="1000 times"):
+        for _ in found.feed(bomb_64m):
+            pass

@@ -325,3 +325,16 @@ async def test_hypercorn_h2_cancelled_mid_decode(
         assert resp.content == BODY
         assert resp.conn_info.reused
         assert stats.connections_opened == 1
+
+
+async def test_ratio_bound_can_be_raised_or_removed(server: FaultServer) -> None:
+    url = f"{server.url}/bomb?size={64 * 1024 * 1024}"
+    async with aiopool.Client(max_decompression_ratio=None) as client:
+        async with client.stream("GET", url) as resp:
+            size = sum([len(piece) async for piece in resp.aiter_bytes()])
+        assert size == 64 * 1024 * 1024
+        with pytest.raises(aiopool.ResponseTooLarge):  # buffering is still capped
+            await client.get(url, max_response_size=32 * 1024 * 1024)
+    for ratio in (0, -1, 0.5):
+        with pytest.raises(ValueError, match="max_decompression_ratio"):
+            aiopool.Client(max_decompression_ratio=ratio)
