@@ -338,3 +338,12 @@ async def test_ratio_bound_can_be_raised_or_removed(server: FaultServer) -> None
     for ratio in (0, -1, 0.5):
         with pytest.raises(ValueError, match="max_decompression_ratio"):
             aiopool.Client(max_decompression_ratio=ratio)
+
+
+async def test_cancelled_while_buffering_a_decoded_body(server: FaultServer) -> None:
+    # The non-streaming path: `client.get()` cancelled inside its decoding read.
+    async with aiopool.Client() as client:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.3):
+                await client.get(f"{server.url}/endless?coding=gzip&chunk=4096&delay=0.001")
+        await assert_closed(client, server)

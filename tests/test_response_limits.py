@@ -148,6 +148,8 @@ async def test_hypercorn_h2_limit_resets_only_the_stream(
             await client.get(f"{hypercorn_server.url}/endless")
         with pytest.raises(aiopool.ResponseTooLarge):
             await client.get(f"{hypercorn_server.url}/endless?coding=gzip")
+        with pytest.raises(aiopool.ResponseTooLarge, match="declares 2000000 bytes"):
+            await client.get(f"{hypercorn_server.url}/bytes/2000000")
         stats = assert_settled(client)  # no h2 stream left open
         resp = await client.get(f"{hypercorn_server.url}/bytes/1000")
         assert resp.http_version == "HTTP/2"
