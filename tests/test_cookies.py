@@ -7,6 +7,7 @@ hypercorn's certificate is valid for ``localhost`` and ``127.0.0.1``: two cookie
 from __future__ import annotations
 
 import ssl
+import time
 from collections.abc import Callable, Iterator
 from http.cookiejar import Cookie, CookieJar
 from typing import Any
@@ -304,6 +305,38 @@ def test_an_existing_cookie_object_can_be_added_through_the_jar() -> None:
     )  # fmt: skip
     cookies.jar.set_cookie(cookie)
     assert cookies.header_for(aiopool.URL("http://h.example/p")) == b"j=1"
+
+
+def test_the_remembered_header_follows_every_change_to_the_jar() -> None:
+    cookies = aiopool.Cookies()
+    url = aiopool.URL("http://h.example/p")
+    assert cookies.header_for(url) is None
+    cookies.extract(aiopool.Headers([(b"set-cookie", b"a=1")]), url)
+    assert cookies.header_for(url) == b"a=1"
+    cookies.extract(aiopool.Headers([(b"set-cookie", b"a=2")]), url)  # replaced by the server
+    assert cookies.header_for(url) == b"a=2"
+    cookies["b"] = "3"
+    assert cookies.header_for(url) == b"a=2; b=3"
+    del cookies["a"]
+    assert cookies.header_for(url) == b"b=3"
+    assert cookies.header_for(url, cross_origin_hop=True) is None  # remembered apart
+    cookies.jar.set_cookie(next(iter(aiopool.Cookies({"c": "4"}).jar)))
+    assert cookies.header_for(url) == b"b=3; c=4"
+    cookies.clear()
+    assert cookies.header_for(url) is None
+
+
+def test_the_remembered_header_forgets_a_cookie_that_expired(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cookies = aiopool.Cookies({"session": "s"})
+    url = aiopool.URL("http://h.example/")
+    cookies.extract(aiopool.Headers([(b"set-cookie", b"short=1; Max-Age=60")]), url)
+    assert cookies.header_for(url) == b"session=s; short=1"
+    later = time.time() + 120
+    monkeypatch.setattr(time, "time", lambda: later)  # the jar and the stdlib read this clock
+    assert cookies.header_for(url) == b"session=s"
+    assert list(cookies) == ["session"]  # and the stdlib dropped it from the jar
 
 
 _COOKIE_PIECES = st.sampled_from(
