@@ -299,10 +299,12 @@ class HTTP2Connection:
         loop = self._loop
         deadline = loop.time() + wait
         while not stream.continued:
+            if stream.headers is not None or stream.ended:
+                # (Before the error test: RFC 9113 section 8.1 lets a server follow its
+                # complete response with RST_STREAM(NO_ERROR) to stop our body.)
+                return False
             if stream.error is not None:
                 raise stream.error
-            if stream.headers is not None or stream.ended:
-                return False
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return True  # silence: send the body anyway
@@ -343,9 +345,12 @@ class HTTP2Connection:
                 await self._send_data(stream, content, timeout)
             else:
                 async for chunk in request.body_chunks():
+                    if stream.withheld:
+                        break
                     await self._send_data(stream, chunk, timeout)
-            conn.end_stream(stream.id)
-            self._flush()
+            if not stream.withheld:
+                conn.end_stream(stream.id)
+                self._flush()
         finally:
             stream.sending = False
 
@@ -353,6 +358,8 @@ class HTTP2Connection:
         conn = self._h2
         view = memoryview(data)
         while view:
+            if stream.withheld:
+                return  # the server has its answer and asked for no more (see _on_stream_reset)
             if stream.error is not None:
                 raise stream.error
             window = min(
@@ -577,6 +584,13 @@ class HTTP2Connection:
         s = self._streams.get(event.stream_id or 0)
         if s is not None:
             code = ErrorCodes(event.error_code) if event.error_code in _CODES else event.error_code
+            if code == ErrorCodes.NO_ERROR and s.ended:
+                # RFC 9113 section 8.1: a complete response, then RST_STREAM(NO_ERROR) asks us
+                # to stop sending the request body; the response stands. (Our half is closed
+                # by the reset: nothing more is sent, nor reset, on this stream.)
+                s.withheld = True
+                wake(s)
+                return
             exc = RemoteProtocolError(f"server reset the HTTP/2 stream ({code!r})")
             if code == ErrorCodes.REFUSED_STREAM:
                 exc.unprocessed = True  # RFC 9113 section 8.7: never processed

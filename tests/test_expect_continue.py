@@ -439,3 +439,46 @@ async def test_garbage_while_waiting_is_a_protocol_error() -> None:
 )
 def test_interim_verdict(data: bytes, verdict: bool | None) -> None:
     assert interim_verdict(data)[0] is verdict
+
+
+@both_engines
+async def test_h2_a_response_then_reset_no_error_is_the_answer(
+    fresh_h2_server: H2ScriptServer,
+) -> None:
+    # RFC 9113 section 8.1: a complete response, then RST_STREAM(NO_ERROR): "stop sending".
+    server = fresh_h2_server
+    async with aiopool.Client(http1=False) as client:
+        response = await client.post(
+            f"{server.url}/expect-reject?status=413&rst=1",
+            content=Body(BIG),
+            headers={"content-length": str(len(BIG))},
+        )
+        assert (response.status_code, response.text) == (413, "rejected: 413\n")
+        assert_settled(client)
+        again = await client.get(f"{server.url}/echo?id=next")
+        assert again.text == "next" and again.conn_info.reused
+    rejected = server.requests[0]
+    assert server.body_bytes(rejected.conn_id, rejected.stream_id) == 0
+
+
+@both_engines
+async def test_h2_an_upload_stopped_by_response_and_reset_no_error(
+    fresh_h2_server: H2ScriptServer,
+) -> None:
+    # No expectation: the body is on its way when the answer and the "stop" come. (The server
+    # never returns window, so at most its first 64 KiB can have gone before the answer.)
+    server = fresh_h2_server
+    server.script(ack_delay=3600)
+    events: Events = []
+    async with aiopool.Client(
+        http1=False, expect_continue_threshold=None, trace=events.append
+    ) as client:
+        response = await client.post(f"{server.url}/expect-reject?status=413&rst=1", content=BIG)
+        assert (response.status_code, response.text) == (413, "rejected: 413\n")
+        assert_settled(client)
+        again = await client.get(f"{server.url}/echo?id=next")
+        assert again.text == "next" and again.conn_info.reused
+    rejected = server.requests[0]
+    assert server.body_bytes(rejected.conn_id, rejected.stream_id) <= 65535
+    wrote = next(e for e in events if e.name == "wrote_request")
+    assert dict(wrote.info) == {"error": None, "body_withheld": True}

@@ -189,7 +189,9 @@ class H2ScriptServer(_ThreadedServer):
                                 100-continue`` with a ``100`` HEADERS frame at once; this
                                 one never does)
     /expect-reject?status=N     status N (417) with a small body at once, without waiting
-                                for the request body; ``body_bytes`` counts what still came
+                                for the request body; ``body_bytes`` counts what still came;
+                                ``rst=1``: then RST_STREAM(NO_ERROR), "send no body"
+                                (RFC 9113 section 8.1)
     /stall                      200 headers, then nothing until the stream or connection
                                 ends
     /stall-headers              nothing at all
@@ -707,6 +709,10 @@ class H2ScriptServer(_ThreadedServer):
     async def _expect_reject(self, session: _Session, stream: _Stream) -> None:
         status = _int_param(stream, "status", 417)
         await self._respond(session, stream, status, f"rejected: {status}\n".encode())
+        if stream.query.get("rst") == "1" and not stream.reset:
+            session.h2.reset_stream(stream.id, ErrorCodes.NO_ERROR)
+            stream.reset = True
+            session.flush()
 
     async def _stall(self, session: _Session, stream: _Stream) -> None:
         self._send_head(session, stream, 200, None, end=False)
