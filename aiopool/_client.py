@@ -298,6 +298,11 @@ class Client:
             pool.close_nowait()
 
     @property
+    def base_url(self) -> URL | None:
+        """The prefix of relative request URLs (with a trailing "/"), or None."""
+        return self._base_url
+
+    @property
     def cookies(self) -> Cookies:
         """The client's cookie jar: sent per request URL, filled from every Set-Cookie."""
         return self._cookies

@@ -199,6 +199,7 @@ async def test_base_url_leaves_absolute_urls_alone(
         assert resp.json()["path"] == "/inspect"
         resp = await client.get("x", params={"q": "1"})
         assert str(resp.url) == f"{hypercorn_server.url}/api/x?q=1"
+        assert client.base_url == f"{hypercorn_server.url}/api/"
 
 
 def test_base_url_must_be_a_prefix() -> None:
