@@ -568,3 +568,20 @@ async def test_conn_closed_after_goaway(fresh_h2_server: H2ScriptServer) -> None
         second = await client.get(f"{fresh_h2_server.url}/echo?id=2")
         assert second.conn_info.id != first.conn_info.id
         assert_settled(client)
+
+
+# Redirects: every hop is the request's ---------------------------------------------------------
+
+
+async def test_a_request_hook_hears_every_hop_of_a_redirect(
+    hypercorn_server: HypercornServer, ca_path: str
+) -> None:
+    events: Events = []
+    async with aiopool.Client(verify=ca_path) as client:
+        response = await client.get(
+            f"{hypercorn_server.url}/redirect?status=307&to=/echo?id=landed", trace=events.append
+        )
+        assert response.text == "landed"
+    targets = [e.info["target"] for e in only(events, "wrote_headers")]
+    assert targets == ["/redirect?status=307&to=/echo?id=landed", "/echo?id=landed"]
+    assert len(only(events, "get_conn")) == len(only(events, "got_conn")) == 2
