@@ -21,7 +21,7 @@ from typing import Any
 from tests.rig.fault_server import FaultServer
 from tests.rig.nginx import Nginx
 
-from ._checks import MIB, PhaseResult
+from ._checks import MIB, PhaseResult, open_fds, wait_until
 from ._driver import PhasePlan, run_phase
 from ._kinds import Mix, SoakContext, fault_kinds, nginx_kinds
 
@@ -48,7 +48,7 @@ class SoakConfig:
 class SoakReport:
     phases: list[PhaseResult] = field(default_factory=list)
     warmup_rss: int = 0
-    final_rss: int = 0
+    peak_rss: int = 0  # the highest after any phase past the warm-up
     fds_start: int = 0
     fds_end: int = 0
     problems: list[str] = field(default_factory=list)  # checks over the whole run
@@ -86,8 +86,8 @@ class SoakReport:
         out.append(
             "rss: "
             + ", ".join(f"{p.name} {p.rss_after / MIB:.1f}" for p in self.phases)
-            + f" MiB; after warm-up {self.warmup_rss / MIB:.1f} MiB, final"
-            f" {self.final_rss / MIB:.1f} MiB ({(self.final_rss - self.warmup_rss) / MIB:+.1f};"
+            + f" MiB; after warm-up {self.warmup_rss / MIB:.1f} MiB, peak after it"
+            f" {self.peak_rss / MIB:.1f} MiB ({(self.peak_rss - self.warmup_rss) / MIB:+.1f};"
             f" tolerance +{_rss_tolerance(self.warmup_rss) / MIB:.1f} MiB)"
         )
         for phase in self.phases:
@@ -209,13 +209,13 @@ async def run_soak(
                 report.warmup_rss = result.rss_after
             print(result.summary(), file=sys.stderr, flush=True)
         report.fds_end = report.phases[-1].fds_after
-        report.final_rss = max(p.rss_after for p in report.phases[len(defs) :])
+        report.peak_rss = max(p.rss_after for p in report.phases[len(defs) :])
     report.problems.extend(loop_errors)
     if report.fds_end != report.fds_start:
         report.problems.append(
             f"descriptors: {report.fds_start} at the start, {report.fds_end} at the end"
         )
-    growth = report.final_rss - report.warmup_rss
+    growth = report.peak_rss - report.warmup_rss
     if growth > _rss_tolerance(report.warmup_rss):
         report.problems.append(
             f"memory grew by {growth / MIB:.1f} MiB after the warm-up (tolerance "
@@ -225,8 +225,6 @@ async def run_soak(
 
 
 async def _first_fds(fault_server: FaultServer) -> int:
-    from ._checks import open_fds, wait_until
-
     await wait_until(lambda: fault_server.open_connections() == 0, 10.0)
     return open_fds()
 
