@@ -35,6 +35,7 @@ __all__ = (
     "RATIO_FLOOR",
     "ContentDecoder",
     "decoder_for",
+    "decoder_from",
 )
 
 # The most output one decoding step may produce. 64 KiB is zlib's and asyncio's usual buffer
@@ -411,11 +412,12 @@ def decoder_for(headers: Headers, max_ratio: float | None = MAX_RATIO) -> Conten
 
     Raises `DecodingError` for a chain of more than MAX_CODINGS codings.
     """
-    # A scan of the raw pairs, not `headers.get_list()`: that would build the decoded index of
-    # every header, for every response (microseconds on the hot path, for nothing mostly).
-    values = [v for n, v in headers.raw if len(n) == 16 and n.lower() == b"content-encoding"]
-    if not values:
-        return None
+    values = [v for n, v in headers.raw if n.lower() == b"content-encoding"]
+    return decoder_from(values, max_ratio) if values else None
+
+
+def decoder_from(values: list[bytes], max_ratio: float | None) -> ContentDecoder | None:
+    """The decoder for these Content-Encoding field values (`decoder_for`)."""
     codings = [
         c for v in values for c in (t.strip().lower() for t in v.decode("latin-1").split(",")) if c
     ]
