@@ -3,6 +3,7 @@ and the bounds that make a decompression bomb cheap to refuse."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import zlib
 from collections.abc import Iterable
@@ -274,3 +275,35 @@ def test_ratio_bound_is_configurable() -> None:
     with pytest.raises(DecodingError, match="1000 times"):
         for _ in found.feed(bomb_64m):
             pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    coding=st.sampled_from([*CODINGS, "gzip,br", "zstd,deflate"]),
+    data=st.binary(max_size=3000),
+    edits=st.lists(
+        st.tuples(st.integers(min_value=0), st.sampled_from(["flip", "drop", "insert"])),
+        min_size=1,
+        max_size=4,
+    ),
+    junk=st.binary(min_size=1, max_size=8),
+    chunk=st.integers(min_value=1, max_value=500),
+)
+def test_hostile_bytes_raise_only_decoding_error(
+    coding: str, data: bytes, edits: list[tuple[int, str]], junk: bytes, chunk: int
+) -> None:
+    """Garbled input decodes to something or raises DecodingError: never a zlib, brotli or
+    zstandard exception, never anything else."""
+    header, body = encode(data, coding.split(","))
+    mutated = bytearray(body)
+    for position, edit in edits:
+        at = position % (len(mutated) + 1)
+        if edit == "flip" and at < len(mutated):
+            mutated[at] ^= junk[0] or 0xFF
+        elif edit == "drop":
+            del mutated[at : at + len(junk)]
+        else:
+            mutated[at:at] = junk
+    pieces = [bytes(mutated[i : i + chunk]) for i in range(0, len(mutated), chunk)]
+    with contextlib.suppress(DecodingError):
+        decode(header, pieces)
