@@ -83,8 +83,15 @@ class _Jar(CookieJar):
         self._until: float | None = math.inf  # None: to be found again
 
     def set_cookie(self, cookie: Cookie) -> None:
+        held = self._cookies  # type: ignore[attr-defined]  # {domain: {path: {name: Cookie}}}
+        old = held.get(cookie.domain, {}).get(cookie.path, {}).get(cookie.name)
         super().set_cookie(cookie)
-        self.forget()
+        if old is not None and _sent_alike(old, cookie):
+            # The same cookie set again, only its expiry moved: what goes on the wire does
+            # not change (load balancers re-set their sticky cookie on every response).
+            self._until = None
+        else:
+            self.forget()
 
     def clear(
         self, domain: str | None = None, path: str | None = None, name: str | None = None
@@ -105,6 +112,18 @@ class _Jar(CookieJar):
                 (c.expires for c in self if c.expires is not None), default=math.inf
             )
         return until
+
+
+def _sent_alike(a: Cookie, b: Cookie) -> bool:
+    """Whether two cookies of one domain, path and name go to the same requests as the same
+    header text, whatever their expiry."""
+    return (a.value, a.version, a.secure, a.port, a.domain_specified) == (
+        b.value,
+        b.version,
+        b.secure,
+        b.port,
+        b.domain_specified,
+    )
 
 
 class _JarRequest(urllib.request.Request):

@@ -339,6 +339,23 @@ def test_the_remembered_header_forgets_a_cookie_that_expired(
     assert list(cookies) == ["session"]  # and the stdlib dropped it from the jar
 
 
+def test_a_cookie_set_again_with_a_later_expiry_lives_longer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cookies = aiopool.Cookies()
+    url = aiopool.URL("http://h.example/")
+    cookies.extract(aiopool.Headers([(b"set-cookie", b"sticky=1; Max-Age=60")]), url)
+    assert cookies.header_for(url) == b"sticky=1"
+    # Re-set with the same value (a load balancer does it on every response): kept longer.
+    cookies.extract(aiopool.Headers([(b"set-cookie", b"sticky=1; Max-Age=3600")]), url)
+    assert cookies.header_for(url) == b"sticky=1"
+    later = time.time() + 120
+    monkeypatch.setattr(time, "time", lambda: later)
+    assert cookies.header_for(url) == b"sticky=1"
+    cookies.extract(aiopool.Headers([(b"set-cookie", b"sticky=2; Max-Age=3600")]), url)
+    assert cookies.header_for(url) == b"sticky=2"  # a new value is seen at once
+
+
 _COOKIE_PIECES = st.sampled_from(
     [
         *"=; ,\"'abcXYZ019-._",
