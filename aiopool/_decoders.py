@@ -38,24 +38,24 @@ __all__ = (
     "decoder_from",
 )
 
-# The most output one decoding step may produce. 64 KiB is zlib's and asyncio's usual buffer
-# size: big enough that a step costs little next to its copying, small enough that nobody
-# notices one step of a bomb.
+# The most output one decoding step may produce. 64 KiB (asyncio streams' default buffer
+# limit): big enough that a step's overhead is small next to its copying, small enough that
+# one step of a bomb is nothing.
 DECODE_STEP = 64 * 1024
 
 # More codings than this in one Content-Encoding is an attack, not a configuration: real
-# responses apply one, rarely two. urllib3 2.6 (CVE-2025-66418), undici and httpx cap the chain
-# at 5, each after a decoder chain of thousands was used to exhaust memory.
+# responses apply one, rarely two. urllib3 2.6 (CVE-2025-66418: an unbounded chain let a
+# server burn CPU and memory) and undici cap the chain at 5 too.
 MAX_CODINGS = 5
 
 # Past RATIO_FLOOR decoded bytes, decoding more than MAX_RATIO bytes per byte received is
 # treated as a bomb. Precedents: Apache httpd's DeflateInflateRatioLimit is 200, Envoy's
 # decompressor max_inflate_ratio 100, Apache POI's zip-bomb check 100 past 100 KiB, Tor 25
-# past 64 KiB. Text and JSON compress 3-20x; nothing but padding reaches 200x, and one layer of
-# gzip cannot exceed ~1032x at all. The floor is generous (a small, very repetitive response
-# is not a bomb) yet far below what a bomb is for: its cost is capped at 16 MiB of output.
-# MAX_RATIO is the default of `Client(max_decompression_ratio=)`, for content known to be
-# that repetitive (br and zstd reach 100x on text with long repeats).
+# past 64 KiB. Text and JSON compress 3-20x with gzip; only padding-like content nears 200x
+# (and, with br and zstd, long verbatim repeats), and one layer of gzip cannot exceed ~1032x.
+# The floor is generous (a small, very repetitive response is not a bomb) yet far below what
+# a bomb is for: its cost is capped near 16 MiB of output. MAX_RATIO is the default of
+# `Client(max_decompression_ratio=)`, for content known to be more repetitive than that.
 MAX_RATIO = 200
 RATIO_FLOOR = 16 * 1024 * 1024
 
