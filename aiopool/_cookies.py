@@ -25,8 +25,8 @@ from http.cookiejar import Cookie, CookieJar, DefaultCookiePolicy
 from typing import TypeAlias
 
 from ._exceptions import CookieConflict
-from ._headers import Headers
-from ._urls import URL
+from ._headers import Headers, validate_header
+from ._urls import URL, Origin
 
 __all__ = ("CookieTypes", "Cookies")
 
@@ -64,7 +64,7 @@ class _Policy(DefaultCookiePolicy):
 # Header values remembered per jar (see `_Jar`): a client talks to few URLs at a time.
 _MAX_REMEMBERED = 256
 
-_HeaderKey = tuple[str, str, int, str, bool]
+_HeaderKey = tuple[Origin, bytes, bool]
 
 
 class _Jar(CookieJar):
@@ -283,14 +283,15 @@ class Cookies(MutableMapping[str, str]):
         """The `Cookie` header value to send to `url`, or None when no cookie applies.
 
         `cross_origin_hop`: the request is a redirect hop to an origin other than the one the
-        user asked for, so cookies the user set without a domain are withheld.
+        user asked for, so cookies the user set without a domain are withheld. Raises
+        `LocalProtocolError` for a cookie that cannot be sent (put into `jar` by hand).
         """
         if self.surely_empty:
             return None
         jar = self.jar
         if not isinstance(jar, _Jar):
             return _header(jar, url, cross_origin_hop)
-        key = (url.scheme, url.host, url.port, url.path, cross_origin_hop)
+        key = (url.origin, url.target.partition(b"?")[0], cross_origin_hop)
         if time.time() < jar.remembered_until:
             try:
                 return jar.remembered[key]
@@ -316,6 +317,10 @@ def _header(jar: CookieJar, url: URL, cross_origin_hop: bool) -> bytes | None:
     if value is None:
         return None
     try:
-        return value.encode("latin-1")
+        header = value.encode("latin-1")
     except UnicodeEncodeError:  # a value set by hand: sent as UTF-8, as `Headers` does
-        return value.encode("utf-8")
+        header = value.encode("utf-8")
+    # Checked once, here, not per request: what is remembered was checked. Cookies arriving
+    # are filtered (`_Policy.set_ok`); this catches one put straight into the jar.
+    validate_header(b"cookie", header)
+    return header

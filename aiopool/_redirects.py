@@ -46,7 +46,7 @@ from ._exceptions import (
     ResponseTooLarge,
     TooManyRedirects,
 )
-from ._headers import Headers, validate_header
+from ._headers import Headers
 from ._models import Request, Response
 from ._urls import URL, Origin
 
@@ -297,12 +297,12 @@ def _add_jar_cookie(
     if cookies.surely_empty:  # the common case costs nothing more
         return None
     raw = request.headers.raw
-    if any(name.lower() == b"cookie" for name, _ in raw):
-        return None
+    for name, _ in raw:
+        if len(name) == 6 and name.lower() == b"cookie":  # (length first: nearly free)
+            return None
     value = cookies.header_for(request.url, cross_origin_hop=cross_origin_hop)
     if value is None:
         return None
-    validate_header(b"cookie", value)  # a cookie put straight into `jar` is checked here
     header = (b"cookie", value)
     request.headers = Headers._from_raw([*raw, header])
     return header
