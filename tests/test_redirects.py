@@ -472,9 +472,13 @@ async def test_credentials_never_reach_another_origin(
         # The same request straight to that origin does carry them: the user asked for it.
         seen = received(await client.get(target, headers=SECRETS))
         assert seen["authorization"] == ["Basic dXNlcjpwdw=="]
-        # Per-request credentials are withheld the same way.
+        # Per-request credentials are withheld the same way, and so is a header of the user's.
         resp = await client.get(redirect_to(hypercorn_server, target), auth=("other", "pw"))
         assert "authorization" not in received(resp)
+        headers = {"Authorization": "Bearer t0ken"}
+        resp = await client.get(redirect_to(hypercorn_server, target), headers=headers)
+        assert "authorization" not in received(resp)
+        assert resp.history[0].request.headers["authorization"] == "Bearer t0ken"
 
 
 async def test_a_downgrade_to_plain_http_drops_credentials(
