@@ -83,8 +83,10 @@ class RequestOptions(TypedDict, total=False):
 # `_redirects`), so the default is what most callers expect of a client.
 _FOLLOW_REDIRECTS = True
 _MAX_REDIRECTS = 10
-# RFC 3986 section 3.1: a scheme, then ":". Anything else given with `base_url` is relative.
-_HAS_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:")
+# With `base_url`, a URL is absolute when it starts with a scheme (RFC 3986 section 3.1) and
+# "//": http(s) URLs always have an authority, and API paths such as "items:batchGet" (a
+# colon in the first segment, which RFC 3986 would read as a scheme) still merge.
+_HAS_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
 
 
 # Go's http2 transport retries unprocessed requests up to 6 times (with backoff). Fewer is not

@@ -171,6 +171,7 @@ async def test_a_password_never_shows_in_reprs_or_errors(
         ("/api/v1/", "users?page=2", "/api/v1/users", "page=2"),
         ("", "inspect", "/inspect", ""),
         ("/api", "", "/api/", ""),
+        ("/v1", "items:batchGet", "/v1/items:batchGet", ""),  # a colon, but no "//"
     ],
 )
 async def test_base_url_prefixes_relative_urls(
