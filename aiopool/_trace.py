@@ -47,7 +47,9 @@ class TraceEvent:
 
     Every event has `name`, `time` (the event loop's `loop.time()` when it happened), `origin`
     (e.g. "https://example.org:443") and `conn_id` (the connection's number, as in
-    `ConnInfo.id`; None before a socket exists). `info` holds the event's own fields:
+    `ConnInfo.id`; None before a socket exists). `info`, a read-only mapping, holds the
+    event's own fields below, and repeats `origin` and `conn_id` (where earlier versions kept
+    them):
 
     ========================== ==============================================================
     name                       info
@@ -109,16 +111,13 @@ class Tracer:
         self._request_hook = request_hook
 
     def __call__(self, name: TraceName, origin: object, conn_id: int | None, **info: Any) -> None:
-        event = TraceEvent(
-            name,
-            asyncio.get_running_loop().time(),
-            str(origin),
-            conn_id,
-            types.MappingProxyType(info),
-        )
+        where = str(origin)
+        fields = {**info, "origin": where, "conn_id": conn_id}
+        time = asyncio.get_running_loop().time()
+        event = TraceEvent(name, time, where, conn_id, types.MappingProxyType(fields))
         if logger.isEnabledFor(logging.DEBUG):
             # Lazy %-formatting: nothing is rendered unless a handler takes the record.
-            logger.debug("trace %s %s conn=%s %s", name, event.origin, conn_id, info)
+            logger.debug("trace %s %s conn=%s %s", name, where, conn_id, info)
         for hook in (self._client_hook, self._request_hook):
             if hook is not None:
                 try:
