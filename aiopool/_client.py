@@ -77,10 +77,10 @@ class RequestOptions(TypedDict, total=False):
     trace: TraceHook | None
 
 
-# Go, requests and aiohttp follow redirects by default and stop after 10 (Go's and aiohttp's
-# limit; requests allows 30). httpx stopped following by default for fear of credentials
-# travelling with a redirect; here they never leave the origin they were given for (see
-# `_redirects`), so the default is what most callers expect of a client.
+# Go, requests and aiohttp follow redirects by default, Go and aiohttp up to 10 (requests 30);
+# httpx has not since 0.20. Following is what most callers expect of a client, and the usual
+# risk of it, credentials carried to wherever a server points, is closed here: they never
+# leave the origin they were given for (see `_redirects`).
 _FOLLOW_REDIRECTS = True
 _MAX_REDIRECTS = 10
 # With `base_url`, a URL is absolute when it starts with a scheme (RFC 3986 section 3.1) and
