@@ -27,8 +27,8 @@ def basic_auth_header(auth: AuthTypes) -> bytes:
     """The `Authorization` value for `(username, password)`: `Basic base64(user:password)`.
 
     Text is encoded as UTF-8, the only charset RFC 7617 section 2.1 lets a server ask for,
-    and what browsers and httpx send (requests sends latin-1). Raises `TypeError` for anything but a
-    pair of str/bytes, `ValueError` for a colon in the user name or a control character.
+    and what browsers and httpx send (requests sends latin-1). Raises `TypeError` for anything
+    but a pair of str/bytes, `ValueError` for a colon in the user name or a control character.
     """
     if not isinstance(auth, tuple) or len(auth) != 2:
         raise TypeError("auth must be a (username, password) tuple")
