@@ -66,13 +66,14 @@ class BenchResult:
                 "p99": percentile(ordered, 99) * 1000,
                 "max": ordered[-1] * 1000,
             }
-        elapsed = self.elapsed or float("nan")
+        # None rather than NaN for a run too short to time: NaN is not JSON.
+        rate = self.done / self.elapsed if self.elapsed > 0 else None
         return {
             "url": self.url,
             "requests": self.requests,
             "concurrency": self.concurrency,
             "elapsed_s": self.elapsed,
-            "requests_per_s": self.done / elapsed,
+            "requests_per_s": rate,
             "succeeded": len(latencies),
             "failed": sum(self.errors.values()),
             "latency_ms": latency,
@@ -88,7 +89,7 @@ class BenchResult:
         d = self.as_dict()
         lines = [
             f"{self.url}: {self.requests:,} requests, {self.concurrency} concurrent",
-            f"finished in {self.elapsed:.2f} s, {d['requests_per_s']:,.1f} req/s, "
+            f"finished in {self.elapsed:.2f} s, {d['requests_per_s'] or math.nan:,.1f} req/s, "
             f"{_size(self.body_bytes / (self.elapsed or math.nan))}/s",
             f"requests: {self.done:,} done, {d['succeeded']:,} succeeded, {d['failed']:,} failed",
         ]
