@@ -127,7 +127,8 @@ def _size(n: float) -> str:
 
 
 async def bench(args: argparse.Namespace, options: dict[str, Any]) -> int:
-    """Run `aiopool bench`; 0 when every request got an HTTP response, else 1."""
+    """Run `aiopool bench`; 0 when every request got an HTTP response, else 1; 130 when
+    interrupted (Ctrl-C), after reporting what was measured."""
     url = URL(args.url)  # a bad URL is one error, not N of them
     concurrency = min(args.concurrency, args.requests)
     result = BenchResult(str(url), args.requests, concurrency)
@@ -167,8 +168,17 @@ async def bench(args: argparse.Namespace, options: dict[str, Any]) -> int:
 
         began = loop.time()
         progress = asyncio.create_task(_progress(result, began))
+        interrupted = False
         try:
             await asyncio.gather(*(worker() for _ in range(concurrency)))
+        except asyncio.CancelledError:
+            # Ctrl-C: asyncio.run cancels this task, and the gather has cancelled the workers
+            # (the pool released their connections). What was measured is still worth a
+            # report, as for an interrupted h2load; the cancellation is acknowledged, not lost.
+            task = asyncio.current_task()
+            if task is None or task.uncancel() > 0:
+                raise  # Defensive: cancelled for another reason as well
+            interrupted = True
         finally:
             result.elapsed = loop.time() - began
             progress.cancel()
@@ -181,6 +191,12 @@ async def bench(args: argparse.Namespace, options: dict[str, Any]) -> int:
     sys.stdout.write(
         json.dumps(result.as_dict(), indent=2) + "\n" if args.json else result.report()
     )
+    if interrupted:
+        print(
+            f"aiopool: interrupted after {result.done:,} of {result.requests:,} requests",
+            file=sys.stderr,
+        )
+        return 130
     if result.errors:
         name, message = next(iter(result.first_errors.items()))
         failed = sum(result.errors.values())

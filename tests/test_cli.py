@@ -8,6 +8,7 @@ import json
 import os
 import pty
 import re
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -556,6 +557,34 @@ def test_python_m_aiopool_error_has_no_traceback(blackhole: BlackholeServer) -> 
     assert done.stdout == ""
     assert done.stderr.startswith("aiopool: error: ReadTimeout: ")
     assert done.stderr.count("\n") == 1
+
+
+def test_bench_interrupted_reports_what_it_measured(fault_server: FaultServer) -> None:
+    url = f"{fault_server.url}/delay?s=0.05"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "aiopool", "bench", url, "-n", "100000", "-c", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # Interrupt once some requests are done: the progress line says so.
+        assert process.stderr is not None
+        line = process.stderr.readline()
+        assert line.startswith("progress: ")
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 130
+    done = re.search(r"requests: ([\d,]+) done, ([\d,]+) succeeded, 0 failed", out)
+    assert done is not None
+    assert int(done[1].replace(",", "")) > 0
+    assert "latency (ms): min" in out
+    assert err.startswith("aiopool: interrupted after ")
+    assert "Traceback" not in err
 
 
 def test_python_m_aiopool_bench(fault_server: FaultServer) -> None:
