@@ -178,7 +178,8 @@ class AiopoolTransport(httpx.AsyncBaseTransport):
     limits, `http2`, `verify`, `proxy` and `trace` are therefore aiopool's, set on that client;
     httpx's own transport options (`verify=`, `http2=`, `limits=`, `proxy=` on
     `httpx.AsyncClient`) do not reach it (httpx's `proxy=` would route around it through a
-    transport of its own).
+    transport of its own). httpcore's `trace` request extension is not called: aiopool's
+    `trace=` hook (on the client) sees every step of every request instead.
 
     Raises `TypeError` when given both a client and keyword arguments.
     """
