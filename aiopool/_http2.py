@@ -32,6 +32,8 @@ from ._backend import expire
 from ._config import DEFAULT_HEAD_LIMITS, MAX_INTERIM_RESPONSES, HeadLimits
 from ._exceptions import (
     ClientClosed,
+    ConnectError,
+    ConnectTimeout,
     ReadError,
     ReadTimeout,
     RemoteProtocolError,
@@ -59,9 +61,9 @@ _CODES = frozenset(int(code) for code in ErrorCodes)
 # download to one window while bounding what a stream may buffer.
 STREAM_WINDOW = 16 * 1024 * 1024
 CONNECTION_WINDOW = 16 * 1024 * 1024
-# Until the peer's first SETTINGS frame says otherwise (RFC 9113 section 6.5.2 leaves the
-# initial limit unbounded; Go assumes 100, the value RFC 9113 recommends as a minimum).
-DEFAULT_MAX_STREAMS = 100
+# When the server's SETTINGS state no SETTINGS_MAX_CONCURRENT_STREAMS, RFC 9113 section 6.5.2
+# leaves the limit unbounded; like Go (defaultMaxConcurrentStreams) we still stop at 1,000.
+UNSTATED_MAX_STREAMS = 1000
 # RFC 9113 section 8.2.2: connection-specific header fields must not be sent over HTTP/2.
 _CONNECTION_HEADERS = frozenset(
     {b"host", b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
@@ -137,8 +139,45 @@ class HTTP2Connection:
 
     # Lifecycle ---------------------------------------------------------------------------------
 
-    def start(self) -> asyncio.Task[None]:
-        """Send the preface and settings; start (and return) the reader task."""
+    async def start(self, timeout: float | None) -> asyncio.Task[None]:
+        """Send our preface, wait for the server's SETTINGS, start (and return) the reader task.
+
+        Clients may send requests before the server's preface arrives (RFC 9113 section 3.4),
+        but then a first burst cannot know the server's stream limit, and servers such as
+        hypercorn answer streams over a limit they announced (but we had not seen) with a
+        connection error rather than REFUSED_STREAM. Waiting costs nothing over TLS (servers
+        send SETTINGS right after the handshake) and half a round trip on h2c; the pool hands
+        the socket out only after this returns. Raises `ConnectTimeout` or `ConnectError`.
+        """
+        self._send_preface()
+        deadline = None if timeout is None else self._loop.time() + timeout
+        while not self._settings_received:
+            remaining = None if deadline is None else max(0.0, deadline - self._loop.time())
+            try:
+                data = await self._stream.read(remaining)
+            except ReadTimeout:
+                raise ConnectTimeout(
+                    f"{self.origin} sent no HTTP/2 SETTINGS within {timeout}s"
+                ) from None
+            except TransportError as exc:
+                raise ConnectError(f"HTTP/2 preface from {self.origin} failed: {exc}") from exc
+            if not data:
+                raise ConnectError(f"{self.origin} closed the connection in the HTTP/2 preface")
+            try:
+                events = self._h2.receive_data(data)
+            except self._engine.protocol_error as exc:
+                raise ConnectError(
+                    f"{self.origin} did not answer with an HTTP/2 preface: {exc}"
+                ) from exc
+            for event in events:
+                self._dispatch(event)
+            self._flush()
+        if self.draining:
+            raise ConnectError(f"{self.origin} sent GOAWAY in its HTTP/2 preface")
+        self._reader = self._loop.create_task(self._read_loop())
+        return self._reader
+
+    def _send_preface(self) -> None:
         conn = self._h2
         conn.initiate_connection()
         conn.update_settings(
@@ -154,16 +193,13 @@ class HTTP2Connection:
         conn.decoder.max_header_list_size = self._limits.max_bytes
         conn.increment_flow_control_window(CONNECTION_WINDOW - 65_535)
         self._flush()
-        self._reader = self._loop.create_task(self._read_loop())
-        return self._reader
 
     def capacity(self) -> int:
         """How many more streams this socket can take now (0 while draining or closed)."""
         if self.closed or self.draining:
             return 0
         limit: int = self._h2.remote_settings.max_concurrent_streams
-        if not self._settings_received:
-            limit = min(limit, DEFAULT_MAX_STREAMS)
+        limit = min(limit, UNSTATED_MAX_STREAMS)
         return limit - self.reserved
 
     @property
@@ -535,13 +571,25 @@ class HTTP2Connection:
         s = self._streams.get(event.stream_id or 0)
         if s is None:
             return
-        status = 0
+        raw_status = b""
         plain: list[tuple[bytes, bytes]] = []
         for name, value in event.headers or ():
             if name == b":status":
-                status = int(value)
+                raw_status = value
             elif not name.startswith(b":"):
                 plain.append((name, value))
+        # RFC 9110 section 15: a status code is three digits, at least 100 (600-999 are
+        # "processed as a 5xx", so accepted, as h11 does); h2 checks that :status is present
+        # but not its form. `int()` alone took "2_00" and "+200" as 200 (and accepted 99 or
+        # 2000), and raised ValueError on "abc", failing the whole socket. A malformed
+        # response is a stream error (RFC 9113 section 8.1.1): this stream only.
+        if len(raw_status) != 3 or not raw_status.isdigit() or raw_status < b"100":
+            s.error = RemoteProtocolError(
+                f"malformed HTTP/2 response: invalid :status {raw_status!r}"
+            )
+            wake(s)  # (the stream's owner resets it when it sees the error)
+            return
+        status = int(raw_status)
         if len(plain) > self._limits.max_count:
             s.error = RemoteProtocolError(too_many_headers(len(plain), self._limits))
             wake(s)  # (the stream's owner resets it when it sees the error)
@@ -606,10 +654,12 @@ class HTTP2Connection:
             self._wake_senders()
 
     def _on_settings(self, event: Any) -> None:
+        first = not self._settings_received
         self._settings_received = True
         if SettingCodes.INITIAL_WINDOW_SIZE in event.changed_settings:
             self._wake_senders()
-        self._owner.capacity_changed(self)
+        if not first:  # (the first comes in `start()`, before the pool has the socket)
+            self._owner.capacity_changed(self)
 
     def _on_push(self, event: Any) -> None:  # Defensive: push is disabled in our SETTINGS
         self._h2.reset_stream(event.pushed_stream_id or 0, ErrorCodes.REFUSED_STREAM)
@@ -629,7 +679,8 @@ class HTTP2Connection:
             elif code != ErrorCodes.NO_ERROR and not s.ended:
                 s.error = RemoteProtocolError(f"server sent GOAWAY with {code!r}")
                 wake(s)
-        self._owner.capacity_changed(self)
+        if self._reader is not None:  # (in the preface, `start()` refuses the socket)
+            self._owner.capacity_changed(self)
 
     def _wake_senders(self) -> None:
         for s in self._streams.values():

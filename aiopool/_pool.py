@@ -325,12 +325,7 @@ class ConnectionPool:
                     timeout=host.connect_timeout,
                 )
         except BaseException as exc:
-            error: BaseException = exc
-            if isinstance(exc, asyncio.CancelledError):
-                error = ClientClosed("the client was closed while connecting")
-            elif not isinstance(exc, AiopoolError):
-                error = ConnectError(f"could not connect to {origin}: {exc!r}")
-                error.__cause__ = exc
+            error = _dial_error(exc, f"could not connect to {origin}")
             state.dial_failed(host, error)
             self._apply("error")
             if tracer is not None:
@@ -378,12 +373,13 @@ class ConnectionPool:
                 limits=self._head_limits,
             )
             try:
-                reader = h2conn.start()
-            except Exception as exc:  # the socket died before the preface went out
+                reader = await h2conn.start(host.connect_timeout)
+            except BaseException as exc:  # no SETTINGS from the server, or the socket died
                 stream.abort()
-                error = ConnectError(f"HTTP/2 preface to {origin} failed: {exc}")
-                state.dial_failed(host, error)
+                state.dial_failed(host, _dial_error(exc, f"HTTP/2 preface with {origin} failed"))
                 self._apply("error")
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
                 return
             self._readers.add(reader)
             reader.add_done_callback(self._readers.discard)
@@ -527,3 +523,15 @@ def _trace_got_conn(tracer: Tracer, conn: Connection, info: ConnInfo) -> None:
         idle_time=info.idle_time,
         http_version=info.http_version,
     )
+
+
+def _dial_error(exc: BaseException, what: str) -> BaseException:
+    """What the requests waiting on a failed dial see: our errors as they are, a cancelled dial
+    (the client closing) as `ClientClosed`, anything else as `ConnectError`."""
+    if isinstance(exc, asyncio.CancelledError):
+        return ClientClosed("the client was closed while connecting")
+    if isinstance(exc, AiopoolError):
+        return exc
+    error = ConnectError(f"{what}: {exc!r}")
+    error.__cause__ = exc
+    return error

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 
 import pytest
@@ -138,17 +139,43 @@ async def test_cancellation_storm_over_one_h2_socket(nginx: Nginx, ca_path: str)
         assert (await client.get(f"{nginx.https_url}/echo?id=after")).text == "after"
 
 
-async def test_ping_health_check_fails_a_silent_peer_fast(blackhole: BlackholeServer) -> None:
-    """h2c to a peer that accepts and then says nothing: with a PING health check the waiting
-    request fails with ReadError after interval + timeout, not after the read timeout."""
+async def test_ping_health_check_fails_a_silent_peer_fast() -> None:
+    """h2c to a peer that sends its SETTINGS and then says nothing, not even PING ACKs: with a
+    PING health check the waiting request fails with ReadError after interval + timeout, not
+    after the read timeout."""
+
+    async def settings_then_silence(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        writer.write(b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")  # an empty SETTINGS frame
+        with contextlib.suppress(ConnectionError):
+            while await reader.read(65536):  # read (and ignore) everything, answer nothing
+                pass
+        writer.close()
+
+    server = await asyncio.start_server(settings_then_silence, "127.0.0.1", 0)
+    async with server:
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+        async with aiopool.Client(
+            http1=False, http2_ping_interval=0.1, http2_ping_timeout=0.1, timeout=30
+        ) as client:
+            with pytest.raises(aiopool.ReadError, match="PING"):
+                await client.get(url)
+            stats = assert_settled(client)
+            assert stats.connections_closed == 1
+
+
+async def test_a_peer_that_never_sends_settings_is_a_connect_timeout(
+    blackhole: BlackholeServer,
+) -> None:
+    # RFC 9113 section 3.4: the server's preface (SETTINGS) comes first. Until it arrives the
+    # socket is not handed to any request, so a silent peer fails the dial, not a stream.
     url = f"http://127.0.0.1:{blackhole.port}/"
-    async with aiopool.Client(
-        http1=False, http2_ping_interval=0.1, http2_ping_timeout=0.1, timeout=30
-    ) as client:
-        with pytest.raises(aiopool.ReadError, match="PING"):
+    async with aiopool.Client(http1=False, timeout=aiopool.Timeout(30, connect=0.2)) as client:
+        with pytest.raises(aiopool.ConnectTimeout, match="SETTINGS"):
             await client.get(url)
         stats = assert_settled(client)
-        assert stats.connections_closed == 1
+        assert stats.connections_opened == 0 and stats.hosts[url.rstrip("/")].opened == 0
 
 
 async def test_ping_health_check_keeps_a_live_socket(nginx: Nginx) -> None:

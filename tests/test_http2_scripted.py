@@ -293,3 +293,20 @@ async def test_interim_responses_are_skipped_up_to_a_cap(server: H2ScriptServer)
         assert again.conn_info.reused and again.text == "again"
         stats = assert_settled(client)
         assert stats.connections_opened == 1 and stats.connections_closed == 0
+
+
+async def test_first_burst_respects_the_stream_limit_of_the_servers_preface(
+    server: H2ScriptServer,
+) -> None:
+    # The socket is handed out only once the server's SETTINGS arrived, so even the first burst
+    # on a brand-new socket stays within a small limit (a server may treat excess streams as a
+    # connection error before it has seen us acknowledge its SETTINGS).
+    server.script(max_concurrent_streams=5)
+    async with h2_client() as client:
+        responses = await asyncio.gather(
+            *(client.get(f"{server.url}/slow?chunks=2&delay=0.05") for _ in range(12))
+        )
+        assert all(r.status_code == 200 for r in responses)
+        assert server.max_open_streams_seen <= 5
+        assert server.protocol_errors == []
+        assert_settled(client)
