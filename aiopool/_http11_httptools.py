@@ -257,8 +257,15 @@ class HttptoolsConnection(HTTP11Connection):
         try:
             parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            reason = self._framing_error or str(exc) or type(exc).__name__
-            raise RemoteProtocolError(f"malformed HTTP/1.1 response: {reason}") from None
+            # llhttp goes on parsing whatever follows a complete response in the same read (or
+            # a HEAD response's head, whose announced body it expects): failing on those bytes
+            # must not fail the response, or the outcome would hang on read boundaries (h11
+            # keeps the response either way). They make the socket unfit for reuse.
+            ended = self._complete or (self._head_done and self._head_request)
+            if not ended or self._framing_error is not None:
+                reason = self._framing_error or str(exc) or type(exc).__name__
+                raise RemoteProtocolError(f"malformed HTTP/1.1 response: {reason}") from None
+            self._dirty = True
         if self._framing_error is not None:
             raise RemoteProtocolError(f"malformed HTTP/1.1 response: {self._framing_error}")
         if not self._head_done and self._head_bytes > self._limits.max_bytes:
@@ -323,6 +330,11 @@ class HttptoolsConnection(HTTP11Connection):
         parser = self._parser
         assert parser is not None
         status = parser.get_status_code()
+        if status < 100:
+            # llhttp takes any three digits; "000" or "099" is no status code (RFC 9110
+            # section 15: 100 and up), and h11 refuses it too.
+            self._framing_error = f"invalid status code {status:03d}"
+            raise RemoteProtocolError(self._framing_error)
         if 100 <= status < 200:
             # 100 Continue, 103 Early Hints: not the final response; llhttp goes on to the next.
             self._interim += 1
@@ -370,7 +382,13 @@ class HttptoolsConnection(HTTP11Connection):
         )
 
     def on_body(self, body: bytes) -> None:
-        if not self._complete:
+        if self._head_request:
+            # A HEAD response has no body (RFC 9110 section 9.3.2), whatever Content-Length
+            # says; llhttp cannot know the request was HEAD and reads that many of whatever
+            # bytes follow in the same read as "body". They are bytes nobody asked for: never
+            # a body, and never a socket to reuse (`_feed` ends the response after its head).
+            self._dirty = True
+        elif not self._complete:
             self._body.append(body)
 
     def on_message_complete(self) -> None:

@@ -1,0 +1,126 @@
+"""Fuzzing the HTTP/1.1 response parsers (h11 and httptools) through the real client.
+
+Each test owns one event loop and one raw server (see `tests.fuzz.harness`) for all its
+examples; the properties every example keeps are listed there. The "ci" Hypothesis profile
+bounds the run; `make fuzz` runs the same targets for minutes. The regression tests at the end
+pin the bugs the fuzzer found, each with a fixed case.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import aiopool
+from tests.fuzz import http11, profiles
+from tests.fuzz.harness import ParsersAgree, Target
+from tests.fuzz.http11 import Expected, H11Case
+
+PARSERS = ["h11", "httptools"]
+by_parser = pytest.mark.parametrize("parser", PARSERS)
+
+
+def _fuzz(parser: str, cases: st.SearchStrategy[H11Case], examples: int) -> None:
+    with Target(parser) as target:
+
+        @settings(profiles.active(), max_examples=examples * profiles.scale())
+        @given(case=cases)
+        def run(case: H11Case) -> None:
+            target.run(case)
+
+        run()
+
+
+@by_parser
+def test_well_formed_responses_are_parsed_exactly(parser: str) -> None:
+    _fuzz(parser, http11.valid_cases(), 40)
+
+
+@by_parser
+def test_mutated_responses_fail_typed_and_never_reuse_a_broken_socket(parser: str) -> None:
+    _fuzz(parser, http11.mutated_cases(), 90)
+
+
+@by_parser
+def test_random_bytes_fail_typed(parser: str) -> None:
+    _fuzz(parser, http11.random_cases(), 30)
+
+
+def test_parsers_agree_on_what_both_accept() -> None:
+    with ParsersAgree() as agree:
+
+        @settings(profiles.active(), max_examples=40 * profiles.scale())
+        @given(case=http11.mutated_cases())
+        def run(case: H11Case) -> None:
+            agree.run(case)
+
+        run()
+
+
+# Regressions found by the fuzzer ----------------------------------------------------------------
+
+
+def _ok(
+    status: int, body: bytes, reusable: bool, headers: tuple[tuple[str, str], ...] = ()
+) -> Expected:
+    return Expected(status, "OK", headers, body, reusable, "HTTP/1.1")
+
+
+@by_parser
+def test_trailer_fields_do_not_join_the_response_headers(parser: str) -> None:
+    # httptools: llhttp reports trailers through on_header, which appended them to the list the
+    # response had already adopted as its headers.
+    data = (
+        b"HTTP/1.1 200 OK\r\nA: 1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"3\r\nabc\r\n0\r\nT: 2\r\n\r\n"
+    )
+    case = H11Case("GET", data, keep_open=True, expect=_ok(200, b"abc", True, (("A", "1"),)))
+    with Target(parser) as target:
+        assert target.run(case).reused
+
+
+@by_parser
+@pytest.mark.parametrize("status", [b"000", b"099"])
+def test_a_status_below_100_is_refused(parser: str, status: bytes) -> None:
+    # httptools: llhttp takes any three digits, so "099" came back as a response with status 99.
+    data = b"HTTP/1.1 " + status + b" X\r\nContent-Length: 1\r\n\r\nA"
+    with Target(parser) as target:
+        result = target.run(H11Case("GET", data, keep_open=True))
+    assert isinstance(result.outcome, aiopool.RemoteProtocolError)
+    assert not result.reused
+
+
+@by_parser
+@pytest.mark.parametrize("connection", [b"keep-alive", b"close"])
+@pytest.mark.parametrize(
+    "junk", [b"\x00", b"xyz\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"]
+)
+def test_bytes_after_a_complete_response_in_the_same_read(
+    parser: str, connection: bytes, junk: bytes
+) -> None:
+    # httptools: llhttp parses on after the response in the same read, and its error on the
+    # junk ("Data after `Connection: close`", "Invalid character...") failed a complete
+    # response. The response stands; the socket is never reused.
+    data = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: %s\r\n\r\nhi%s" % (
+        connection,
+        junk,
+    )
+    case = H11Case("GET", data, keep_open=True, trailing=True, expect=_ok(200, b"hi", False))
+    with Target(parser) as target:
+        assert not target.run(case).reused
+
+
+@by_parser
+@pytest.mark.parametrize(
+    "framing", [b"Content-Length: 3", b"Transfer-Encoding: chunked", b"Content-Length: 50"]
+)
+def test_a_head_response_has_no_body_and_bytes_after_it_retire_the_socket(
+    parser: str, framing: bytes
+) -> None:
+    # httptools: with the announced length's worth of bytes in the same read, llhttp delivered
+    # them as the HEAD response's body, and the socket went back to the pool.
+    data = b"HTTP/1.1 200 OK\r\n%s\r\n\r\n\x00\x01\x02" % framing
+    case = H11Case("HEAD", data, keep_open=True, trailing=True, expect=_ok(200, b"", False))
+    with Target(parser) as target:
+        assert not target.run(case).reused
