@@ -13,8 +13,8 @@ body whose size is known and at least `expect_continue_threshold`. Defaults:
   upload by the full timeout.
 - timeout 1 s: Go's `http.DefaultTransport.ExpectContinueTimeout` (curl waits 1 s too).
 
-The connections do the waiting (`HTTP11Connection._await_continue`, `HTTP2Connection.send`);
-this module holds the rules they share.
+The connections do the waiting (`_await_continue` in `HTTP11Connection` and in
+`HTTP2Connection`); this module holds the rules they share.
 """
 
 from __future__ import annotations
