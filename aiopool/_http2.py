@@ -474,7 +474,9 @@ class HTTP2Connection:
                 self._flush()
             except self._engine.stream_closed_error:
                 pass
-            except (self._engine.protocol_error, TransportError) as exc:
+            except TransportError:
+                pass  # the socket is closed: see `_abort_stream`
+            except self._engine.protocol_error as exc:
                 self._die(RemoteProtocolError(f"HTTP/2 connection failed: {exc}"))
         if not stream.released:
             stream.released = True
@@ -495,7 +497,13 @@ class HTTP2Connection:
                 self._flush()
             except self._engine.stream_closed_error:
                 pass  # the peer closed or reset it first
-            except (self._engine.protocol_error, TransportError) as exc:
+            except TransportError:
+                # The socket is closed for writing: the server may have closed it right after
+                # the last bytes of the other streams, bytes the reader has yet to parse.
+                # Failing those streams here would lose responses that arrived whole; the
+                # reader fails, at EOF, only the ones that did not end.
+                pass
+            except self._engine.protocol_error as exc:
                 self._die(RemoteProtocolError(f"HTTP/2 connection failed: {exc}"))
         stream.released = True
         self._release_slot()

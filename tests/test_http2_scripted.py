@@ -73,7 +73,7 @@ async def test_refused_every_time_gives_up_with_a_typed_error(server: H2ScriptSe
         with pytest.raises(aiopool.RemoteProtocolError, match="REFUSED_STREAM") as info:
             await client.get(f"{server.url}/rst?code={ErrorCodes.REFUSED_STREAM}")
         assert info.value.unprocessed
-        assert server.streams_received == 4  # the first try and three retries
+        assert server.streams_received == 7  # the first try and six retries
         assert_settled(client)
 
 

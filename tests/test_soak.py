@@ -13,6 +13,8 @@ import ssl
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal
 
+import h2.config
+import h2.connection
 import pytest
 
 import aiopool
@@ -187,4 +189,80 @@ async def test_refusals_beyond_the_bound_fail_typed(
             await client.get(f"{fresh_h2_server.url}/echo")
         assert info.value.unprocessed
         assert fresh_h2_server.streams_received == 7  # the first try and 6 retries
+        assert_settled(client)
+
+
+class _GatedStream(MockStream):
+    """A scripted stream whose item k is read only once `gates[k]` is set (if it has one)."""
+
+    def __init__(self, script: Script, gates: dict[int, asyncio.Event]) -> None:
+        super().__init__(script)
+        self._gates = gates
+        self._served = 0
+
+    async def read(self, timeout: float | None) -> bytes:
+        gate = self._gates.get(self._served)
+        if gate is not None:
+            await gate.wait()
+        self._served += 1
+        return await super().read(timeout)
+
+
+class _OneStreamDialer:
+    def __init__(self, stream: MockStream) -> None:
+        self.stream = stream
+
+    async def __call__(self, host: str, port: int, **options: Any) -> MockStream:
+        return self.stream
+
+
+def _h2_server_bytes() -> list[bytes]:
+    """What an h2 server sends: its preface; for client streams 1 and 3 the heads and half of
+    stream 1's body; then the rest of it (END_STREAM)."""
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    server = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+    client.initiate_connection()
+    request = [(":method", "GET"), (":scheme", "http"), (":authority", "mock.test"), (":path", "/")]
+    client.send_headers(1, request, end_stream=True)
+    client.send_headers(3, request, end_stream=True)
+    server.initiate_connection()
+    preface = server.data_to_send()
+    server.receive_data(client.data_to_send())
+    for stream_id in (1, 3):
+        server.send_headers(stream_id, [(":status", "200"), ("content-length", "8")])
+    server.send_data(1, b"part")
+    heads = server.data_to_send()
+    server.send_data(1, b"rest", end_stream=True)
+    return [preface, heads, server.data_to_send()]
+
+
+@pytest.mark.parametrize("engine", ["h2", "jh2"])
+async def test_h2_reset_on_a_closed_socket_spares_the_bytes_already_received(
+    engine: Engine,
+) -> None:
+    # The soak saw 1 MiB HTTP/2 downloads fail with "HTTP/2 connection failed: connection
+    # closed" when nginx retired a connection (a reload, keepalive_requests): the server sent
+    # the last bytes and closed; before the reader parsed them, another stream on the socket
+    # was abandoned, its RST_STREAM could not be written, and that write error failed every
+    # stream, the complete download included.
+    heads_sent, rest_sent = asyncio.Event(), asyncio.Event()
+    stream = _GatedStream(_h2_server_bytes(), {1: heads_sent, 2: rest_sent})
+    client = aiopool.Client(http1=False, http2_engine=engine)
+    client._pool._dialer = _OneStreamDialer(stream)
+    async with client:
+        download_context = client.stream("GET", URL)
+        abandoned_context = client.stream("GET", URL)
+        entering = [
+            asyncio.create_task(download_context.__aenter__()),
+            asyncio.create_task(abandoned_context.__aenter__()),
+        ]
+        await eventually(lambda: sum(h.streams for h in client.stats().hosts.values()) == 2)
+        heads_sent.set()
+        download, abandoned = await asyncio.gather(*entering)
+        assert (download.status_code, abandoned.status_code) == (200, 200)
+        stream.closed = True  # the server closed: no more writes; its last bytes still queued
+        await abandoned_context.__aexit__(None, None, None)  # RST_STREAM cannot go out
+        rest_sent.set()  # the reader gets the rest of the download, then EOF
+        assert await download.aread() == b"partrest"
+        await download_context.__aexit__(None, None, None)
         assert_settled(client)

@@ -15,6 +15,7 @@ import gc
 import itertools
 import math
 import random
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -189,6 +190,7 @@ async def run_phase(
             "client closed"
         )
     result.rss_after = rss_bytes()
+    result.threads_after = threading.active_count()
     return result
 
 
