@@ -487,3 +487,30 @@ async def test_h2_an_upload_stopped_by_response_and_reset_no_error(
     assert server.body_bytes(rejected.conn_id, rejected.stream_id) <= 65535
     wrote = next(e for e in events if e.name == "wrote_request")
     assert own(wrote) == {"error": None, "body_withheld": True}
+
+
+@both_engines
+async def test_h2_cancelled_while_waiting_for_100_resets_only_the_stream(
+    fresh_h2_server: H2ScriptServer,
+) -> None:
+    server = fresh_h2_server
+    events: Events = []
+    async with aiopool.Client(
+        http1=False, expect_continue_timeout=3600, trace=events.append
+    ) as client:
+        body = Body(BIG)
+        expect = {"Expect": "100-continue"}
+        task = asyncio.create_task(
+            client.post(f"{server.url}/expect-silent", content=body, headers=expect)
+        )
+        await eventually(lambda: "wait_100_continue" in names(events))
+        await eventually(lambda: server.streams_received == 1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert not body.started
+        await eventually(lambda: server.reset_codes == [8])  # CANCEL
+        stats = assert_settled(client)
+        assert (stats.connections_opened, stats.connections_closed) == (1, 0)
+        again = await client.get(f"{server.url}/echo?id=next")
+        assert again.text == "next" and again.conn_info.reused
