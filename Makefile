@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint coverage bench clean soak
+.PHONY: demo test lint coverage bench clean soak fuzz
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,12 @@ bench: $(STAMP)
 # Options: make soak SOAK_ARGS="--requests 50000 --seconds 120 --concurrency 64 --seed 1"
 soak: $(STAMP)
 	$(BIN)/python -m tests.soak $(SOAK_ARGS)
+
+# Hypothesis against both HTTP/1.1 parsers and both HTTP/2 engines, minutes rather than the
+# suite's bounded run. Options: make fuzz FUZZ_MINUTES=10 FUZZ_ARGS="--targets h2,jh2 --examples 5000"
+FUZZ_MINUTES ?= 3
+fuzz: $(STAMP)
+	$(BIN)/python -m tests.fuzz --minutes $(FUZZ_MINUTES) $(FUZZ_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache
