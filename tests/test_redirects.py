@@ -11,7 +11,7 @@ import asyncio
 import hashlib
 import random
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 from urllib.parse import quote
 
@@ -23,10 +23,12 @@ import aiopool
 from aiopool._client import HTTP1Parser
 from aiopool._redirects import MAX_REDIRECT_BODY, _same_site
 from aiopool._urls import Origin
+from tests.conftest import _running_under_ci
 from tests.helpers import assert_settled, cancellation_storm
 from tests.rig.fault_server import FaultServer, pattern
 from tests.rig.h2_server import H2ScriptServer
 from tests.rig.hypercorn_app import HypercornServer
+from tests.rig.proxy import Tinyproxy, find_tinyproxy
 
 MakeClient = Callable[..., aiopool.Client]
 
@@ -623,6 +625,49 @@ async def test_a_refused_h2_stream_on_a_hop_is_sent_again(
         assert (resp.text, resp.http_version, resp.request.method) == ("hop", "HTTP/2", "POST")
         assert resp.history[0].http_version == "HTTP/2"
         assert fresh_h2_server.streams_received == 2
+        assert_settled(client)
+
+
+@pytest.fixture(scope="module")
+def auth_proxy() -> Iterator[Tinyproxy]:
+    """tinyproxy requiring Basic proxy credentials (``PROXY_USER``)."""
+    if find_tinyproxy() is None:
+        if _running_under_ci():
+            pytest.fail("tinyproxy is required under CI (CI is set); .ci/run installs it")
+        pytest.skip("tinyproxy not installed")
+    with Tinyproxy(auth=PROXY_USER) as proxy:
+        yield proxy
+
+
+PROXY_USER = ("proxy-user", "proxy-pw")
+
+
+async def test_through_an_authenticating_proxy_every_hop_keeps_the_proxys_credentials(
+    hypercorn_server: HypercornServer,
+    fault_server: FaultServer,
+    auth_proxy: Tinyproxy,
+    client_ssl_context: ssl.SSLContext,
+) -> None:
+    # Credentials for the proxy come from its URL and go to the proxy on every hop (CONNECT
+    # for https, Proxy-Authorization on forwarded http); the user's go to their origin only.
+    proxy = auth_proxy.url_with(*PROXY_USER)
+    away = f"{other_origin(hypercorn_server)}/redirect?to={quote(fault_server.url + '/echo')}"
+    async with aiopool.Client(
+        proxy=proxy, verify=client_ssl_context, auth=("user", "pw"), trust_env=False
+    ) as client:
+        resp = await client.get(redirect_to(hypercorn_server, away))
+        assert resp.status_code == 200
+        assert [str(r.url.origin) for r in resp.history] == [
+            f"https://localhost:{hypercorn_server.port}",
+            f"https://127.0.0.1:{hypercorn_server.port}",
+        ]
+        names = {name.lower() for name, _ in resp.json()["headers"]}
+        assert names.isdisjoint({"authorization", "proxy-authorization"}), names
+        assert "via" in names  # it did come through the proxy, as did the tunnels:
+        for host in ("localhost", "127.0.0.1"):
+            assert f"CONNECT {host}:{hypercorn_server.port} " in auth_proxy.log()
+        assert "authorization" not in received_request(resp.history[1])
+        assert received_request(resp.history[0]) >= {"authorization"}
         assert_settled(client)
 
 
