@@ -103,7 +103,9 @@ class Request:
                 yield bytes(chunk)
 
     def __repr__(self) -> str:
-        return f"<Request [{self.method} {self.url}]>"
+        # Never a password: the client strips userinfo, but a Request can be built by hand.
+        url = self.url.without_userinfo() if self.url.has_userinfo else self.url
+        return f"<Request [{self.method} {url}]>"
 
 
 class BodyStream(Protocol):

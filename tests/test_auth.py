@@ -148,6 +148,8 @@ async def test_a_password_never_shows_in_reprs_or_errors(
             resp.raise_for_status()
         assert "hunter2" not in str(info.value)
         assert "hunter2" not in repr(info.value.request)
+    built = aiopool.Request("GET", url, aiopool.Headers())  # by hand, userinfo and all
+    assert repr(built) == "<Request [GET https://localhost:1/p]>"
     # Nor in the message of a URL refused for another reason.
     for bad in (
         "https://user:hunter2@host:99999/",
