@@ -63,10 +63,12 @@ class HttptoolsConnection(HTTP11Connection):
         "_in_exchange",
         "_interim",
         "_keep_alive",
+        "_last_body",
         "_parser",
         "_reason",
         "_request_close",
         "_status",
+        "_tail",
         "_until_eof",
         "_version",
     )
@@ -92,6 +94,8 @@ class HttptoolsConnection(HTTP11Connection):
         self._has_length = False
         self._has_chunked = False
         self._framing_error: str | None = None
+        self._last_body = b""  # the latest body piece (to place the end of a sized body)
+        self._tail = b""  # the last bytes fed before the latest read
 
     def _between_requests(self) -> bool:
         return not self._in_exchange and not self._dirty
@@ -268,6 +272,14 @@ class HttptoolsConnection(HTTP11Connection):
             self._dirty = True
         if self._framing_error is not None:
             raise RemoteProtocolError(f"malformed HTTP/1.1 response: {self._framing_error}")
+        if self._complete and not self._dirty:
+            # The response ended in this read. llhttp skips CR and LF after a message without a
+            # callback (any other byte begins a message, which on_message_begin sees), so look
+            # for them here: stray line ends are bytes nobody asked for, as h11 holds too.
+            sized = self._has_length and not self._has_chunked and bool(self._last_body)
+            if _line_ends_follow(self._tail + data[-16:], self._last_body[-16:], sized):
+                self._dirty = True
+        self._tail = data[-8:] if len(data) >= 8 else (self._tail + data)[-8:]
         if not self._head_done and self._head_bytes > self._limits.max_bytes:
             # (Counted from the first byte of the response, interim 1xx heads included.)
             raise RemoteProtocolError(
@@ -390,7 +402,22 @@ class HttptoolsConnection(HTTP11Connection):
             self._dirty = True
         elif not self._complete:
             self._body.append(body)
+            self._last_body = body
 
     def on_message_complete(self) -> None:
         if self._head_done:
             self._complete = True
+
+
+def _line_ends_follow(end: bytes, body_end: bytes, sized: bool) -> bool:
+    """Whether CR/LF bytes follow a response that ended within the bytes ending in `end`.
+
+    A body sized by Content-Length ends with its last piece (`body_end`, its last bytes), so
+    anything after it shows as `end` not ending with them (a miss needs a last piece made only
+    of CR and LF). A head, or a chunked body, ends with exactly CRLF CRLF after some other byte.
+    """
+    if not end.endswith((b"\r", b"\n")):
+        return False
+    if sized:
+        return not end.endswith(body_end)
+    return len(end) - len(end.rstrip(b"\r\n")) != 4

@@ -124,3 +124,36 @@ def test_a_head_response_has_no_body_and_bytes_after_it_retire_the_socket(
     case = H11Case("HEAD", data, keep_open=True, trailing=True, expect=_ok(200, b"", False))
     with Target(parser) as target:
         assert not target.run(case).reused
+
+
+_SIZED = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nhi\n"
+_CHUNKED = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nhi\n\r\n0\r\nT: 1\r\n\r\n"
+_EMPTY = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+
+
+@by_parser
+@pytest.mark.parametrize("response", [_SIZED, _CHUNKED, _EMPTY], ids=["sized", "chunked", "empty"])
+@pytest.mark.parametrize("line_ends", [b"\r\n", b"\n", b"\r", b"\r\n\r\n"])
+def test_stray_line_ends_after_a_response_retire_the_socket(
+    parser: str, response: bytes, line_ends: bytes
+) -> None:
+    # httptools: llhttp skips CR and LF between messages without a callback, so a response
+    # followed by line ends in the same read looked clean and its socket was reused.
+    body = b"" if response is _EMPTY else b"hi\n"
+    case = H11Case(
+        "GET", response + line_ends, keep_open=True, trailing=True, expect=_ok(200, body, False)
+    )
+    with Target(parser) as target:
+        assert not target.run(case).reused
+
+
+@by_parser
+@pytest.mark.parametrize("response", [_SIZED, _CHUNKED, _EMPTY], ids=["sized", "chunked", "empty"])
+def test_a_response_ending_in_line_ends_of_its_own_keeps_its_socket(
+    parser: str, response: bytes
+) -> None:
+    # The other side of the check above: a body that itself ends in "\n" is not trailing bytes.
+    body = b"" if response is _EMPTY else b"hi\n"
+    case = H11Case("GET", response, keep_open=True, expect=_ok(200, body, True))
+    with Target(parser) as target:
+        assert target.run(case).reused
