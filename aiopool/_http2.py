@@ -287,7 +287,15 @@ class HTTP2Connection:
             content = request.content
             end = content is None or (isinstance(content, bytes) and not content)
             conn.send_headers(stream_id, self._request_headers(request), end_stream=end)
-            self._flush()
+            try:
+                self._flush()
+            except TransportError as exc:
+                # The socket closed under us (the server retired it; the reader has yet to see
+                # the EOF): not a byte of this request left, so it may be sent elsewhere, and
+                # no other request should come here meanwhile.
+                self.draining = True
+                exc.unprocessed = True
+                raise
             if tracer is not None:
                 tracer(
                     "wrote_headers",

@@ -266,3 +266,51 @@ async def test_h2_reset_on_a_closed_socket_spares_the_bytes_already_received(
         assert await download.aread() == b"partrest"
         await download_context.__aexit__(None, None, None)
         assert_settled(client)
+
+
+class _Dialer:
+    """Hands out the given streams, one per dial."""
+
+    def __init__(self, *streams: MockStream) -> None:
+        self._streams = list(streams)
+
+    async def __call__(self, host: str, port: int, **options: Any) -> MockStream:
+        return self._streams.pop(0)
+
+
+def _h2_answer(body: bytes) -> list[bytes]:
+    """An h2 server's preface, then its complete answer to client stream 1."""
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    server = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+    client.initiate_connection()
+    request = [(":method", "GET"), (":scheme", "http"), (":authority", "mock.test"), (":path", "/")]
+    client.send_headers(1, request, end_stream=True)
+    server.initiate_connection()
+    preface = server.data_to_send()
+    server.receive_data(client.data_to_send())
+    server.send_headers(1, [(":status", "200"), ("content-length", str(len(body)))])
+    server.send_data(1, body, end_stream=True)
+    return [preface, server.data_to_send()]
+
+
+@pytest.mark.parametrize("engine", ["h2", "jh2"])
+async def test_h2_request_on_a_socket_closed_unnoticed_goes_elsewhere(engine: Engine) -> None:
+    # Once the fix above kept such sockets alive until their reader reaches EOF, the soak
+    # saw the other side of it: nginx retired a connection, and requests sent on it before
+    # the reader noticed failed with WriteError("connection closed"), though not a byte of
+    # them had left. They are unprocessed: sent again on another connection.
+    eof_read = asyncio.Event()
+    first = _GatedStream([*_h2_answer(b"first"), b""], {2: eof_read})
+    second = _GatedStream(_h2_answer(b"second"), {})
+    client = aiopool.Client(http1=False, http2_engine=engine)
+    client._pool._dialer = _Dialer(first, second)
+    async with client:
+        assert (await client.get(URL)).content == b"first"
+        first.closed = True  # the server closed; the reader has not seen it yet
+        again = await client.get(URL)
+        assert again.content == b"second"
+        assert not again.conn_info.reused
+        eof_read.set()
+        await eventually(lambda: client.stats().connections_closed == 1)
+        stats = assert_settled(client)
+        assert (stats.requests, stats.connections_opened) == (2, 2)
