@@ -117,9 +117,12 @@ class Target:
         base = f"http://127.0.0.1:{server.port}"
         try:
             async with self.client() as client:
+                held = await self._hold(client, case, base)
                 outcome = await _bounded(
                     _fuzzed(client, case, base + "/fuzz"), "the fuzzed request"
                 )
+                if held is not None:
+                    await self._check_held(case, *held)
                 self.outcomes[
                     type(outcome).__name__
                     if isinstance(outcome, aiopool.AiopoolError)
@@ -144,6 +147,38 @@ class Target:
         finally:
             await server.end_example()
         return Result(outcome, reused)
+
+    async def _hold(
+        self, client: aiopool.Client, case: Case, base: str
+    ) -> tuple[asyncio.Future[aiopool.Response], str] | None:
+        """For a concurrent case: a request whose stream stays open (the server answers it
+        only after the fuzzed answer), so the fuzzed answer arrives on a busy socket."""
+        if not getattr(case, "concurrent", False):
+            return None
+        nonce = str(next(self._nonces))
+        held = asyncio.ensure_future(client.get(f"{base}/hold/{nonce}"))
+
+        async def opened() -> None:
+            while self.server.conn_of("hold") is None and not held.done():
+                await asyncio.sleep(0.001)
+
+        await _bounded(opened(), "the held request reaching the server")
+        return held, nonce
+
+    async def _check_held(
+        self, case: Case, held: asyncio.Future[aiopool.Response], nonce: str
+    ) -> None:
+        try:
+            response: aiopool.Response | aiopool.AiopoolError = await _bounded(
+                held, "the held request"
+            )
+        except aiopool.AiopoolError as exc:
+            response = exc
+        if isinstance(response, aiopool.Response):
+            assert (response.status_code, response.content) == (200, check_body(nonce))
+        else:
+            # Only a broken answer may take the other stream down with the socket.
+            assert case.expect is None, f"a well-formed answer failed another stream: {response!r}"
 
     def _check_expected(self, case: Case, outcome: aiopool.Response | aiopool.AiopoolError) -> None:
         expect = case.expect

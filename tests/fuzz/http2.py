@@ -198,6 +198,7 @@ class H2Case:
     keep_open: bool = False  # wait for more streams indefinitely (else linger, then close)
     expect: Expected | None = None
     stream: bool = False  # read one chunk through client.stream(), then leave the block
+    concurrent: bool = False  # another stream is open on the socket while the answer arrives
     label: str = field(default="", compare=False)
 
     def chunks(self, own: int) -> list[bytes]:
@@ -298,7 +299,14 @@ def valid_sequences(draw: st.DrawFn) -> tuple[tuple[Frame, ...], Expected]:
 def valid_cases(draw: st.DrawFn) -> H2Case:
     """Well-formed answers: parsed exactly, and the socket carries the next request."""
     frames, expected = draw(valid_sequences())
-    return H2Case(frames, points=draw(splits), keep_open=True, expect=expected, label="valid")
+    return H2Case(
+        frames,
+        points=draw(splits),
+        keep_open=True,
+        expect=expected,
+        concurrent=draw(st.booleans()),
+        label="valid",
+    )
 
 
 # Header lists h2 must refuse (RFC 9113 section 8.2/8.3), or that look almost right.
@@ -406,6 +414,7 @@ def mutated_cases(draw: st.DrawFn) -> H2Case:
         byte_edits=byte_edits,
         points=draw(splits),
         stream=draw(st.booleans()),
+        concurrent=draw(st.booleans()),
         label="+".join(sorted(kinds)),
     )
 

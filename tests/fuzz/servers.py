@@ -226,6 +226,16 @@ class H2FuzzServer(_FuzzServer):
                     path = fields[b":path"].decode()
                     deadline = await self._answer(writer, conn, sid, path, deadline)
 
+    async def _hold(self, writer: asyncio.StreamWriter, sid: int, body: bytes) -> None:
+        written = self.written
+        try:
+            await written.wait()
+            writer.write(HeadersFrame(sid, b"\x88", flags={"END_HEADERS"}).serialize())
+            writer.write(DataFrame(sid, body, flags={"END_STREAM"}).serialize())
+            await writer.drain()
+        except (OSError, asyncio.CancelledError):
+            pass  # the connection is gone (or the example over): nothing to answer on
+
     async def _answer(
         self, writer: asyncio.StreamWriter, conn: int, sid: int, path: str, deadline: float | None
     ) -> float | None:
@@ -234,6 +244,14 @@ class H2FuzzServer(_FuzzServer):
             case = self.case
             await self._write(writer, case.chunks(sid))
             return self._deadline(case)
+        if path.startswith("/hold/"):
+            # Answered only once the fuzzed answer is out: this stream is open meanwhile.
+            self.served.append(("hold", conn))
+            body = check_body(path.removeprefix("/hold/"))
+            task = asyncio.create_task(self._hold(writer, sid, body))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return deadline
         if path.startswith("/check/"):
             self.served.append(("check", conn))
             # b"\x88" is ":status: 200" from the HPACK static table: it cannot disagree with
