@@ -3,7 +3,9 @@
 The client sends the head alone and holds the body back until the server answers `100 Continue`
 (send it), a final status such as 417, 401 or 413 (never send it: that is the answer), or
 nothing within `expect_continue_timeout` (send it anyway: many servers ignore expectations).
-A server that refuses thus costs one round trip instead of a wasted upload.
+A server that refuses thus costs one round trip instead of a wasted upload. A 417 is returned
+like any other answer, as Go does: RFC 9110 says a client SHOULD then repeat the request without
+the expectation (curl does), but whether a body may be sent twice is the caller's to decide.
 
 When: whenever the caller sets the header on a request with a body, and automatically for a
 body whose size is known and at least `expect_continue_threshold`. Defaults:
