@@ -269,16 +269,11 @@ async def test_nginx_gzip(nginx: Nginx, ca_path: str, listener: str) -> None:
 # -- HTTP/2: hypercorn ---------------------------------------------------------------------
 
 
-@pytest.fixture
-def h2_ssl(client_ssl_context: ssl.SSLContext) -> ssl.SSLContext:
-    return client_ssl_context
-
-
 @pytest.mark.parametrize("coding", ["gzip", "deflate-raw", "br", "zstd", "zstd,deflate,gzip"])
 async def test_hypercorn_h2(
-    hypercorn_server: HypercornServer, h2_ssl: ssl.SSLContext, coding: str
+    hypercorn_server: HypercornServer, client_ssl_context: ssl.SSLContext, coding: str
 ) -> None:
-    async with aiopool.Client(verify=h2_ssl) as client:
+    async with aiopool.Client(verify=client_ssl_context) as client:
         for framing in ("", "&chunks=50"):
             resp = await client.get(f"{hypercorn_server.url}/encoded?coding={coding}{framing}")
             assert resp.http_version == "HTTP/2"
@@ -289,9 +284,9 @@ async def test_hypercorn_h2(
 
 @pytest.mark.parametrize("path", ["/encoded?damage=corrupt&chunks=8", "/bomb"])
 async def test_hypercorn_h2_failure_resets_only_the_stream(
-    hypercorn_server: HypercornServer, h2_ssl: ssl.SSLContext, path: str
+    hypercorn_server: HypercornServer, client_ssl_context: ssl.SSLContext, path: str
 ) -> None:
-    async with aiopool.Client(verify=h2_ssl) as client:
+    async with aiopool.Client(verify=client_ssl_context) as client:
         assert (await client.get(f"{hypercorn_server.url}/encoded")).content == BODY
         with pytest.raises(aiopool.DecodingError):
             await client.get(f"{hypercorn_server.url}{path}")
@@ -304,7 +299,7 @@ async def test_hypercorn_h2_failure_resets_only_the_stream(
 
 
 async def test_hypercorn_h2_cancelled_mid_decode(
-    hypercorn_server: HypercornServer, h2_ssl: ssl.SSLContext
+    hypercorn_server: HypercornServer, client_ssl_context: ssl.SSLContext
 ) -> None:
     started = asyncio.Event()
 
@@ -314,7 +309,7 @@ async def test_hypercorn_h2_cancelled_mid_decode(
             async for _ in resp.aiter_bytes():
                 started.set()
 
-    async with aiopool.Client(verify=h2_ssl) as client:
+    async with aiopool.Client(verify=client_ssl_context) as client:
         task = asyncio.create_task(pull(client))
         await started.wait()
         task.cancel()
