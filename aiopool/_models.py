@@ -226,8 +226,9 @@ class Response:
 
         Raises `ResponseTooLarge` past `max_response_size` decoded bytes (at once for a larger
         Content-Length), `DecodingError` for a body its Content-Encoding cannot decode, and the
-        `TransportError` family; on any error the socket is closed (the h2 stream reset), never
-        drained.
+        `TransportError` family. On an error before the body's end the socket is closed (the h2
+        stream reset), never drained; a coding found truncated only once the message arrived
+        whole leaves its socket in the pool, where it went back clean.
         """
         if self._content is None:
             stream = self._take_stream()
