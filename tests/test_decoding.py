@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import tracemalloc
 
 import pytest
 
@@ -342,3 +343,27 @@ async def test_cancelled_while_buffering_a_decoded_body(server: FaultServer) -> 
             async with asyncio.timeout(0.3):
                 await client.get(f"{server.url}/endless?coding=gzip&chunk=4096&delay=0.001")
         await assert_closed(client, server)
+
+
+@pytest.mark.parametrize("coding", ["gzip", "br", "zstd"])
+async def test_bomb_memory_stays_bounded(server: FaultServer, coding: str) -> None:
+    """Allocation, not just the final count: decoding a 1 GiB bomb while streaming never holds
+    more than a few steps at once (an unbounded decoder would turn one 64 KiB read of the
+    gzip bomb into 64 MiB, of the zstd one into 2 GiB)."""
+
+    async def pull(client: aiopool.Client) -> None:
+        async with client.stream("GET", f"{server.url}/bomb?coding={coding}") as resp:
+            async for _ in resp.aiter_bytes():
+                pass
+
+    async with aiopool.Client() as client:
+        await client.get(f"{server.url}/bytes/1")  # dial outside the measurement
+        tracemalloc.start()
+        try:
+            with pytest.raises(aiopool.DecodingError, match="decompression bomb"):
+                await pull(client)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert peak < 8 * 1024 * 1024
+        assert_settled(client)
