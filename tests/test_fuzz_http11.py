@@ -34,12 +34,12 @@ def _fuzz(parser: str, cases: st.SearchStrategy[H11Case], examples: int) -> None
 
 @by_parser
 def test_well_formed_responses_are_parsed_exactly(parser: str) -> None:
-    _fuzz(parser, http11.valid_cases(), 40)
+    _fuzz(parser, http11.valid_cases(), 50)
 
 
 @by_parser
 def test_mutated_responses_fail_typed_and_never_reuse_a_broken_socket(parser: str) -> None:
-    _fuzz(parser, http11.mutated_cases(), 90)
+    _fuzz(parser, http11.mutated_cases(), 150)
 
 
 @by_parser

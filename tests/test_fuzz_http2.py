@@ -33,11 +33,11 @@ def _fuzz(engine: str, cases: st.SearchStrategy[H2Case], examples: int) -> None:
 
 
 def test_well_formed_frames_are_read_exactly(engine: str) -> None:
-    _fuzz(engine, http2.valid_cases(), 30)
+    _fuzz(engine, http2.valid_cases(), 40)
 
 
 def test_mutated_frames_fail_typed_and_leave_no_stream_open(engine: str) -> None:
-    _fuzz(engine, http2.mutated_cases(), 90)
+    _fuzz(engine, http2.mutated_cases(), 150)
 
 
 def test_random_bytes_after_the_handshake_fail_typed(engine: str) -> None:

@@ -34,6 +34,8 @@ def check_body(nonce: str) -> bytes:
 
 
 class _Case(Protocol):
+    """What a server needs of a case (`http11.H11Case`, `http2.H2Case`)."""
+
     keep_open: bool
 
 
@@ -58,6 +60,7 @@ class _FuzzServer:
         """A new example: forget the last one's records."""
         self.served = []
         self.written = asyncio.Event()
+        self.error = None
         self._accepted_before = self.accepted
 
     @property
