@@ -109,6 +109,7 @@ class PhaseResult:
     fds_after: int = 0
     rss_after: int = 0
     threads_after: int = 0  # each thread has its own stack and malloc arena: RSS follows
+    blocks_after: int = 0  # Python objects alive (sys.getallocatedblocks), free of fragmentation
     reloads: list[int] = field(default_factory=list)  # new worker pids
     worker_pids: int = 0  # distinct nginx workers that answered /worker
     connections_opened: int = 0
@@ -134,7 +135,8 @@ class PhaseResult:
             f" unexpected {unexpected:,} | conns {self.connections_opened:,}"
             f" reused {self.reused:,} | fds {self.fds_before}->{self.fds_open}"
             f" (idle {self.idle_sockets})->{self.fds_after}"
-            f" | rss {self.rss_after / MIB:.1f} MiB, {self.threads_after} threads"
+            f" | rss {self.rss_after / MIB:.1f} MiB, {self.blocks_after:,} blocks,"
+            f" {self.threads_after} threads"
             + (
                 f" | reloads {len(self.reloads)}, workers seen {self.worker_pids}"
                 if self.reloads

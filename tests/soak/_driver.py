@@ -15,6 +15,7 @@ import gc
 import itertools
 import math
 import random
+import sys
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -191,6 +192,7 @@ async def run_phase(
         )
     result.rss_after = rss_bytes()
     result.threads_after = threading.active_count()
+    result.blocks_after = sys.getallocatedblocks()
     return result
 
 
