@@ -260,6 +260,13 @@ class HttptoolsConnection(HTTP11Connection):
             self._head_bytes += len(data)
         try:
             parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # llhttp stops at a 101 Switching Protocols that upgrades the connection, with an
+            # exception outside HttpParserError. We never ask for an upgrade: the socket now
+            # speaks another protocol, so the exchange fails (h11 refuses it too).
+            raise RemoteProtocolError(
+                "malformed HTTP/1.1 response: 101 Switching Protocols, but no upgrade was asked for"
+            ) from None
         except httptools.HttpParserError as exc:
             # llhttp goes on parsing whatever follows a complete response in the same read (or
             # a HEAD response's head, whose announced body it expects): failing on those bytes

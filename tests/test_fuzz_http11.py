@@ -9,7 +9,7 @@ pin the bugs the fuzzer found, each with a fixed case.
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import aiopool
@@ -21,7 +21,12 @@ PARSERS = ["h11", "httptools"]
 by_parser = pytest.mark.parametrize("parser", PARSERS)
 
 
-def _fuzz(parser: str, cases: st.SearchStrategy[H11Case], examples: int) -> None:
+def _fuzz(
+    parser: str,
+    cases: st.SearchStrategy[H11Case],
+    examples: int,
+    explicit: tuple[H11Case, ...] = (),
+) -> None:
     with Target(parser) as target:
 
         @settings(profiles.active(), max_examples=examples * profiles.scale())
@@ -29,7 +34,33 @@ def _fuzz(parser: str, cases: st.SearchStrategy[H11Case], examples: int) -> None
         def run(case: H11Case) -> None:
             target.run(case)
 
+        for case in explicit:  # (Hypothesis' @example, applied here for a parametrised list)
+            run = example(case=case)(run)
         run()
+
+
+def _bad(data: bytes, method: str = "GET") -> H11Case:
+    return H11Case(method, data, close_after=True)
+
+
+# Scenarios every ci run covers, whatever the derandomised draw: the classic framing attacks.
+MUTATED_EXAMPLES = (
+    _bad(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+    _bad(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd"),
+    _bad(b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\nabc"),
+    _bad(b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\nabc"),
+    _bad(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffffff\r\nab"),
+    _bad(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked, gzip\r\n\r\n0\r\n\r\n"),
+    _bad(b"HTTP/1.1 200 OK\r\nA: 1\r\n folded\r\nContent-Length: 0\r\n\r\n"),
+    _bad(b"HTTP/1.1 200 OK\r\nA: 1\x002\r\nContent-Length: 0\r\n\r\n"),
+    _bad(b"HTTP/1.1 200 OK\nContent-Length: 2\n\nhi"),
+    _bad(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n"),
+    _bad(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\n\r\n"),
+    _bad(b"HTTP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n"),
+    _bad(b"HTTP/1.1 200 OK\r\nContent-Le"),
+    H11Case("GET", b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nhi"),
+    H11Case("HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nHTTP/1.1 200 OK\r\n\r\n"),
+)
 
 
 @by_parser
@@ -39,7 +70,7 @@ def test_well_formed_responses_are_parsed_exactly(parser: str) -> None:
 
 @by_parser
 def test_mutated_responses_fail_typed_and_never_reuse_a_broken_socket(parser: str) -> None:
-    _fuzz(parser, http11.mutated_cases(), 150)
+    _fuzz(parser, http11.mutated_cases(), 150, MUTATED_EXAMPLES)
 
 
 @by_parser
@@ -157,3 +188,14 @@ def test_a_response_ending_in_line_ends_of_its_own_keeps_its_socket(
     case = H11Case("GET", response, keep_open=True, expect=_ok(200, body, True))
     with Target(parser) as target:
         assert target.run(case).reused
+
+
+@by_parser
+def test_an_unasked_for_protocol_upgrade_fails_typed(parser: str) -> None:
+    # httptools: llhttp stops at a 101 that upgrades the connection by raising
+    # HttpParserUpgrade, which is not an HttpParserError: it escaped the client untranslated.
+    data = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n"
+    with Target(parser) as target:
+        result = target.run(H11Case("GET", data, keep_open=True))
+    assert isinstance(result.outcome, aiopool.RemoteProtocolError)
+    assert not result.reused

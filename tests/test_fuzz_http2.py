@@ -8,20 +8,27 @@ The regression tests at the end pin the bugs the fuzzer found, each with a fixed
 
 from __future__ import annotations
 
+import struct
+
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import aiopool
 from tests.fuzz import http2, profiles
 from tests.fuzz.harness import Target
-from tests.fuzz.http2 import Frame, H2Case
+from tests.fuzz.http2 import OWN, Frame, H2Case
 
 ENGINES = ["h2", "jh2"]
 pytestmark = pytest.mark.parametrize("engine", ENGINES)
 
 
-def _fuzz(engine: str, cases: st.SearchStrategy[H2Case], examples: int) -> None:
+def _fuzz(
+    engine: str,
+    cases: st.SearchStrategy[H2Case],
+    examples: int,
+    explicit: tuple[H2Case, ...] = (),
+) -> None:
     with Target(engine) as target:
 
         @settings(profiles.active(), max_examples=examples * profiles.scale())
@@ -29,7 +36,62 @@ def _fuzz(engine: str, cases: st.SearchStrategy[H2Case], examples: int) -> None:
         def run(case: H2Case) -> None:
             target.run(case)
 
+        for case in explicit:  # (Hypothesis' @example, applied here for a parametrised list)
+            run = example(case=case)(run)
         run()
+
+
+_HEAD = frozenset({"END_HEADERS"})
+_END = frozenset({"END_STREAM"})
+_200 = Frame("HEADERS", flags=_HEAD, block=((":status", "200"),))
+_BODY = Frame("DATA", flags=_END, data=b"abc")
+
+
+def _ext(kind: int, payload: bytes, stream: int = 0, flags: int = 0) -> Frame:
+    """A frame of a known type with a raw payload (the extension-frame path writes any type)."""
+    return Frame("EXTENSION", stream, data=payload, number=kind, code=flags)
+
+
+# Scenarios every ci run covers, whatever the derandomised draw: the ones the RFC names.
+MUTATED_EXAMPLES = (
+    # GOAWAY refusing every stream (unprocessed: retried elsewhere), with another stream open.
+    H2Case((Frame("GOAWAY", 0, number=0),), concurrent=True),
+    # GOAWAY(last=1) mid-response: stream 1 may finish; the socket takes no new stream.
+    H2Case((_200, Frame("GOAWAY", 0, number=1), _BODY)),
+    # GOAWAY with an error code mid-response: the stream fails.
+    H2Case((_200, Frame("GOAWAY", 0, number=1, code=0x1), _BODY)),
+    # RST_STREAM(REFUSED_STREAM): never processed, retried (a bounded number of times).
+    H2Case((Frame("RST_STREAM", number=0x7),)),
+    # A complete response, then RST_STREAM(NO_ERROR): the response stands (RFC 9113 8.1).
+    H2Case((_200, _BODY, Frame("RST_STREAM", number=0x0)), concurrent=True),
+    # PUSH_PROMISE although our SETTINGS disabled push (RFC 9113 8.4): connection error.
+    H2Case((_ext(0x5, b"\x00\x00\x00\x02\x88", stream=OWN, flags=0x4), _200, _BODY)),
+    # DATA larger than SETTINGS_MAX_FRAME_SIZE: FRAME_SIZE_ERROR.
+    H2Case(
+        (_200, Frame("DATA", flags=_END, data=bytes(16_385))),
+    ),
+    # SETTINGS_INITIAL_WINDOW_SIZE above 2^31-1: FLOW_CONTROL_ERROR.
+    H2Case((_ext(0x4, struct.pack(">HI", 0x4, 2**31)), _200, _BODY)),
+    # WINDOW_UPDATE of 0, on the stream and on the connection.
+    H2Case((_200, Frame("WINDOW_UPDATE", OWN, number=0), _BODY)),
+    H2Case((_200, Frame("WINDOW_UPDATE", 0, number=0), _BODY)),
+    # HEADERS on a stream the client never opened (even: server-initiated) and DATA on stream 0.
+    H2Case((Frame("HEADERS", 2, flags=_HEAD, block=((":status", "200"),)), _200, _BODY)),
+    H2Case((_200, Frame("DATA", 0, flags=_END, data=b"x"))),
+    # A CONTINUATION flood: a thousand empty CONTINUATIONs before END_HEADERS.
+    H2Case(
+        (
+            Frame("HEADERS", raw=b"\x88"),
+            *[Frame("CONTINUATION", raw=b"")] * 1000,
+            Frame("CONTINUATION", flags=_HEAD, raw=b""),
+            _BODY,
+        )
+    ),
+    # An HPACK block referring to a dynamic entry that does not exist.
+    H2Case((Frame("HEADERS", flags=_HEAD, raw=b"\xbe"), _BODY)),
+    # A response that never ends, on a socket the server then closes.
+    H2Case((_200, Frame("DATA", data=b"partial"))),
+)
 
 
 def test_well_formed_frames_are_read_exactly(engine: str) -> None:
@@ -37,7 +99,7 @@ def test_well_formed_frames_are_read_exactly(engine: str) -> None:
 
 
 def test_mutated_frames_fail_typed_and_leave_no_stream_open(engine: str) -> None:
-    _fuzz(engine, http2.mutated_cases(), 150)
+    _fuzz(engine, http2.mutated_cases(), 150, MUTATED_EXAMPLES)
 
 
 def test_random_bytes_after_the_handshake_fail_typed(engine: str) -> None:
@@ -45,9 +107,6 @@ def test_random_bytes_after_the_handshake_fail_typed(engine: str) -> None:
 
 
 # Regressions found by the fuzzer ----------------------------------------------------------------
-
-_HEAD = frozenset({"END_HEADERS"})
-_END = frozenset({"END_STREAM"})
 
 
 @pytest.mark.parametrize("status", ["abc", "", "2_00", "+200", "99", "2000", "\u0662\u0660\u0660"])

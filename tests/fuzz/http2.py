@@ -75,7 +75,8 @@ class Frame:
     block: tuple[tuple[str, str], ...] = ()
     data: bytes = b""
     pad: int | None = None
-    number: int = 0  # window increment, error code, last stream id, extension type...
+    number: int = 0  # window increment, RST_STREAM error code, GOAWAY last stream id, type...
+    code: int = 0  # GOAWAY error code; the flags byte of an extension-path frame
     raw: bytes | None = None
     cut: int = 1
 
@@ -118,9 +119,9 @@ class Frame:
         elif self.kind == "RST_STREAM":
             frame = RstStreamFrame(1, self.number)
         elif self.kind == "GOAWAY":
-            frame = GoAwayFrame(0, last_stream_id=self.number, error_code=0)
+            frame = GoAwayFrame(0, last_stream_id=self.number, error_code=self.code)
         else:  # an extension frame type (RFC 9113 section 5.5: ignored)
-            frame = ExtensionFrame(self.number or 0x20, 0, flag_byte=0, body=payload)
+            frame = ExtensionFrame(self.number or 0x20, 0, flag_byte=self.code, body=payload)
             # hyperframe's ExtensionFrame.serialize() writes `body_len`, which only parsing
             # sets: without this the length field says 0 and the body reads as a next frame.
             frame.body_len = len(payload)
@@ -353,7 +354,13 @@ def _bad_frames() -> st.SearchStrategy[Frame]:
     streams = st.sampled_from([OWN, 0, 2, 3, 5, 0x7FFFFFFF])
     return st.one_of(
         st.builds(Frame, st.just("RST_STREAM"), streams, number=st.integers(0, 0x10)),
-        st.builds(Frame, st.just("GOAWAY"), st.just(0), number=st.sampled_from([0, 1, 3])),
+        st.builds(
+            Frame,
+            st.just("GOAWAY"),
+            st.just(0),
+            number=st.sampled_from([0, 1, 3]),
+            code=st.sampled_from([0, 1, 2, 0xB]),
+        ),
         st.builds(Frame, st.just("DATA"), streams, data=st.binary(max_size=30)),
         st.builds(
             Frame,
