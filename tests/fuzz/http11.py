@@ -104,7 +104,7 @@ class ResponseSpec:
             parts.extend(b"%s: %s\r\n" % (n.encode(), v.encode()) for n, v in fields)
             parts.append(b"\r\n")
         parts.append(
-            b"HTTP/%s %d %s\r\n" % (self.version.encode(), self.status, self.reason.encode())
+            b"HTTP/%s %03d %s\r\n" % (self.version.encode(), self.status, self.reason.encode())
         )
         for name, value in [*self.headers, *self.framing_headers(), *self.extra_headers]:
             parts.append(b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("latin-1")))
@@ -295,7 +295,9 @@ def mutated_cases(draw: st.DrawFn) -> H11Case:
     """A well-formed response, then its framing and/or bytes broken."""
     method = draw(methods)
     spec = draw(response_specs(head=method == "HEAD"))
-    kinds = draw(st.sets(st.sampled_from(["framing", "chunk", "trailing", "bytes"]), min_size=1))
+    kinds = draw(
+        st.sets(st.sampled_from(["framing", "chunk", "trailing", "bytes", "status"]), min_size=1)
+    )
     edits: tuple[Mutation, ...] = ()
     changes: dict[str, object] = {}
     if "framing" in kinds:
@@ -319,6 +321,9 @@ def mutated_cases(draw: st.DrawFn) -> H11Case:
                 ),
             )
         )
+    if "status" in kinds:
+        # Statuses with rules of their own: no body (1xx, 204, 304), an upgrade, none at all.
+        changes["status"] = draw(st.sampled_from([0, 99, 100, 101, 103, 204, 304, 600, 999]))
     if "bytes" in kinds:
         edits = draw(mutations())
     spec = ResponseSpec(**{**spec.__dict__, **changes})
