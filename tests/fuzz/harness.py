@@ -241,11 +241,12 @@ class Target:
 async def _fuzzed(
     client: aiopool.Client, case: Case, url: str
 ) -> aiopool.Response | aiopool.AiopoolError:
-    method = getattr(case, "method", "GET")
+    content = getattr(case, "body", b"") or None  # (HTTP/2 cases may upload a body)
+    method = getattr(case, "method", "POST" if content else "GET")
     try:
         if not case.stream:
-            return await client.request(method, url)
-        async with client.stream(method, url) as response:
+            return await client.request(method, url, content=content)
+        async with client.stream(method, url, content=content) as response:
             chunks = response.aiter_bytes()
             try:
                 await anext(chunks, b"")

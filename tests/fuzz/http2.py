@@ -200,6 +200,7 @@ class H2Case:
     expect: Expected | None = None
     stream: bool = False  # read one chunk through client.stream(), then leave the block
     concurrent: bool = False  # another stream is open on the socket while the answer arrives
+    body: bytes = b""  # a request body to upload (POST) while the answer arrives
     label: str = field(default="", compare=False)
 
     def chunks(self, own: int) -> list[bytes]:
@@ -296,6 +297,13 @@ def valid_sequences(draw: st.DrawFn) -> tuple[tuple[Frame, ...], Expected]:
     return tuple(frames), Expected(status, fields, body)
 
 
+# Request bodies: mostly none; some small; some larger than the server's initial 64 KiB
+# window, so the upload waits for WINDOW_UPDATEs while (or after) the answer arrives.
+uploads = st.one_of(
+    st.just(b""), st.just(b""), st.binary(min_size=1, max_size=2_000), st.just(bytes(70_000))
+)
+
+
 @st.composite
 def valid_cases(draw: st.DrawFn) -> H2Case:
     """Well-formed answers: parsed exactly, and the socket carries the next request."""
@@ -306,6 +314,7 @@ def valid_cases(draw: st.DrawFn) -> H2Case:
         keep_open=True,
         expect=expected,
         concurrent=draw(st.booleans()),
+        body=draw(uploads),
         label="valid",
     )
 
@@ -422,6 +431,7 @@ def mutated_cases(draw: st.DrawFn) -> H2Case:
         points=draw(splits),
         stream=draw(st.booleans()),
         concurrent=draw(st.booleans()),
+        body=draw(uploads),
         label="+".join(sorted(kinds)),
     )
 

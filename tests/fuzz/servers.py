@@ -207,6 +207,8 @@ class H2FuzzServer(_FuzzServer):
             except TimeoutError:
                 await self._close(writer)
                 return
+            if writer.transport.is_closing():
+                return  # the client is gone: frames still buffered need no answer
             kind, flags = header[3], header[4]
             sid = int.from_bytes(header[5:9], "big") & 0x7FFFFFFF
             if kind == 0x4 and not flags & 0x1:  # SETTINGS: acknowledge
@@ -215,6 +217,12 @@ class H2FuzzServer(_FuzzServer):
                 writer.write(PingFrame(0, payload, flags={"ACK"}).serialize())
             elif kind == 0x7:  # GOAWAY: the client is done with this connection
                 return
+            elif kind == 0x0 and payload:  # DATA of an upload: credit it back, as servers do
+                size = len(payload).to_bytes(4, "big")
+                writer.write(b"\x00\x00\x04\x08\x00\x00\x00\x00\x00" + size)
+                if not flags & 0x1:
+                    stream = sid.to_bytes(4, "big")
+                    writer.write(b"\x00\x00\x04\x08\x00" + stream + size)
             elif kind in (0x1, 0x9):  # HEADERS, CONTINUATION
                 if kind == 0x1:
                     start = 1 if flags & 0x8 else 0
