@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     except NginxError as exc:
         print(f"soak: cannot start nginx: {exc}", file=sys.stderr)
         return 2
-    for line in report.lines():
+    for line in report.lines(phases=False):  # (each phase's line was printed as it ended)
         print(line)
     if server_errors:
         print(f"FAILED: the fault server itself failed: {server_errors[:3]!r}")

@@ -57,7 +57,8 @@ class SoakReport:
     def passed(self) -> bool:
         return not self.problems and all(p.passed for p in self.phases)
 
-    def lines(self) -> list[str]:
+    def lines(self, *, phases: bool = True) -> list[str]:
+        """The report; `phases=False` leaves out the per-phase lines (printed as they ended)."""
         measured = [p for p in self.phases if not p.name.startswith("warm-up")]
         total = sum(p.requests for p in self.phases)
         seconds = sum(p.seconds for p in self.phases)
@@ -68,8 +69,7 @@ class SoakReport:
             faults.update(phase.faults)
             expected.update(phase.expected)
             unexpected.update(phase.unexpected)
-        out = [phase.summary() for phase in self.phases]
-        out.append("")
+        out = [phase.summary() for phase in self.phases] + [""] if phases else []
         out.append(
             f"requests done: {total:,} in {seconds:.1f} s, {total / seconds if seconds else 0:,.0f}"
             f" req/s ({sum(p.requests for p in measured):,} after the warm-up)"
