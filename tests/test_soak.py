@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import random
+import socket
 import ssl
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal
@@ -26,6 +28,8 @@ from tests.rig.fault_server import FaultServer
 from tests.rig.h2_server import H2ScriptServer
 from tests.rig.nginx import Nginx
 from tests.soak import SoakConfig, run_soak
+from tests.soak._driver import PhasePlan, run_phase
+from tests.soak._kinds import Mix, SoakContext, Spec
 
 URL = "http://mock.test/"
 _408 = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
@@ -341,3 +345,40 @@ async def test_h2_sockets_retired_by_goaway_are_freed_at_once(
         await eventually(lambda: retired_alive() == 0)
         stats = client.stats()
         assert (stats.connections_opened, stats.connections_closed) == (20, 20)
+
+
+# -- the soak's own checks can fail ---------------------------------------------------------------
+
+
+def _plan(mix: Mix) -> PhasePlan:
+    return PhasePlan("check", 200, {}, mix, concurrency=8, cancel_rate=0.0, settle_timeout=0.5)
+
+
+async def test_soak_reports_a_crossed_body(nginx: Nginx, fault_server: FaultServer) -> None:
+    def crossed(ctx: SoakContext, rid: str, rng: random.Random) -> Spec:
+        # The server answers for `rid`; the check expects another id, as if bodies crossed.
+        return Spec("crossed", "GET", f"{ctx.fault_url}/echo?id={rid}", lambda s, b: f"not {rid}")
+
+    ctx = SoakContext(nginx, fault_server.url)
+    result = await run_phase(_plan(Mix([(1, crossed)])), ctx, nginx, fault_server)
+    assert not result.passed
+    assert result.unexpected == {"CrossedBody": 200}
+    assert result.problems == []  # the pool itself stayed clean
+
+
+async def test_soak_reports_a_leaked_descriptor(nginx: Nginx, fault_server: FaultServer) -> None:
+    leaked: list[socket.socket] = []
+
+    def leaking(ctx: SoakContext, rid: str, rng: random.Random) -> Spec:
+        if not leaked:
+            leaked.append(socket.socket())  # as a pool that lost track of a socket would
+        return Spec("echo", "GET", f"{ctx.fault_url}/echo?id={rid}", lambda s, b: None)
+
+    ctx = SoakContext(nginx, fault_server.url)
+    try:
+        result = await run_phase(_plan(Mix([(1, leaking)])), ctx, nginx, fault_server)
+    finally:
+        leaked[0].close()
+    assert not result.passed
+    assert result.fds_after == result.fds_before + 1
+    assert any("descriptors" in problem for problem in result.problems)

@@ -64,6 +64,7 @@ class PhasePlan:
     # the connections it retired are counted as injected faults.
     goaway_origin: str | None = None
     seed: int = 0
+    settle_timeout: float = _SETTLE_TIMEOUT
 
 
 @dataclass
@@ -167,9 +168,9 @@ async def run_phase(
                 "worker(s) answered /worker"
             )
 
-        if not await wait_until(lambda: not settled_problems(client.stats()), _SETTLE_TIMEOUT):
+        if not await wait_until(lambda: not settled_problems(client.stats()), plan.settle_timeout):
             result.problems.extend(settled_problems(client.stats()))
-        await _check_open_fds(client, result, fault_server)
+        await _check_open_fds(client, result, fault_server, plan.settle_timeout)
         stats = client.stats()
         result.connections_opened = stats.connections_opened
         result.reused = stats.reused
@@ -177,13 +178,13 @@ async def run_phase(
             host = stats.hosts[plan.goaway_origin]
             result.faults["h2 GOAWAY (nginx keepalive_requests)"] += host.opened - host.idle
 
-    if not await wait_until(lambda: fault_server.open_connections() == 0, _SETTLE_TIMEOUT):
+    if not await wait_until(lambda: fault_server.open_connections() == 0, plan.settle_timeout):
         result.problems.append(
             f"the fault server still has {fault_server.open_connections()} connection(s) "
             "open after the client closed"
         )
     gc.collect()
-    await wait_until(lambda: open_fds() == result.fds_before, _SETTLE_TIMEOUT)
+    await wait_until(lambda: open_fds() == result.fds_before, plan.settle_timeout)
     result.fds_after = open_fds()
     if result.fds_after != result.fds_before:
         result.problems.append(
@@ -197,7 +198,7 @@ async def run_phase(
 
 
 async def _check_open_fds(
-    client: aiopool.Client, result: PhaseResult, fault_server: FaultServer
+    client: aiopool.Client, result: PhaseResult, fault_server: FaultServer, settle_timeout: float
 ) -> None:
     """With the client open, the only new descriptors are its idle sockets (and the fault
     server's ends of those that lead to it)."""
@@ -205,7 +206,7 @@ async def _check_open_fds(
     def expected() -> int:
         return result.fds_before + client.stats().idle + fault_server.open_connections()
 
-    await wait_until(lambda: open_fds() == expected(), _SETTLE_TIMEOUT)
+    await wait_until(lambda: open_fds() == expected(), settle_timeout)
     result.fds_open = open_fds()
     result.idle_sockets = client.stats().idle
     if result.fds_open != expected():
