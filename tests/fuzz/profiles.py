@@ -6,7 +6,8 @@
 - "fuzz" (`make fuzz`): random, many examples, failures saved to the local example database
   (`.hypothesis/`, not committed) so a rerun replays them first.
 
-Set AIOPOOL_FUZZ_PROFILE=fuzz to run the pytest targets with the long profile.
+Set AIOPOOL_FUZZ_PROFILE=fuzz to run the pytest targets with the long profile (50 times the
+examples: lift pytest's per-test timeout too, `--timeout=0`).
 The profiles are applied per test with `settings(parent=...)`, never loaded globally, so other
 property tests in the suite keep their own settings.
 """
