@@ -573,6 +573,11 @@ class Client:
                     tracer=tracer,
                 )
             except TransportError as exc:
+                # The new socket was refused before any request went out on it (a GOAWAY in
+                # the HTTP/2 preface): dial again, as for a stream a GOAWAY left unprocessed.
+                if exc.unprocessed and unprocessed_retries < _MAX_UNPROCESSED_RETRIES:
+                    unprocessed_retries += 1
+                    continue
                 exc.request = request
                 raise
             try:

@@ -173,7 +173,11 @@ class HTTP2Connection:
                 self._dispatch(event)
             self._flush()
         if self.draining:
-            raise ConnectError(f"{self.origin} sent GOAWAY in its HTTP/2 preface")
+            # (An nginx worker shutting down for a reload answers a connection it accepted
+            # late this way.) No request was sent on it: the caller may dial again.
+            refused = ConnectError(f"{self.origin} sent GOAWAY in its HTTP/2 preface")
+            refused.unprocessed = True
+            raise refused
         self._reader = self._loop.create_task(self._read_loop())
         return self._reader
 

@@ -382,3 +382,28 @@ async def test_soak_reports_a_leaked_descriptor(nginx: Nginx, fault_server: Faul
     assert not result.passed
     assert result.fds_after == result.fds_before + 1
     assert any("descriptors" in problem for problem in result.problems)
+
+
+def _h2_goaway_preface() -> list[bytes]:
+    """An h2 server that answers a new connection with SETTINGS and GOAWAY(last stream 0)."""
+    server = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+    server.initiate_connection()
+    server.close_connection()
+    return [server.data_to_send()]
+
+
+@pytest.mark.parametrize("engine", ["h2", "jh2"])
+async def test_h2_connection_refused_in_its_preface_is_dialled_again(engine: Engine) -> None:
+    # Found while soaking with reloads: an nginx worker shutting down still accepts a few
+    # connections and answers them with a GOAWAY in its preface; every request waiting for
+    # that dial failed with ConnectError, though none had been sent. Go dials again.
+    refused = MockStream(_h2_goaway_preface())
+    served = MockStream(_h2_answer(b"served"))
+    client = aiopool.Client(http1=False, http2_engine=engine)
+    client._pool._dialer = _Dialer(refused, served)
+    async with client:
+        resp = await client.get(URL)
+        assert resp.content == b"served"
+        assert refused.closed
+        stats = assert_settled(client)
+        assert (stats.requests, stats.connections_opened) == (1, 1)

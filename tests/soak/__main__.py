@@ -11,6 +11,7 @@ import random
 import ssl
 import sys
 import warnings
+from collections.abc import Callable
 
 import trustme
 
@@ -20,7 +21,7 @@ from tests.rig.nginx import Nginx, NginxError
 from ._runner import SoakConfig, run_soak
 
 
-def _parse(argv: list[str] | None) -> SoakConfig:
+def _parse(argv: list[str] | None) -> tuple[SoakConfig, bool]:
     parser = argparse.ArgumentParser(prog="python -m tests.soak", description=__doc__)
     parser.add_argument(
         "--requests", type=int, default=300_000, help="requests over all phases (300,000)"
@@ -41,21 +42,30 @@ def _parse(argv: list[str] | None) -> SoakConfig:
         help="fraction of requests cancelled at a random moment (0.02)",
     )
     parser.add_argument("--seed", type=int, default=None, help="random seed (random)")
+    parser.add_argument(
+        "--uvloop", action="store_true", help="run the client on uvloop's event loop"
+    )
     args = parser.parse_args(argv)
     if args.requests < 1 or args.concurrency < 1 or not 0 <= args.cancel_rate <= 1:
         parser.error("--requests and --concurrency must be positive, --cancel-rate in [0, 1]")
     seed = args.seed if args.seed is not None else random.randrange(2**32)
-    return SoakConfig(
+    config = SoakConfig(
         requests=args.requests,
         seconds=args.seconds,
         concurrency=args.concurrency,
         cancel_rate=args.cancel_rate,
         seed=seed,
     )
+    return config, args.uvloop
 
 
 def main(argv: list[str] | None = None) -> int:
-    config = _parse(argv)
+    config, use_uvloop = _parse(argv)
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    if use_uvloop:
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
     # As the test suite does: a warning (a ResourceWarning from a leaked socket above all) is
     # an error, and an error in a finaliser is recorded by the soak as a failure.
     warnings.simplefilter("error")
@@ -65,12 +75,14 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"soak: {config.requests:,} requests, concurrency {config.concurrency}, "
         f"cancel rate {config.cancel_rate}, seed {config.seed}"
+        + (", uvloop" if use_uvloop else "")
         + (f", at most {config.seconds:g} s" if config.seconds else ""),
         flush=True,
     )
     try:
         with Nginx(ca) as nginx, FaultServer() as fault_server:
-            report = asyncio.run(run_soak(config, nginx, fault_server, verify))
+            with asyncio.Runner(loop_factory=loop_factory) as runner:
+                report = runner.run(run_soak(config, nginx, fault_server, verify))
             server_errors = list(fault_server.errors)
     except NginxError as exc:
         print(f"soak: cannot start nginx: {exc}", file=sys.stderr)

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiopool
 from tests.rig.fault_server import FaultServer
 from tests.rig.nginx import Nginx
 
@@ -123,7 +124,11 @@ def _phases(nginx: Nginx, fault_url: str, verify: ssl.SSLContext | str) -> list[
         *nginx_kinds(nginx.h2c_url, "h2c"),
         *nginx_kinds(nginx.h2c_limited_url, "h2c-goaway", big=0.1),
     ]
-    reload_mix = [*nginx_kinds(nginx.http_url, "h1", big=3), *nginx_kinds(nginx.https_url, "h2")]
+    # (Connection: close keeps new sockets being dialed while old workers wind down.)
+    reload_mix = [
+        *nginx_kinds(nginx.http_url, "h1", big=3, close=True),
+        *nginx_kinds(nginx.https_url, "h2"),
+    ]
     h2_only = {**limits, "http1": False, "verify": verify}
     return [
         _PhaseDef("nginx-h1-h11", 0.12, {**limits, "http1_parser": "h11"}, Mix(h1)),
@@ -201,6 +206,7 @@ async def run_soak(
     ]
     loop_errors: list[str] = []
     with _recording_errors(loop_errors):
+        await _prime_the_loop(nginx, verify)
         report.fds_start = await _first_fds(fault_server)
         for phase_plan in plans:
             result = await run_phase(phase_plan, ctx, nginx, fault_server)
@@ -222,6 +228,15 @@ async def run_soak(
             f"{_rss_tolerance(report.warmup_rss) / MIB:.1f} MiB)"
         )
     return report
+
+
+async def _prime_the_loop(nginx: Nginx, verify: ssl.SSLContext | str) -> None:
+    """Let the event loop create what it creates lazily and then keeps (uvloop opens a
+    descriptor for its thread pool on the first connection) before the first descriptor
+    count: a request over each protocol, on a client closed at once."""
+    async with aiopool.Client(verify=verify) as client:
+        await client.get(f"{nginx.http_url}/small.txt")
+        await client.get(f"{nginx.https_url}/small.txt")
 
 
 async def _first_fds(fault_server: FaultServer) -> int:
