@@ -41,6 +41,9 @@ class FakeConn:
     def close(self) -> None:
         self.closed = True
 
+    def shut_down(self) -> None:
+        self.close()
+
     def arm_idle_watch(self) -> None:
         self.watching = True
 
