@@ -51,15 +51,15 @@ async def test_aclose_fails_everything_in_flight_with_client_closed(
     dialing = asyncio.create_task(client.get(f"https://127.0.0.1:{blackhole.port}/"))
     # Three sockets busy, one request queued behind them, one waiting for its dial.
     await eventually(
-        lambda: (client.stats().active, client.stats().waiting, client.stats().connecting)
-        == (3, 2, 1)
+        lambda: (
+            (client.stats().active, client.stats().waiting, client.stats().connecting) == (3, 2, 1)
+        )
     )
 
     await client.aclose()
 
     outcomes = [
-        await outcome(task)
-        for task in (reading_head, reading_body, fresh_socket, waiting, dialing)
+        await outcome(task) for task in (reading_head, reading_body, fresh_socket, waiting, dialing)
     ]
     for exc in outcomes:
         assert isinstance(exc, aiopool.ClientClosed), repr(exc)
@@ -81,9 +81,7 @@ async def test_aclose_fails_open_h2_streams_with_client_closed(
     tasks_before = other_tasks()
     client = aiopool.Client(http1=False)
     await client.get(f"{server.url}/echo?id=warm")
-    stalled = [
-        asyncio.create_task(client.get(f"{server.url}/stall-headers")) for _ in range(20)
-    ]
+    stalled = [asyncio.create_task(client.get(f"{server.url}/stall-headers")) for _ in range(20)]
     await eventually(lambda: client.stats().hosts[server.url].streams == 20)
     await client.aclose()
     for task in stalled:
