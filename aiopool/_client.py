@@ -1,4 +1,4 @@
-"""The public `Client`: builds requests, follows redirects, leases connections, retries what is safe.
+"""The public `Client`: builds requests, follows redirects, leases connections, retries safely.
 
 `await client.get(url)` returns with the body read and the connection already back in the pool:
 the leak-proof default. Streaming is only through `async with client.stream(...)`, whose exit
