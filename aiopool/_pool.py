@@ -212,6 +212,12 @@ class ConnectionPool:
 
     def _expire_waiter(self, waiter: Waiter) -> None:
         if waiter.live and not waiter.fut.done():
+            if waiter.host.connect_timeout is not None and self._state.awaits_a_dial(waiter):
+                # The request is no longer waiting for the pool but for a dial that will serve
+                # it: the connect timeout decides (`ConnectTimeout`), as if it had dialed itself
+                # (httpcore's rule). Otherwise equal pool and connect timeouts (httpx's default
+                # Timeout(5)) would report a hanging handshake as a `PoolTimeout`.
+                return
             self._state.abandon(waiter)
             waiter.fut.set_exception(
                 PoolTimeout(f"no connection to {waiter.host.key} became available in time")

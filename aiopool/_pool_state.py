@@ -431,6 +431,21 @@ class PoolState:
 
     # Internals ---------------------------------------------------------------------------------
 
+    def awaits_a_dial(self, waiter: Waiter) -> bool:
+        """Whether a dial in flight will serve `waiter`: each dial, done or failed, goes to the
+        longest live waiter, so the first `connecting` of them are covered. (Walks at most that
+        many live entries, plus dead ones the queue's compaction keeps bounded.)"""
+        host = waiter.host
+        ahead = host.connecting
+        for queued in host.waiters:
+            if ahead <= 0:
+                return False
+            if queued is waiter:
+                return True
+            if queued.live:
+                ahead -= 1
+        return False
+
     def _next_waiter(self, host: HostPool) -> Waiter | None:
         waiters = host.waiters
         while waiters:

@@ -243,3 +243,27 @@ async def test_cancel_while_draining_an_unread_body(server: FaultServer) -> None
             await task
         stats = assert_settled(client)
         assert stats.idle == 0 and stats.connections_closed == 1
+
+
+async def test_a_request_whose_dial_hangs_gets_connect_timeout_not_pool_timeout(
+    blackhole: BlackholeServer,
+) -> None:
+    # Equal pool and connect timeouts (httpx's default Timeout(5) has them): once a dial that
+    # will serve the request is in flight, the connect timeout decides, not the pool timer.
+    url = f"https://127.0.0.1:{blackhole.port}/"
+    async with aiopool.Client(timeout=aiopool.Timeout(5, connect=0.3, pool=0.3)) as client:
+        with pytest.raises(aiopool.ConnectTimeout):
+            await client.get(url)
+        assert_settled(client)
+
+
+async def test_pool_timeout_still_bounds_a_wait_no_dial_covers(fault_server: FaultServer) -> None:
+    async with aiopool.Client(max_connections_per_host=1) as client:
+        busy = asyncio.create_task(client.get(f"{fault_server.url}/stall-headers"))
+        await eventually(lambda: client.stats().active == 1)
+        with pytest.raises(aiopool.PoolTimeout):
+            await client.get(f"{fault_server.url}/echo", timeout=aiopool.Timeout(5, pool=0.2))
+        busy.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await busy
+        assert_settled(client)
