@@ -13,7 +13,7 @@ import json as jsonlib
 import re
 import sys
 import warnings
-from collections.abc import AsyncIterable, Coroutine
+from collections.abc import AsyncIterable
 from types import TracebackType
 from typing import Any, Literal, Self, TypedDict, Unpack
 
@@ -45,7 +45,7 @@ from ._http11 import HTTP11Connection
 from ._models import Request, RequestContent, Response
 from ._pool import ConnectionPool
 from ._proxy import ProxyRoutes, proxy_tls_context, route
-from ._redirects import exchange
+from ._redirects import REDIRECT_STATUSES, add_jar_cookie, follow, store_cookies
 from ._stats import PoolStats, TraceHook
 from ._tls import LazySSLContext, VerifyTypes
 from ._trace import tracer_for
@@ -422,7 +422,7 @@ class Client:
     def _timeout(self, timeout: TimeoutTypes) -> Timeout:
         return self.timeout if timeout is _UNSET else Timeout.coerce(timeout)
 
-    def _exchange(
+    async def _exchange(
         self,
         request: Request,
         timeout: Timeout,
@@ -433,33 +433,53 @@ class Client:
         opened_at: str | None = None,
         trace: TraceHook | None = None,
         max_response_size: int | None = _UNSET,
-    ) -> Coroutine[Any, Any, Response]:
+    ) -> Response:
         """`_send` per hop, with cookies and redirects around it (see `_redirects`).
 
-        (A plain function returning the coroutine, and a partial rather than a closure: every
-        request comes through here, and each coroutine frame saved is measurable.)
+        With `stream`, the final response is returned unread (the caller releases it);
+        otherwise its body is read and its connection released. Raises what `_send` raises,
+        the `RedirectError` family, and `LocalProtocolError` for a cookie that cannot be sent.
         """
         limit = (
             self.max_response_size
             if max_response_size is _UNSET
             else _size_limit(max_response_size)
         )
-        send = functools.partial(
-            self._send,
-            timeout=timeout,
+        cookies = self._cookies
+        jar_cookie = add_jar_cookie(request, cookies, cross_origin_hop=False)
+        response = await self._send(
+            request,
+            timeout,
             stream=True,
             opened_at=opened_at,
             trace=trace,
             max_response_size=limit,
         )
-        return exchange(
-            send,
-            request,
-            cookies=self._cookies,
-            follow=self.follow_redirects if follow_redirects is _UNSET else follow_redirects,
-            max_redirects=self.max_redirects if max_redirects is _UNSET else max_redirects,
-            stream=stream,
-        )
+        store_cookies(response, cookies)
+        if response.status_code in REDIRECT_STATUSES and (
+            self.follow_redirects if follow_redirects is _UNSET else follow_redirects
+        ):
+            # Built only here: every request comes through this method, a redirect seldom, and
+            # a partial per request was measurable (as was the coroutine a wrapper in
+            # `_redirects` cost: hence the first hop here).
+            send = functools.partial(
+                self._send,
+                timeout=timeout,
+                stream=True,
+                opened_at=opened_at,
+                trace=trace,
+                max_response_size=limit,
+            )
+            response = await follow(
+                send,
+                response,
+                cookies,
+                self.max_redirects if max_redirects is _UNSET else max_redirects,
+                jar_cookie,
+            )
+        if not stream:
+            await response.aread()  # on failure it closes the socket and names the request
+        return response
 
     def _build_request(
         self,

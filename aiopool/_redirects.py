@@ -1,8 +1,10 @@
 """Following redirects, and the cookie jar's part in every exchange.
 
-`exchange()` wraps the client's `_send` (which keeps its own per-hop retries: a stale socket,
-an unprocessed HTTP/2 stream): it adds the jar's `Cookie` header for each URL, stores every
-response's Set-Cookie (redirect hops included), and follows 301, 302, 303, 307 and 308.
+The client's `_exchange` calls these around its `_send` (which keeps its own per-hop retries:
+a stale socket, an unprocessed HTTP/2 stream): `add_jar_cookie` adds the jar's `Cookie` header
+for each URL, `store_cookies` stores every response's Set-Cookie (redirect hops included), and
+`follow` follows 301, 302, 303, 307 and 308. (No coroutine of its own here for the first hop:
+every request passes through it, and a redirect is the exception.)
 
 The rules, with where they come from:
 
@@ -50,7 +52,7 @@ from ._headers import Headers
 from ._models import Request, Response
 from ._urls import URL, Origin
 
-__all__ = ("MAX_REDIRECT_BODY", "REDIRECT_STATUSES", "exchange")
+__all__ = ("MAX_REDIRECT_BODY", "REDIRECT_STATUSES", "add_jar_cookie", "follow", "store_cookies")
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 # Redirect bodies are short "moved" pages (nginx's are ~170 bytes); 64 KiB keeps any real one
@@ -78,40 +80,21 @@ Send = Callable[[Request], Awaitable[Response]]
 _AMBIGUOUS = "\x00ambiguous"
 
 
-async def exchange(
-    send: Send,
-    request: Request,
-    *,
-    cookies: Cookies,
-    follow: bool,
-    max_redirects: int,
-    stream: bool,
-) -> Response:
-    """Send `request` and follow its redirects; return the final response.
-
-    With `stream`, the final response is returned unread (the caller releases it); otherwise
-    its body is read and its connection released. Every redirect response is read and released
-    before the next hop, on every path. Raises what `send` raises, `TooManyRedirects`,
-    `InvalidRedirect`, `RedirectBodyNotReplayable`, and `LocalProtocolError` for a cookie that
-    cannot be sent.
-    """
-    jar_cookie = _add_jar_cookie(request, cookies, cross_origin_hop=False)
-    response = await send(request)
-    _store_cookies(response, cookies)
-    if follow and response.status_code in REDIRECT_STATUSES:
-        response = await _follow(send, response, cookies, max_redirects, jar_cookie)
-    if not stream:
-        await response.aread()  # on failure it closes the socket and names the request
-    return response
-
-
-async def _follow(
+async def follow(
     send: Send,
     response: Response,
     cookies: Cookies,
     max_redirects: int,
     jar_cookie: tuple[bytes, bytes] | None,
 ) -> Response:
+    """Follow the redirects from `response` (a redirect, its Set-Cookie stored) with `send`;
+    return the first response that is not one to follow, unread.
+
+    Every redirect response is read and released before the next hop, on every path. Raises
+    what `send` raises, `TooManyRedirects`, `InvalidRedirect`, `RedirectBodyNotReplayable`,
+    and `LocalProtocolError` for a cookie that cannot be sent. `jar_cookie`: the header
+    `add_jar_cookie` gave the first request (the jar chooses again for every hop).
+    """
     first = response.request
     origin = first.url.origin
     # The sensitive headers the user's request carried (not the jar's Cookie: the jar chooses
@@ -143,10 +126,10 @@ async def _follow(
         target = _target(entry, location, history)
         allowed = _same_site(origin, target.origin)
         request = _next_request(entry, target, credentials if allowed else [], history)
-        _add_jar_cookie(request, cookies, cross_origin_hop=not allowed)
+        add_jar_cookie(request, cookies, cross_origin_hop=not allowed)
         history.append(entry)
         response = await send(request)
-        _store_cookies(response, cookies)
+        store_cookies(response, cookies)
         if response.status_code not in REDIRECT_STATUSES:
             response.history = history
             return response
@@ -289,7 +272,7 @@ def _next_request(
     return Request(method, target, Headers._from_raw(raw), content, headers_validated=True)
 
 
-def _add_jar_cookie(
+def add_jar_cookie(
     request: Request, cookies: Cookies, *, cross_origin_hop: bool
 ) -> tuple[bytes, bytes] | None:
     """Append the jar's `Cookie` for the request's URL, unless the request has one already
@@ -308,7 +291,8 @@ def _add_jar_cookie(
     return header
 
 
-def _store_cookies(response: Response, cookies: Cookies) -> None:
+def store_cookies(response: Response, cookies: Cookies) -> None:
+    """Put `response`'s Set-Cookie fields into the jar; on failure its socket is closed."""
     for name, _ in response.headers.raw:
         if name == b"set-cookie":  # response header names arrive lower-cased
             try:
