@@ -60,6 +60,7 @@ _DEFAULT_TIMEOUT = Timeout(30.0, connect=10.0)
 # meaning for content even if there is none (some servers answer 411 otherwise).
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _UNSET: Any = object()
+_PROXY_AUTHORIZATION = b"proxy-authorization"
 
 
 class RequestOptions(TypedDict, total=False):
@@ -232,6 +233,13 @@ class Client:
             proxy_ssl_context=proxy_tls_context(verify),  # for https:// proxies
         )
         self._default_headers = _default_headers(Headers(headers) if headers else None)
+        if self._proxies is None:
+            # With no proxy a Proxy-Authorization is for nobody: `route` would strip it from
+            # every request. Stripped here once (and the caller's in `_build_request`), so
+            # `_send` skips `route` and its scan of every request's headers.
+            self._default_headers = [
+                h for h in self._default_headers if h[0] != _PROXY_AUTHORIZATION
+            ]
         self._base_url = _base_url(base_url) if base_url is not None else None
         # Encoded once: the header is the same on every request.
         self._auth_header = basic_auth_header(auth) if auth is not None else None
@@ -538,6 +546,8 @@ class Client:
             for name, value in user:
                 validate_header(name, value)
                 names.add(name.lower())
+            if _PROXY_AUTHORIZATION in names and self._proxies is None:
+                user = [h for h in user if h[0].lower() != _PROXY_AUTHORIZATION]  # see __init__
             raw.extend(h for h in defaults if h[0] not in names)
             raw.extend(h for h in extra if h[0] not in names)
             if b"host" in names:
@@ -576,7 +586,10 @@ class Client:
         max_response_size: int | None = _UNSET,
     ) -> Response:
         pool = self._pool
-        origin = route(self._proxies, request)  # the pool key: the origin and its proxy
+        # The pool key: the origin and its proxy. (Without proxies, the origin: the request
+        # carries no Proxy-Authorization for `route` to strip, see __init__.)
+        routes = self._proxies
+        origin = request.url.origin if routes is None else route(routes, request)
         # Who hears this request's trace events: None (the usual case) builds no events at all.
         tracer = request._tracer = tracer_for(self._trace_hook, trace)
         if request.content is not None:
