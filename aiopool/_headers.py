@@ -62,11 +62,13 @@ class Headers(Mapping[str, str]):
     Response headers keep names lower-cased, as h11 and h2 deliver them.
     """
 
-    __slots__ = ("_index", "_raw")
+    __slots__ = ("_index", "_raw", "_unencoded_length")
 
     def __init__(self, headers: HeaderTypes | None = None) -> None:
         self._raw: list[tuple[bytes, bytes]] = []
         self._index: dict[str, list[str]] | None = None
+        # See `_from_raw`: None, "not known, look at the fields".
+        self._unencoded_length: bytes | None = None
         if headers is None:
             return
         if isinstance(headers, Headers):
@@ -78,11 +80,20 @@ class Headers(Mapping[str, str]):
             self._raw.append((_to_bytes(name, "name"), _to_bytes(value, "value")))
 
     @classmethod
-    def _from_raw(cls, raw: list[tuple[bytes, bytes]]) -> Headers:
-        """Adopt a list of byte pairs without copying (the parsers' fast path)."""
+    def _from_raw(
+        cls, raw: list[tuple[bytes, bytes]], *, unencoded_length: bytes | None = None
+    ) -> Headers:
+        """Adopt a list of byte pairs without copying (the parsers' fast path).
+
+        `unencoded_length`, from a parser that saw every field go by: the head has no
+        Content-Encoding, and this is its Content-Length value (b"" if none). A response then
+        finds out how to read its body without a pass over the fields (see
+        `Response._decoder`); any change to the fields forgets it.
+        """
         self = cls.__new__(cls)
         self._raw = raw
         self._index = None
+        self._unencoded_length = unencoded_length
         return self
 
     @property
@@ -127,7 +138,7 @@ class Headers(Mapping[str, str]):
         lowered = key.lower().encode("latin-1")
         self._raw = [(n, v) for n, v in self._raw if n.lower() != lowered]
         self._raw.append((_to_bytes(key, "name"), _to_bytes(value, "value")))
-        self._index = None
+        self._index = self._unencoded_length = None
 
     def __delitem__(self, key: str) -> None:
         lowered = key.lower().encode("latin-1")
@@ -135,12 +146,12 @@ class Headers(Mapping[str, str]):
         self._raw = [(n, v) for n, v in self._raw if n.lower() != lowered]
         if len(self._raw) == before:
             raise KeyError(key)
-        self._index = None
+        self._index = self._unencoded_length = None
 
     def add(self, key: str, value: str) -> None:
         """Append a field, keeping any existing ones of the same name."""
         self._raw.append((_to_bytes(key, "name"), _to_bytes(value, "value")))
-        self._index = None
+        self._index = self._unencoded_length = None
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Headers):

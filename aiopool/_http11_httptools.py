@@ -55,6 +55,7 @@ class HttptoolsConnection(HTTP11Connection):
         "_dirty",
         "_framing_error",
         "_has_chunked",
+        "_has_coding",
         "_has_length",
         "_head_bytes",
         "_head_done",
@@ -64,6 +65,7 @@ class HttptoolsConnection(HTTP11Connection):
         "_interim",
         "_keep_alive",
         "_last_body",
+        "_length",
         "_parser",
         "_reason",
         "_request_close",
@@ -93,6 +95,8 @@ class HttptoolsConnection(HTTP11Connection):
         self._until_eof = False
         self._has_length = False
         self._has_chunked = False
+        self._has_coding = False
+        self._length = b""  # the (last) Content-Length value
         self._framing_error: str | None = None
         self._last_body = b""  # the latest body piece (to place the end of a sized body)
         self._tail = b""  # the last bytes fed before the latest read
@@ -222,7 +226,11 @@ class HttptoolsConnection(HTTP11Connection):
         return ResponseHead(
             self._status,
             self._reason.decode("latin-1"),
-            Headers._from_raw(self._headers),
+            # What the fields said of the body's coding and length, so the response need not
+            # look through them again (per request, that pass was measurable).
+            Headers._from_raw(
+                self._headers, unencoded_length=None if self._has_coding else self._length
+            ),
             self._version,
         )
 
@@ -340,8 +348,11 @@ class HttptoolsConnection(HTTP11Connection):
                 raise RemoteProtocolError(self._framing_error)
             if lowered == b"content-length":
                 self._has_length = True
+                self._length = value
             elif lowered == b"transfer-encoding":
                 self._has_chunked = True
+            elif lowered == b"content-encoding":
+                self._has_coding = True
 
     def on_headers_complete(self) -> None:
         if self._complete:
@@ -362,7 +373,8 @@ class HttptoolsConnection(HTTP11Connection):
                 raise RemoteProtocolError(self._framing_error)
             self._headers = []
             self._reason = b""
-            self._has_length = self._has_chunked = False
+            self._has_length = self._has_chunked = self._has_coding = False
+            self._length = b""
             return
         limits = self._limits
         if (

@@ -332,17 +332,23 @@ class Response:
         # body (RFC 9110 sections 6.4.1, 8.6): nothing to decode, and nothing to refuse.
         if self.status_code in (204, 304) or self.request.method == "HEAD":
             return None
-        # One pass over the raw pairs: `headers.get()` would build the decoded index of every
-        # header, for every response (microseconds on the hot path, mostly for nothing).
-        codings: list[bytes] = []
-        declared = b""
-        for name, value in self.headers.raw:
-            size = len(name)
-            if size == 16 and name.lower() == b"content-encoding":
-                codings.append(value)
-            elif size == 14 and name.lower() == b"content-length":
-                declared = value
-        decoder = decoder_from(codings, self._max_ratio) if codings else None
+        headers = self.headers
+        declared = headers._unencoded_length  # the parser's word, when it gave it
+        if declared is None:
+            # One pass over the raw pairs: `headers.get()` would build the decoded index of
+            # every header, for every response (microseconds on the hot path, mostly for
+            # nothing).
+            codings: list[bytes] = []
+            declared = b""
+            for name, value in headers.raw:
+                size = len(name)
+                if size == 16 and name.lower() == b"content-encoding":
+                    codings.append(value)
+                elif size == 14 and name.lower() == b"content-length":
+                    declared = value
+            decoder = decoder_from(codings, self._max_ratio) if codings else None
+        else:
+            decoder = None
         if decoder is None and limit is not None and declared.isdigit() and int(declared) > limit:
             raise self._too_large(limit, declared=int(declared))
         return decoder

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 from collections.abc import AsyncIterator
 
 import pytest
@@ -89,6 +90,34 @@ async def test_interim_and_final_response_in_one_read() -> None:
         assert (resp.status_code, resp.content) == (200, b"done")
         assert "link" not in resp.headers
         assert (await client.get(URL)).conn_info.reused
+
+
+async def test_coding_and_length_are_the_final_heads_own() -> None:
+    # The parser tells the response whether its head named a Content-Encoding, and its
+    # Content-Length, so the response need not look through the fields again: an interim
+    # head's fields and a chunked body's trailer fields must not count.
+    interim = b"HTTP/1.1 103 Early Hints\r\nContent-Encoding: gzip\r\nContent-Length: 99999\r\n\r\n"
+    chunked = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"2\r\nok\r\n0\r\nContent-Encoding: gzip\r\n\r\n"
+    )
+    coded = response(gzip.compress(b"unzipped"), (b"Content-Encoding", b"gzip"))
+    client, dialer = client_with([interim + chunked, coded, response(b"long")])
+    async with client:
+        first = await client.get(URL, max_response_size=1000)
+        assert first.content == b"ok"  # not refused as 99999 bytes, not gunzipped
+        assert (await client.get(URL)).content == b"unzipped"
+        with pytest.raises(aiopool.ResponseTooLarge):  # the final head's length does count
+            await client.get(URL, max_response_size=2)
+    assert len(dialer.streams) == 1
+
+
+async def test_a_coding_added_to_the_headers_by_hand_is_decoded() -> None:
+    # Changing the fields forgets what the parser said about them.
+    client, _ = client_with([response(gzip.compress(b"unzipped"))])
+    async with client, client.stream("GET", URL) as resp:
+        resp.headers.add("Content-Encoding", "gzip")
+        assert await resp.aread() == b"unzipped"
 
 
 async def test_head_response_with_length_and_no_body_keeps_the_socket() -> None:
