@@ -66,6 +66,7 @@ class HttptoolsConnection(HTTP11Connection):
         "_keep_alive",
         "_last_body",
         "_length",
+        "_max_headers",
         "_parser",
         "_reason",
         "_request_close",
@@ -77,6 +78,7 @@ class HttptoolsConnection(HTTP11Connection):
 
     def _setup_protocol(self) -> None:
         self._parser: httptools.HttpResponseParser | None = None
+        self._max_headers = self._limits.max_count  # (looked up for every field)
         self._in_exchange = False
         self._dirty = False
         self._reset_response()
@@ -287,14 +289,21 @@ class HttptoolsConnection(HTTP11Connection):
             self._dirty = True
         if self._framing_error is not None:
             raise RemoteProtocolError(f"malformed HTTP/1.1 response: {self._framing_error}")
-        if self._complete and not self._dirty:
+        if self._complete:
             # The response ended in this read. llhttp skips CR and LF after a message without a
             # callback (any other byte begins a message, which on_message_begin sees), so look
             # for them here: stray line ends are bytes nobody asked for, as h11 holds too.
-            sized = self._has_length and not self._has_chunked and bool(self._last_body)
-            if _line_ends_follow(self._tail + data[-16:], self._last_body[-16:], sized):
-                self._dirty = True
-        self._tail = data[-8:] if len(data) >= 8 else (self._tail + data)[-8:]
+            # (Most responses are settled by the first two tests, without building `end`: a read
+            # that does not end in CR or LF, or a sized body that ends the read.)
+            if not self._dirty and data[-1:] in _CR_LF:
+                sized = self._has_length and not self._has_chunked and bool(self._last_body)
+                body_end = self._last_body[-16:]
+                if not (sized and data.endswith(body_end)) and _line_ends_follow(
+                    self._tail + data[-16:], body_end, sized
+                ):
+                    self._dirty = True
+        else:  # (once it is complete, the tail is not needed: the next response starts anew)
+            self._tail = data[-8:] if len(data) >= 8 else (self._tail + data)[-8:]
         if not self._head_done and self._head_bytes > self._limits.max_bytes:
             # (Counted from the first byte of the response, interim 1xx heads included.)
             raise RemoteProtocolError(
@@ -342,9 +351,10 @@ class HttptoolsConnection(HTTP11Connection):
         # 6.5.1: trailers are not to be merged into the header section blindly).
         if not self._complete and not self._head_done:
             lowered = name.lower()
-            self._headers.append((lowered, value))
-            if len(self._headers) > self._limits.max_count:
-                self._framing_error = too_many_headers(len(self._headers), self._limits)
+            headers = self._headers
+            headers.append((lowered, value))
+            if len(headers) > self._max_headers:
+                self._framing_error = too_many_headers(len(headers), self._limits)
                 raise RemoteProtocolError(self._framing_error)
             if lowered == b"content-length":
                 self._has_length = True
@@ -426,6 +436,9 @@ class HttptoolsConnection(HTTP11Connection):
     def on_message_complete(self) -> None:
         if self._head_done:
             self._complete = True
+
+
+_CR_LF = (b"\r", b"\n")
 
 
 def _line_ends_follow(end: bytes, body_end: bytes, sized: bool) -> bool:
