@@ -138,7 +138,7 @@ def test_http2_multiplexing_one_socket_many_streams() -> None:
     assert number(r"sockets opened \(client stats\): (\d+)", three) == 1
     assert "peak streams per connection (server): [5]" in three
     assert number(r"peak open streams \(client stats\): (\d+)", three) == 5
-    assert number(r"requests: (\d+)", three) == 16
+    assert number(r"requests: (\d+)", three) == 15  # no warm-up request needed
 
 
 def test_prometheus_stats_example_serves_metrics() -> None:
