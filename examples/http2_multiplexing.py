@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.append(str(Path(__file__).resolve().parent.parent))  # run from a plain checkout too
 
-from _h2_server import HELLO, H2Server
+from _h2_server import H2Server
 
 import aiopool
 
