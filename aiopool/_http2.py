@@ -38,7 +38,7 @@ from ._exceptions import (
     ReadTimeout,
     RemoteProtocolError,
     TransportError,
-    WriteError,
+    WriteTimeout,
 )
 from ._h2engine import H2Engine, load_engine
 from ._headers import Headers
@@ -418,7 +418,7 @@ class HTTP2Connection:
             if window <= 0:
                 # The peer's window is shut: wait for its WINDOW_UPDATE (or SETTINGS) on this
                 # stream's own future; other streams carry on meanwhile.
-                await self._wait(stream, timeout.write, WriteError)
+                await self._wait(stream, timeout.write, WriteTimeout)
                 continue
             conn.send_data(stream.id, view[:window].tobytes())
             view = view[window:]

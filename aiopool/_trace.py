@@ -67,14 +67,15 @@ class TraceEvent:
                                and the body waits for `100 Continue`, a final response or
                                the client's `expect_continue_timeout`
     got_100_continue           (stream_id on HTTP/2)
-    wrote_request              error: None, or what writing failed with; body_sent: False if
-                               a final response arrived before `100 Continue` and the body
+    wrote_request              error: None, or what writing failed with; body_withheld: True
+                               if a final response arrived before `100 Continue` and the body
                                was never sent
     got_first_response_byte    stream_id (HTTP/2 only)
     put_idle_conn              error: None if the HTTP/1.1 socket went back to the pool (to
                                the idle stack or straight to a waiting request), else why
                                not (a str, e.g. "idle limit reached")
     conn_closed                reason: "idle_timeout", "peer_closed_idle", "idle_limit",
+                               "stale_idle" (an idle socket found unusable when checked out),
                                "not_reusable" (Connection: close, HTTP/1.0, an unsent body,
                                bytes after the response...), "error" (a failure or a
                                cancellation mid-exchange), "goaway", "client_closed"

@@ -310,3 +310,14 @@ async def test_first_burst_respects_the_stream_limit_of_the_servers_preface(
         assert server.max_open_streams_seen <= 5
         assert server.protocol_errors == []
         assert_settled(client)
+
+
+async def test_upload_stuck_on_a_closed_window_is_a_write_timeout(server: H2ScriptServer) -> None:
+    # The server never returns the 64 KiB window in time: the upload waits on its stream's
+    # window, and the write timeout ends that wait as a WriteTimeout (a timeout, not an error).
+    server.script(initial_window_size=65535, ack_delay=5.0)
+    async with h2_client(timeout=aiopool.Timeout(10, write=0.2)) as client:
+        with pytest.raises(aiopool.WriteTimeout):
+            await client.post(f"{server.url}/upload", content=b"x" * 300_000)
+        stats = assert_settled(client)
+        assert stats.connections_closed == 0  # only the stream was reset
