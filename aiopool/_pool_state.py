@@ -65,6 +65,12 @@ class Waiter:
         self.dialed = False
 
 
+# The books of origins with nothing open, connecting or waiting are kept (for `stats()` and the
+# protocol learned), but only this many, least recently used dropped first: a crawler over
+# millions of origins must not grow the pool without bound. A dropped origin starts afresh.
+MAX_EMPTY_HOSTS = 1024
+
+
 class HostPool:
     """The books for one origin."""
 
@@ -143,6 +149,7 @@ class PoolState:
         self.idle_timeout = idle_timeout
         self._may_multiplex = may_multiplex
         self.hosts: dict[Origin, HostPool] = {}
+        self.empty_hosts: OrderedDict[Origin, HostPool] = OrderedDict()  # LRU, oldest first
         self.conns: set[Connection] = set()  # every open connection, for shutdown
         self.idle_lru: OrderedDict[Connection, HostPool] = OrderedDict()  # oldest first
         self.blocked: deque[HostPool] = deque()  # hosts waiting for a global slot, FIFO
@@ -181,6 +188,8 @@ class PoolState:
         if host is None:
             multiplex = self._may_multiplex is not None and self._may_multiplex(key)
             host = self.hosts[key] = HostPool(key, multiplex)
+        elif self.empty_hosts:
+            self.empty_hosts.pop(key, None)
         if count:
             host.requests += 1
             self.requests += 1
@@ -254,6 +263,7 @@ class PoolState:
             self.to_close.append(conn)
             self._pump(host)
             self._pump_blocked()
+            self._note_if_empty(host)
             return
         if state is ConnState.IDLE:
             del host.idle[conn]
@@ -275,6 +285,7 @@ class PoolState:
         # when they dominate so a storm of cancellations cannot grow it without bound.
         if len(host.waiters) > 2 * host.n_waiting + 64:
             host.waiters = deque(w for w in host.waiters if w.live)
+        self._note_if_empty(host)
 
     # HTTP/2 ------------------------------------------------------------------------------------
 
@@ -351,6 +362,7 @@ class PoolState:
             waiter.fut.set_exception(exc)
         self._pump(host)
         self._pump_blocked()
+        self._note_if_empty(host)
 
     # Idle expiry and shutdown ------------------------------------------------------------------
 
@@ -484,6 +496,7 @@ class PoolState:
         self._forget(conn)
         self._pump(host)
         self._pump_blocked()
+        self._note_if_empty(host)
 
     def _close_idle(self, host: HostPool, conn: Connection) -> None:
         del self.idle_lru[conn]
@@ -493,6 +506,21 @@ class PoolState:
         conn.disarm_idle_watch()
         self._forget(conn)
         self.to_close.append(conn)
+        self._note_if_empty(host)
+
+    def _note_if_empty(self, host: HostPool) -> None:
+        """`host` may have just emptied: keep its books among the recent empty ones (LRU)."""
+        if host.total or host.n_waiting or host.blocked:
+            return
+        empty = self.empty_hosts
+        empty[host.key] = host
+        empty.move_to_end(host.key)
+        if len(empty) > MAX_EMPTY_HOSTS:
+            key, oldest = empty.popitem(last=False)
+            # (Busy again since it was noted, it stays: it is noted again when it empties.)
+            in_use = oldest.total or oldest.n_waiting or oldest.blocked
+            if not in_use and self.hosts.get(key) is oldest:
+                del self.hosts[key]
 
     def _forget(self, conn: Connection) -> None:
         conn.state = ConnState.CLOSED

@@ -10,7 +10,7 @@ import pytest
 import aiopool
 from aiopool._http11 import ConnState, ResponseHead
 from aiopool._models import BodyStream, Request
-from aiopool._pool_state import PoolState, Waiter
+from aiopool._pool_state import MAX_EMPTY_HOSTS, PoolState, Waiter
 from aiopool._urls import Origin
 
 A = Origin("http", "a.test", 80)
@@ -454,3 +454,39 @@ async def test_cancelled_h2_waiter_returns_its_slot() -> None:
     state.checkin(conn, 1.0)
     assert conn.reserved == 0
     assert state.snapshot().hosts[str(S)].idle == 1
+
+
+async def test_books_of_empty_origins_are_bounded() -> None:
+    # A crawler: one request to each of many origins, each socket expiring afterwards. The
+    # pool keeps the books of the MAX_EMPTY_HOSTS most recent empty origins, no more.
+    state = make_state(idle_timeout=1.0)
+    origins = [Origin("http", f"host-{i}.example", 80) for i in range(MAX_EMPTY_HOSTS + 500)]
+    for now, origin in enumerate(origins):
+        waiter = state.checkout(origin, None, float(now))
+        assert isinstance(waiter, Waiter)
+        state.checkin(dial(state, origin, float(now)), float(now))
+        state.expire_idle(float(now) + 2.0)  # this origin's socket, and any older one, expire
+    assert len(state.hosts) == MAX_EMPTY_HOSTS
+    assert origins[0] not in state.hosts  # the oldest empty books went first
+    recent = state.snapshot().hosts[str(origins[-1])]
+    assert (recent.opened, recent.requests, recent.idle) == (1, 1, 0)
+    # A dropped origin starts afresh; the lifetime totals are the pool's own.
+    waiter = state.checkout(origins[0], None, 10_000.0)
+    assert isinstance(waiter, Waiter)
+    assert state.snapshot().hosts[str(origins[0])].requests == 1
+    assert state.requests == len(origins) + 1
+
+
+async def test_an_origin_in_use_is_never_dropped_from_the_books() -> None:
+    state = make_state(idle_timeout=1.0)
+    busy = state.checkout(A, None, 0.0)
+    assert isinstance(busy, Waiter)
+    conn = dial(state, A)  # A's socket stays leased throughout
+    for i in range(MAX_EMPTY_HOSTS + 10):
+        origin = Origin("http", f"host-{i}.example", 80)
+        state.checkout(origin, None, float(i))
+        state.checkin(dial(state, origin, float(i)), float(i))
+        state.expire_idle(float(i) + 2.0)
+    assert A in state.hosts
+    state.checkin(conn, 5000.0)  # still booked: the socket goes idle as usual
+    assert state.snapshot().hosts[str(A)].idle == 1
