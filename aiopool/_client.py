@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json as jsonlib
-import re
 import sys
 import warnings
-from collections.abc import AsyncIterable
 from types import TracebackType
 from typing import Any, Literal, Self, TypedDict, Unpack
 
-from ._auth import AuthTypes, basic_auth_header
+from ._auth import AuthTypes
 from ._config import (
     DEFAULT_HEAD_LIMITS,
     DEFAULT_MAX_RESPONSE_SIZE,
@@ -26,10 +23,9 @@ from ._config import (
     TimeoutTypes,
 )
 from ._cookies import Cookies, CookieTypes
-from ._decoders import ACCEPT_ENCODING, MAX_RATIO
+from ._decoders import MAX_RATIO
 from ._exceptions import (
     ClientClosed,
-    InvalidURL,
     LocalProtocolError,
     TimeoutException,
     TransportError,
@@ -40,27 +36,22 @@ from ._expect import (
     prepare_expect,
 )
 from ._h2engine import H2EngineName, select_engine
-from ._headers import Headers, HeaderTypes, validate_header
+from ._headers import HeaderTypes
 from ._http11 import HTTP11Connection
 from ._models import Request, RequestContent, Response
 from ._pool import ConnectionPool
 from ._proxy import ProxyRoutes, proxy_tls_context, route
 from ._redirects import REDIRECT_STATUSES, add_jar_cookie, follow, store_cookies
+from ._request_builder import UNSET, RequestBuilder
 from ._stats import PoolStats, TraceHook
 from ._tls import LazySSLContext, VerifyTypes
 from ._trace import tracer_for
 from ._urls import URL, QueryParams
-from ._version import __version__
 
 __all__ = ("Client",)
 
-_USER_AGENT = f"aiopool/{__version__}".encode("ascii")
 _DEFAULT_TIMEOUT = Timeout(30.0, connect=10.0)
-# RFC 9110 section 8.6: a user agent SHOULD send Content-Length when the method defines a
-# meaning for content even if there is none (some servers answer 411 otherwise).
-_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
-_UNSET: Any = object()
-_PROXY_AUTHORIZATION = b"proxy-authorization"
+_UNSET: Any = UNSET  # (one sentinel: `json` and `auth` go on to the builder as given)
 
 
 class RequestOptions(TypedDict, total=False):
@@ -84,10 +75,6 @@ class RequestOptions(TypedDict, total=False):
 # leave the origin they were given for (see `_redirects`).
 _FOLLOW_REDIRECTS = True
 _MAX_REDIRECTS = 10
-# With `base_url`, a URL is absolute when it starts with a scheme (RFC 3986 section 3.1) and
-# "//": http(s) URLs always have an authority, and API paths such as "items:batchGet" (a
-# colon in the first segment, which RFC 3986 would read as a scheme) still merge.
-_HAS_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
 
 
 # Go's http2 transport retries unprocessed requests up to 6 times (with backoff). Fewer is not
@@ -232,18 +219,9 @@ class Client:
             head_limits=HeadLimits(max_response_header_bytes, max_response_headers),
             proxy_ssl_context=proxy_tls_context(verify),  # for https:// proxies
         )
-        self._default_headers = _default_headers(Headers(headers) if headers else None)
-        if self._proxies is None:
-            # With no proxy a Proxy-Authorization is for nobody: `route` would strip it from
-            # every request. Stripped here once (and the caller's in `_build_request`), so
-            # `_send` skips `route` and its scan of every request's headers.
-            self._default_headers = [
-                h for h in self._default_headers if h[0] != _PROXY_AUTHORIZATION
-            ]
-        self._base_url = _base_url(base_url) if base_url is not None else None
-        # Encoded once: the header is the same on every request.
-        self._auth_header = basic_auth_header(auth) if auth is not None else None
-        self._default_authorization = any(h[0] == b"authorization" for h in self._default_headers)
+        self._requests = RequestBuilder(
+            headers=headers, base_url=base_url, auth=auth, proxied=self._proxies is not None
+        )
         self._cookies = Cookies(cookies)
         self._trace_hook = trace
         if expect_continue_threshold is not None and expect_continue_threshold < 0:
@@ -310,7 +288,7 @@ class Client:
     @property
     def base_url(self) -> URL | None:
         """The prefix of relative request URLs (with a trailing "/"), or None."""
-        return self._base_url
+        return self._requests.base_url
 
     @property
     def cookies(self) -> Cookies:
@@ -501,79 +479,7 @@ class Client:
     ) -> Request:
         if self._closed:
             raise ClientClosed("the client has been closed")
-        if isinstance(url, str):
-            base = self._base_url
-            if base is not None and not _HAS_SCHEME.match(url):
-                # httpx's merge: the base path, then the relative one without its leading "/".
-                url = URL(str(base) + url.lstrip("/"))
-            else:
-                url = URL(url)
-        elif not isinstance(url, URL):
-            raise InvalidURL(f"URL must be a str or aiopool.URL, not {type(url).__name__}")
-        if auth is not _UNSET:
-            authorization = basic_auth_header(auth) if auth is not None else None
-        else:
-            authorization = self._auth_header
-        if url.has_userinfo:
-            # Credentials in the URL become Basic auth (unless `auth=` was given for this
-            # request) and leave the URL, so no repr, log line or Location join carries them.
-            if auth is _UNSET:
-                authorization = basic_auth_header((url.username, url.password))
-            url = url.without_userinfo()
-        if params:
-            url = url.copy_merge_params(params)
-        if json is not _UNSET:
-            if content is not None:
-                raise TypeError("pass either content= or json=, not both")
-            content = jsonlib.dumps(json, separators=(",", ":"), ensure_ascii=False).encode()
-            extra = [(b"content-type", b"application/json")]
-        else:
-            extra = []
-        if isinstance(content, str):
-            content = content.encode("utf-8")
-            extra.append((b"content-type", b"text/plain; charset=utf-8"))
-        method = method.upper()
-        raw: list[tuple[bytes, bytes]] = [(b"host", url.host_header)]
-        defaults = self._default_headers
-        if authorization is not None:
-            # Below the request's own headers, above the client's default ones.
-            extra.append((b"authorization", authorization))
-            if self._default_authorization:
-                defaults = [h for h in defaults if h[0] != b"authorization"]
-        if headers:
-            user = Headers(headers).raw
-            names = set()
-            for name, value in user:
-                validate_header(name, value)
-                names.add(name.lower())
-            if _PROXY_AUTHORIZATION in names and self._proxies is None:
-                user = [h for h in user if h[0].lower() != _PROXY_AUTHORIZATION]  # see __init__
-            raw.extend(h for h in defaults if h[0] not in names)
-            raw.extend(h for h in extra if h[0] not in names)
-            if b"host" in names:
-                raw.pop(0)
-            raw.extend(user)
-        else:
-            names = set()
-            raw.extend(defaults)
-            raw.extend(extra)
-        if content is None:
-            if method in _BODY_METHODS and b"content-length" not in names:
-                raw.append((b"content-length", b"0"))
-        elif isinstance(content, bytes | bytearray | memoryview):
-            content = bytes(content)
-            if b"content-length" not in names and b"transfer-encoding" not in names:
-                raw.append((b"content-length", str(len(content)).encode()))
-        elif isinstance(content, AsyncIterable):
-            if b"content-length" not in names and b"transfer-encoding" not in names:
-                raw.append((b"transfer-encoding", b"chunked"))
-        else:
-            raise TypeError(
-                f"content must be bytes, str or an async iterable of bytes, "
-                f"not {type(content).__name__}"
-            )
-        # Defaults were validated at construction, user headers above, the rest we built.
-        return Request(method, url, Headers._from_raw(raw), content, headers_validated=True)
+        return self._requests.build(method, url, params, headers, content, json, auth)
 
     async def _send(
         self,
@@ -587,7 +493,7 @@ class Client:
     ) -> Response:
         pool = self._pool
         # The pool key: the origin and its proxy. (Without proxies, the origin: the request
-        # carries no Proxy-Authorization for `route` to strip, see __init__.)
+        # carries no Proxy-Authorization for `route` to strip, see `RequestBuilder`.)
         routes = self._proxies
         origin = request.url.origin if routes is None else route(routes, request)
         # Who hears this request's trace events: None (the usual case) builds no events at all.
@@ -774,28 +680,3 @@ def _size_limit(value: int | None) -> int | None:
     if value < 0:
         raise ValueError(f"max_response_size must be >= 0, not {value}")
     return value
-
-
-def _default_headers(extra: Headers | None) -> list[tuple[bytes, bytes]]:
-    headers: list[tuple[bytes, bytes]] = [
-        (b"user-agent", _USER_AGENT),
-        (b"accept", b"*/*"),
-        # Every coding we can decode (br and zstd when their extras are installed); a user's
-        # own Accept-Encoding replaces it, and whatever arrives is decoded all the same.
-        (b"accept-encoding", ACCEPT_ENCODING),
-    ]
-    if extra is not None:
-        for name, value in extra.raw:
-            validate_header(name, value)
-        names = {n.lower() for n, _ in extra.raw}
-        headers = [h for h in headers if h[0] not in names] + [(n.lower(), v) for n, v in extra.raw]
-    return headers
-
-
-def _base_url(base_url: str | URL) -> URL:
-    """The base URL with a trailing "/", so that relative paths extend it (httpx's rule)."""
-    url = base_url if isinstance(base_url, URL) else URL(base_url)
-    if url.query or url.fragment:
-        raise ValueError("base_url cannot have a query or a fragment: it prefixes paths")
-    text = str(url)
-    return url if text.endswith("/") else URL(text + "/")
