@@ -160,6 +160,14 @@ class ConnectionPool:
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
+        elif asyncio.get_running_loop() is not loop:
+            # Sockets, futures and timers belong to the loop they were made on; from another
+            # one asyncio fails obscurely ("attached to a different loop", "loop is closed").
+            # Common with a client kept across tests that each run their own loop.
+            raise RuntimeError(
+                "this aiopool.Client was first used on another event loop: a client (its "
+                "sockets and waiters) belongs to one loop; create one client per loop"
+            )
         state = self._state
         now = loop.time()
         if tracer is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import importlib.resources
 import inspect
@@ -297,3 +298,21 @@ async def test_repr_shows_the_pool_counts(server: FaultServer) -> None:
         assert "1 idle" in text
         assert "0 connecting" in text
         assert_settled(client)
+
+
+def test_a_client_refuses_a_second_event_loop_with_a_clear_error(
+    fault_server: FaultServer,
+) -> None:
+    client = aiopool.Client()
+
+    async def get() -> int:
+        return (await client.get(f"{fault_server.url}/echo")).status_code
+
+    first = asyncio.new_event_loop()
+    try:
+        assert first.run_until_complete(get()) == 200
+        with pytest.raises(RuntimeError, match="first used on another event loop"):
+            asyncio.run(get())
+        first.run_until_complete(client.aclose())  # still fine on its own loop
+    finally:
+        first.close()
