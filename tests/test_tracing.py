@@ -30,6 +30,14 @@ both_engines = pytest.mark.parametrize("http2_engine", ["h2", "jh2"], indirect=T
 
 Events = list[aiopool.TraceEvent]
 
+# What a request that dials a new TLS socket sees before its `got_conn`.
+TLS_DIAL = [
+    "get_conn",
+    "connect_start",
+    "connect_done",
+    "tls_handshake_start",
+    "tls_handshake_done",
+]
 ONE_H1_EXCHANGE = ["wrote_headers", "wrote_request", "got_first_response_byte", "put_idle_conn"]
 
 
@@ -120,14 +128,7 @@ async def test_tls_dial_reports_tcp_then_the_handshake(
     events: Events = []
     async with aiopool.Client(verify=ca_path, trace=events.append) as client:
         response = await client.get(f"{tls_fault_server.url}/echo")
-    assert names(events)[:6] == [
-        "get_conn",
-        "connect_start",
-        "connect_done",
-        "tls_handshake_start",
-        "tls_handshake_done",
-        "got_conn",
-    ]
+    assert names(events)[:6] == [*TLS_DIAL, "got_conn"]
     assert in_order(events)
     _, start, done, tls_start, tls_done, _ = events[:6]
     port = tls_fault_server.port
@@ -148,13 +149,7 @@ async def test_a_failed_handshake_follows_a_good_connect(tls_fault_server: Fault
         with pytest.raises(aiopool.ConnectError, match="certificate") as info:
             await client.get(f"{tls_fault_server.url}/echo")
         assert_settled(client)
-    assert names(events) == [
-        "get_conn",
-        "connect_start",
-        "connect_done",
-        "tls_handshake_start",
-        "tls_handshake_done",
-    ]
+    assert names(events) == TLS_DIAL
     done, tls_done = events[2], events[4]
     assert done.info["error"] is None and done.conn_id is not None
     assert tls_done.conn_id == done.conn_id
@@ -179,14 +174,7 @@ async def test_tls_dial_is_traced_the_same_on_uvloop(
             return runner.run(main())
 
     assert await asyncio.to_thread(run) == 200
-    assert names(events)[:6] == [
-        "get_conn",
-        "connect_start",
-        "connect_done",
-        "tls_handshake_start",
-        "tls_handshake_done",
-        "got_conn",
-    ]
+    assert names(events)[:6] == [*TLS_DIAL, "got_conn"]
     assert only(events, "tls_handshake_done")[0].info["alpn"] == "http/1.1"
 
 
@@ -219,11 +207,7 @@ async def test_h2_over_tls_with_nginx(nginx: Nginx, ca_path: str) -> None:
     assert first.http_version == second.http_version == "HTTP/2"
     one_stream = ["wrote_headers", "wrote_request", "got_first_response_byte"]
     assert names(events) == [
-        "get_conn",
-        "connect_start",
-        "connect_done",
-        "tls_handshake_start",
-        "tls_handshake_done",
+        *TLS_DIAL,
         "got_conn",
         *one_stream,
         "get_conn",
