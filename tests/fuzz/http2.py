@@ -30,6 +30,7 @@ from hyperframe.frame import (
 from hyperframe.frame import Frame as HFrame
 from hypothesis import strategies as st
 
+from .fields import RESERVED_FIELDS, TOKEN_LOWER, header_values
 from .mutations import Mutation, apply, mutations, split, splits
 
 __all__ = ("Expected", "Frame", "H2Case", "mutated_cases", "random_cases", "valid_cases")
@@ -37,28 +38,9 @@ __all__ = ("Expected", "Frame", "H2Case", "mutated_cases", "random_cases", "vali
 OWN = -1  # stream id placeholder: the stream the request went out on
 _MAX_FRAME = 16_384  # SETTINGS_MAX_FRAME_SIZE the client keeps (RFC 9113 default)
 
-# RFC 9113 section 8.2.2 connection-specific fields, and fields other features act on.
-_RESERVED = frozenset(
-    {
-        "connection",
-        "content-encoding",
-        "content-length",
-        "keep-alive",
-        "location",
-        "proxy-authenticate",
-        "proxy-connection",
-        "set-cookie",
-        "te",
-        "transfer-encoding",
-        "upgrade",
-        "www-authenticate",
-    }
+header_names = st.text(TOKEN_LOWER, min_size=1, max_size=12).filter(
+    lambda n: n not in RESERVED_FIELDS
 )
-_VCHAR = "".join(chr(c) for c in range(0x21, 0x7F))
-header_names = st.text(
-    "abcdefghijklmnopqrstuvwxyz0123456789-!#$%&'*+.^_`|~", min_size=1, max_size=12
-).filter(lambda n: n not in _RESERVED)
-header_values = st.lists(st.text(_VCHAR, min_size=1, max_size=10), max_size=3).map(" ".join)
 headers = st.lists(st.tuples(header_names, header_values), max_size=6).map(tuple)
 
 
