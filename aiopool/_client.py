@@ -334,7 +334,9 @@ class Client:
         `ResponseTooLarge` for a body over `max_response_size` (the client's unless given
         here; None: no cap) and `DecodingError` for one its Content-Encoding cannot decode.
         """
-        request = self._build_request(method, url, params, headers, content, json, auth)
+        if self._closed:
+            raise ClientClosed("the client has been closed")
+        request = self._requests.build(method, url, params, headers, content, json, auth)
         return await self._exchange(
             request,
             self._timeout(timeout),
@@ -368,7 +370,9 @@ class Client:
         followed as by `request()`: each redirect response is read and released before the
         final one is handed out. Raises what `request()` raises.
         """
-        request = self._build_request(method, url, params, headers, content, json, auth)
+        if self._closed:
+            raise ClientClosed("the client has been closed")
+        request = self._requests.build(method, url, params, headers, content, json, auth)
         frame = sys._getframe(1)
         opened_at = f"{frame.f_code.co_filename}:{frame.f_lineno}"
         return StreamContext(
@@ -466,20 +470,6 @@ class Client:
         if not stream:
             await response.aread()  # on failure it closes the socket and names the request
         return response
-
-    def _build_request(
-        self,
-        method: str,
-        url: str | URL,
-        params: QueryParams | None,
-        headers: HeaderTypes | None,
-        content: RequestContent | str | None,
-        json: Any,
-        auth: AuthTypes | None = _UNSET,
-    ) -> Request:
-        if self._closed:
-            raise ClientClosed("the client has been closed")
-        return self._requests.build(method, url, params, headers, content, json, auth)
 
     async def _send(
         self,
