@@ -289,6 +289,16 @@ class Response:
                         yield piece
                 for piece in decoder.finish():
                     yield piece
+        except GeneratorExit:
+            # The caller stopped iterating: `break` out of `async for`, the iterator's
+            # `aclose()`, or its finalisation by the event loop's async-generator hook, which
+            # runs on a later loop turn: while the `stream()` block's exit is draining the
+            # rest of the body, or long after the socket went back to the pool. None of these
+            # is a failure of the body, so the connection is not touched here: the response's
+            # `aclose()` (the block's exit) drains within bounds and pools, or closes; a
+            # response dropped unclosed is closed by `__del__`. (Taken for an error, this
+            # aborted the drain whenever the rest of the body was not yet buffered.)
+            raise
         except BaseException as exc:
             self._broken(stream, exc)
             raise
@@ -309,6 +319,8 @@ class Response:
         try:
             while chunk := await stream.receive():
                 yield chunk
+        except GeneratorExit:
+            raise  # the caller stopped iterating: see `aiter_bytes`
         except BaseException as exc:
             self._broken(stream, exc)
             raise

@@ -166,6 +166,7 @@ def hypercorn_server(tls_ca: trustme.CA) -> Iterator[HypercornServer]:
 _PARSER_MODULES = frozenset(
     {
         "tests.test_http11",
+        "tests.test_partial_reads",
         "tests.test_bad_input",
         "tests.test_cancellation",
         "tests.test_introspection",
