@@ -509,21 +509,24 @@ class Client:
                     continue
                 exc.request = request
                 raise
+            request._written = False
             try:
                 head, body = await conn.send(request, timeout)
             except TransportError as exc:
                 # HTTP/2 told us the server never acted on it (GOAWAY, REFUSED_STREAM, a lowered
-                # stream limit): send it again elsewhere, a few times at most.
+                # stream limit): send it again elsewhere, whatever its method, a few times at
+                # most.
                 if (
                     exc.unprocessed
                     and unprocessed_retries < _MAX_UNPROCESSED_RETRIES
-                    and request.replayable
+                    and request.rereadable
                 ):
                     unprocessed_retries += 1
                     continue
-                # DESIGN invariant 6 (Go's rule): a replayable request that failed on a reused
-                # socket before any response byte is retried, on a fresh socket. The socket was
-                # closed and discarded by `send` already.
+                # Go's rule (docs/pool.md, "Safe replay"): a request that failed on a reused
+                # socket before any response byte is retried on a fresh socket if nothing of it
+                # was written, or it is idempotent (`Request.replayable`): a POST that reached
+                # the socket is never sent twice. The socket was closed and discarded by `send`.
                 if (
                     stale_retries < _MAX_STALE_RETRIES
                     and info.reused
@@ -545,7 +548,7 @@ class Client:
                 and info.reused
                 and not conn.multiplexed
                 and stale_retries < _MAX_STALE_RETRIES
-                and request.replayable
+                and request.rereadable  # (a 408 says the request was not processed)
             ):
                 body.abort()  # closed, never pooled: the server is closing it anyway
                 stale_retries += 1

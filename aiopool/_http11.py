@@ -306,11 +306,13 @@ class HTTP11Connection:
                 data += conn.send(h11.Data(data=content)) or b""
             data += conn.send(h11.EndOfMessage()) or b""
             stream.write_nowait(data)
+            request._written = True  # (not before: a socket found closed took nothing)
             if self._tracer is not None:
                 self._trace_wrote_headers(request)
             await stream.drain(timeout.write)
             return True
         stream.write_nowait(data)
+        request._written = True
         if self._tracer is not None:
             self._trace_wrote_headers(request)
         if expect_wait is not None:

@@ -154,6 +154,7 @@ class HttptoolsConnection(HTTP11Connection):
             if expect_wait is None:
                 parts.append(body)
                 stream.write_nowait(b"".join(parts))
+                request._written = True  # (not before: a socket found closed took nothing)
                 if self._tracer is not None:
                     self._trace_wrote_headers(request)
                 await stream.drain(timeout.write)
@@ -168,6 +169,7 @@ class HttptoolsConnection(HTTP11Connection):
                 return False
         else:
             stream.write_nowait(b"".join(parts))
+            request._written = True
             if self._tracer is not None:
                 self._trace_wrote_headers(request)
         await self._send_body(request, length, chunked, timeout)
@@ -178,6 +180,7 @@ class HttptoolsConnection(HTTP11Connection):
     ) -> bool:
         """Send the head alone; whether the body may follow (see `_await_continue`)."""
         self._stream.write_nowait(b"".join(parts))
+        request._written = True
         if self._tracer is not None:
             self._trace_wrote_headers(request)
         await self._stream.drain(timeout.write)

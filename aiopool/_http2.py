@@ -300,6 +300,7 @@ class HTTP2Connection:
                 self.draining = True
                 exc.unprocessed = True
                 raise
+            request._written = True
             if tracer is not None:
                 tracer(
                     "wrote_headers",

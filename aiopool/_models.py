@@ -43,7 +43,16 @@ _CHARSET = re.compile(r"charset=\"?([\w.:-]+)\"?", re.IGNORECASE)
 class Request:
     """One HTTP request: method, URL, headers (validated) and an optional body."""
 
-    __slots__ = ("_expect_wait", "_tracer", "body_started", "content", "headers", "method", "url")
+    __slots__ = (
+        "_expect_wait",
+        "_tracer",
+        "_written",
+        "body_started",
+        "content",
+        "headers",
+        "method",
+        "url",
+    )
 
     def __init__(
         self,
@@ -72,19 +81,42 @@ class Request:
         # how long to wait for `100 Continue` before sending it anyway (None: no expectation).
         self._tracer: Tracer | None = None
         self._expect_wait: float | None = None
+        # Whether a byte of this request reached the socket in the current attempt: set by the
+        # connection once its first write is accepted, reset by the client before each attempt.
+        self._written = False
+
+    @property
+    def idempotent(self) -> bool:
+        """Whether sending the request twice has the effect of sending it once.
+
+        RFC 9110 section 9.2.2's idempotent methods (GET, HEAD, OPTIONS, TRACE, PUT, DELETE), or
+        any request carrying an `Idempotency-Key` or `X-Idempotency-Key` header (the IETF draft
+        for POST/PATCH, and what Go's transport honours).
+        """
+        if self.method in _IDEMPOTENT:
+            return True
+        headers = self.headers
+        return "idempotency-key" in headers or "x-idempotency-key" in headers
+
+    @property
+    def rereadable(self) -> bool:
+        """Whether the body can be sent again whole: none, bytes, or a streamed body of which
+        no chunk has been taken yet."""
+        return not self.body_started
 
     @property
     def replayable(self) -> bool:
-        """Whether the request may be sent again after a failure before any response byte.
+        """Whether the request may be sent again after failing before any response byte.
 
-        Go's rule (net/http `Request.isReplayable`): idempotent methods, or any request whose
-        body is absent or re-readable, as long as no byte of a one-shot body was taken.
+        Go's rule (net/http `shouldRetryRequest`): when nothing of it was written in this
+        attempt, any request whose body can be re-read; once a byte was written (the server
+        may have acted on it), only an idempotent one. A POST is never sent twice by the pool.
+        (A request the server provably did not process, an HTTP/2 REFUSED_STREAM or a stream
+        above a GOAWAY's last_stream_id, needs only `rereadable`.)
         """
         if self.body_started:
             return False
-        if self.method in _IDEMPOTENT:
-            return True
-        return self.content is None or isinstance(self.content, bytes)
+        return not self._written or self.idempotent
 
     async def body_chunks(self) -> AsyncIterator[bytes]:
         """The non-empty chunks of a streamed (async iterable) body, as bytes.

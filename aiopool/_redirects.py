@@ -171,7 +171,11 @@ async def _release(response: Response) -> Response:
         async for chunk in raw:
             size += len(chunk)
             if size > MAX_REDIRECT_BODY:
-                break  # closing the iterator closes the socket: Go's rule for long bodies
+                # Go's rule for long redirect bodies: close the socket (an h2 stream is reset)
+                # rather than drain. (Closing the iterator alone leaves the connection to its
+                # response, as a `break` out of any body iteration does.)
+                response._abort()
+                break
             chunks.append(chunk)
         else:
             entry = Response(

@@ -184,11 +184,41 @@ async def test_stale_reused_socket_is_retried_once(server: FaultServer, path: st
         assert stats.connections_opened == 2
 
 
-async def test_stale_socket_retry_replays_a_bytes_body(server: FaultServer) -> None:
+@pytest.mark.parametrize("path", ["/drop-next", "/reset-next"])
+async def test_a_written_post_is_never_sent_twice(server: FaultServer, path: str) -> None:
+    # The server read the POST whole and then dropped the socket: it may have charged the
+    # card. Go's rule: once a byte was written, only an idempotent request is replayed.
+    async with aiopool.Client() as client:
+        await client.get(server.url + path)
+        with pytest.raises(aiopool.RemoteProtocolError) as info:
+            await client.post(f"{server.url}/echo?charge=100", content=b"amount=100")
+        assert info.value.request is not None and info.value.request.method == "POST"
+        stats = assert_settled(client)
+        assert stats.connections_opened == 1
+    assert server.requests_seen.count("POST /echo?charge=100") == 1
+
+
+@pytest.mark.parametrize(
+    ("method", "headers"),
+    [
+        ("PUT", {}),
+        ("DELETE", {}),
+        ("POST", {"Idempotency-Key": "order-17"}),
+        ("PATCH", {"X-Idempotency-Key": "order-17"}),
+    ],
+)
+async def test_an_idempotent_request_is_replayed_with_its_body(
+    server: FaultServer, method: str, headers: dict[str, str]
+) -> None:
     async with aiopool.Client() as client:
         await client.get(f"{server.url}/drop-next")
-        resp = await client.post(f"{server.url}/echo", content=b"payload")
+        resp = await client.request(
+            method, f"{server.url}/echo?id=x", content=b"payload", headers=headers
+        )
         assert resp.json()["body"] == "payload"
+        assert not resp.conn_info.reused
+    # Seen twice: once dropped on the stale socket, once answered on the fresh one.
+    assert server.requests_seen.count(f"{method} /echo?id=x") == 2
 
 
 async def test_no_retry_once_a_one_shot_body_was_written(server: FaultServer) -> None:

@@ -10,7 +10,7 @@ import pytest
 import aiopool
 from aiopool._decoders import ACCEPT_ENCODING
 from tests.helpers import assert_settled
-from tests.mock_backend import MockDialer, Script, response
+from tests.mock_backend import MockDialer, MockStream, Script, response
 
 URL = "http://mock.test"
 
@@ -177,3 +177,41 @@ async def test_streamed_body_of_text_chunks_is_refused_and_the_socket_closed() -
         stats = assert_settled(client)
         assert stats.idle == 0 and stats.connections_closed == 1
     assert dialer.streams[0].aborted
+
+
+class _ClosedUnnoticed(MockStream):
+    """A socket the server closed while idle, its FIN not yet seen: it looks clean in the pool,
+    and the first write of the next request finds it closed (nothing of that request left)."""
+
+    def __init__(self, script: Script) -> None:
+        super().__init__(script)
+        self.writes = 0
+
+    def is_idle_clean(self) -> bool:
+        return True
+
+    def write_nowait(self, data: bytes) -> None:
+        self.writes += 1
+        if self.writes > 1:
+            raise aiopool.WriteError("connection closed")
+        super().write_nowait(data)
+
+
+async def test_a_post_nothing_of_which_was_written_is_sent_on_a_fresh_socket() -> None:
+    # Go's rule for a request the server provably never saw: retried whatever its method.
+    stale = _ClosedUnnoticed([response(b"first")])
+    fresh = MockStream([response(b"second")])
+    streams = iter([stale, fresh])
+
+    async def dialer(host: str, port: int, **_: object) -> MockStream:
+        return next(streams)
+
+    client = aiopool.Client()
+    client._pool._dialer = dialer
+    async with client:
+        await client.get(URL)
+        resp = await client.post(f"{URL}/charge", content=b"amount=100")
+        assert resp.content == b"second"
+        assert not resp.conn_info.reused
+    assert b"POST /charge" not in stale.written
+    assert bytes(fresh.written).count(b"POST /charge") == 1

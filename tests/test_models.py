@@ -258,29 +258,41 @@ def make_request(
 
 
 @pytest.mark.parametrize(
-    ("method", "content", "replayable"),
+    ("method", "headers", "idempotent"),
     [
-        ("GET", None, True),
-        ("PUT", b"x", True),
-        ("DELETE", None, True),
-        ("POST", None, True),  # no body: nothing to lose by sending it again
-        ("POST", b"x", True),  # a bytes body can be sent again
-        ("PATCH", b"x", True),
+        ("GET", {}, True),
+        ("HEAD", {}, True),
+        ("OPTIONS", {}, True),
+        ("TRACE", {}, True),
+        ("PUT", {}, True),
+        ("DELETE", {}, True),
+        ("POST", {}, False),
+        ("PATCH", {}, False),
+        ("POST", {"Idempotency-Key": "k1"}, True),
+        ("PATCH", {"x-idempotency-key": "k1"}, True),
     ],
 )
-def test_request_replayable(method: str, content: bytes | None, replayable: bool) -> None:
-    assert make_request(method, content=content).replayable is replayable
+def test_request_replay_follows_gos_rule(
+    method: str, headers: dict[str, str], idempotent: bool
+) -> None:
+    request = aiopool.Request(method, aiopool.URL("http://h/"), aiopool.Headers(headers), b"x")
+    assert request.idempotent is idempotent
+    # Nothing written yet: the server cannot have seen it, any method may be sent again.
+    assert request.replayable
+    # Once a byte reached the socket, only an idempotent request may be.
+    request._written = True
+    assert request.replayable is idempotent
 
 
-def test_request_with_a_one_shot_or_started_body_is_not_replayable() -> None:
+def test_request_with_a_started_one_shot_body_is_not_replayable() -> None:
     async def body() -> AsyncIterator[bytes]:
         yield b"x"
 
-    request = aiopool.Request("POST", aiopool.URL("http://h/"), aiopool.Headers(), body())
-    assert not request.replayable  # POST with a stream: not idempotent, not re-readable
-    put = aiopool.Request("PUT", aiopool.URL("http://h/"), aiopool.Headers(), b"x")
-    put.body_started = True
-    assert not put.replayable
+    request = aiopool.Request("PUT", aiopool.URL("http://h/"), aiopool.Headers(), body())
+    assert request.rereadable and request.replayable  # no chunk taken yet
+    request.body_started = True
+    assert not request.rereadable
+    assert not request.replayable  # idempotent, but the body is gone
 
 
 def test_request_validates_method_and_headers() -> None:

@@ -271,10 +271,15 @@ class _ThreadedServer(Service):
             return self._open
 
     def reset(self) -> None:
-        """Zero ``connections_accepted`` and clear ``errors``; connection ids keep counting."""
+        """Zero ``connections_accepted`` and clear ``errors`` (and what subclasses record);
+        connection ids keep counting."""
         with self._lock:
             self._accepted = 0
             self.errors.clear()
+        self._reset_records()
+
+    def _reset_records(self) -> None:
+        """Clear what a subclass records per test (called by ``reset()``)."""
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
         """Poll ``predicate`` until it is true or ``timeout`` passes; return its last value.
@@ -527,6 +532,12 @@ class FaultServer(_ThreadedServer):
         }
         # /expect-reject: conn id -> body bytes received after the early final response.
         self.bytes_after_reject: dict[int, int] = {}
+        # Every request read whole, answered or not (a dropped one too): "METHOD target", in
+        # arrival order. What proves a request was (or was not) sent twice.
+        self.requests_seen: list[str] = []
+
+    def _reset_records(self) -> None:
+        self.requests_seen.clear()
 
     # -- connection handling --------------------------------------------------------------
 
@@ -584,6 +595,7 @@ class FaultServer(_ThreadedServer):
                     return
                 conn.requests += 1
                 request = await self._read_request(conn, head)
+                self.requests_seen.append(f"{request.method} {request.target}")
             except _BadRequest as exc:
                 body = f"{exc.detail}\n".encode()
                 await self._write_raw(
