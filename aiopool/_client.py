@@ -506,6 +506,7 @@ class Client:
                 # the HTTP/2 preface): dial again, as for a stream a GOAWAY left unprocessed.
                 if exc.unprocessed and unprocessed_retries < _MAX_UNPROCESSED_RETRIES:
                     unprocessed_retries += 1
+                    pool.note_retry(origin, "unprocessed")
                     continue
                 exc.request = request
                 raise
@@ -522,6 +523,7 @@ class Client:
                     and request.rereadable
                 ):
                     unprocessed_retries += 1
+                    pool.note_retry(origin, "unprocessed")
                     continue
                 # Go's rule (docs/pool.md, "Safe replay"): a request that failed on a reused
                 # socket before any response byte is retried on a fresh socket if nothing of it
@@ -536,6 +538,7 @@ class Client:
                     and not isinstance(exc, TimeoutException | LocalProtocolError)
                 ):
                     stale_retries += 1
+                    pool.note_retry(origin, "stale_socket")
                     continue
                 exc.request = request
                 raise
@@ -552,8 +555,10 @@ class Client:
             ):
                 body.abort()  # closed, never pooled: the server is closing it anyway
                 stale_retries += 1
+                pool.note_retry(origin, "request_timeout_408")
                 continue
             break
+        pool.note_response(origin, info)
         response = Response(
             head.status_code,
             reason=head.reason,

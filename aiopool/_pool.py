@@ -138,6 +138,14 @@ class ConnectionPool:
     def stats(self) -> PoolStats:
         return self._state.snapshot()
 
+    def note_response(self, origin: Origin, info: ConnInfo) -> None:
+        """A request got its response head on the connection `info` describes."""
+        self._state.note_response(origin, info.reused)
+
+    def note_retry(self, origin: Origin, reason: str) -> None:
+        """A request is being sent again; `reason` as in `PoolStats.retries`."""
+        self._state.note_retry(origin, reason)
+
     # Leasing -----------------------------------------------------------------------------------
 
     async def acquire(

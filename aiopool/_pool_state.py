@@ -87,6 +87,7 @@ class HostPool:
         "n_waiting",
         "opened",
         "requests",
+        "retries",
         "reused",
         "waiters",
     )
@@ -109,6 +110,7 @@ class HostPool:
         self.opened = 0
         self.reused = 0
         self.requests = 0
+        self.retries = 0
 
     @property
     def total(self) -> int:
@@ -158,11 +160,12 @@ class PoolState:
         # Effects for the async layer.
         self.to_close: list[Connection] = []
         self.to_dial: list[HostPool] = []
-        # Lifetime counters.
+        # Lifetime counters (what each means: `PoolStats`).
         self.requests = 0
         self.opened = 0
         self.closed_count = 0
         self.reused = 0
+        self.retries: dict[str, int] = {}
 
     # Leasing -----------------------------------------------------------------------------------
 
@@ -196,9 +199,6 @@ class PoolState:
         for conn in host.h2:  # one or two sockets per origin: a scan is O(1) in practice
             if conn.capacity() > 0:
                 conn.reserve()
-                if conn.requests:
-                    host.reused += 1
-                    self.reused += 1
                 return conn
         idle = host.idle
         if fresh:
@@ -215,8 +215,6 @@ class PoolState:
                 conn.state = ConnState.ACTIVE
                 host.busy += 1
                 self.busy_total += 1
-                host.reused += 1
-                self.reused += 1
                 return conn
         if fut is None:
             fut = asyncio.get_running_loop().create_future()
@@ -240,8 +238,6 @@ class PoolState:
             return
         waiter = self._next_waiter(host)
         if waiter is not None:
-            host.reused += 1
-            self.reused += 1
             waiter.reused = True
             waiter.fut.set_result(conn)  # late binding: stays busy, changes hands
             return
@@ -287,6 +283,24 @@ class PoolState:
             host.waiters = deque(w for w in host.waiters if w.live)
         self._note_if_empty(host)
 
+    def note_response(self, key: Origin, reused: bool) -> None:
+        """A request got its response head (on its last attempt): count it as reused or not.
+
+        Counted here, once per request, rather than per lease: a request retried after a stale
+        socket leases twice but gets one response (`PoolStats.reused`)."""
+        if reused:
+            self.reused += 1
+            host = self.hosts.get(key)
+            if host is not None:
+                host.reused += 1
+
+    def note_retry(self, key: Origin, reason: str) -> None:
+        """A request is being sent again (`reason`: see `PoolStats.retries`)."""
+        self.retries[reason] = self.retries.get(reason, 0) + 1
+        host = self.hosts.get(key)
+        if host is not None:
+            host.retries += 1
+
     # HTTP/2 ------------------------------------------------------------------------------------
 
     def stream_released(self, host: HostPool, conn: Connection, now: float) -> None:
@@ -314,8 +328,6 @@ class PoolState:
                 return
             conn.reserve()
             if conn.requests:
-                host.reused += 1
-                self.reused += 1
                 waiter.reused = True
             waiter.fut.set_result(conn)
 
@@ -410,6 +422,7 @@ class PoolState:
             connections_closed=self.closed_count,
             reused=self.reused,
             hosts=self._hosts_by_name(),
+            retries=dict(self.retries),
         )
 
     def _hosts_by_name(self) -> dict[str, HostStats]:
@@ -439,6 +452,7 @@ class PoolState:
             reused=h.reused,
             requests=h.requests,
             streams=sum(streams),
+            retries=h.retries,
         )
 
     # Internals ---------------------------------------------------------------------------------

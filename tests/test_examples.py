@@ -274,6 +274,7 @@ STATS = aiopool.PoolStats(
     connections_closed=2,
     reused=16,
     hosts={"http://a.example:80": HOST_A, "https://b.example:443": HOST_B},
+    retries={"stale_socket": 2},
 )
 
 
@@ -284,6 +285,7 @@ def test_as_dict_is_plain_builtins_with_hosts_nested_and_totals() -> None:
         "connections_opened": 6,
         "connections_closed": 2,
         "reused": 16,
+        "retries": {"stale_socket": 2},
         "active": 3,
         "idle": 1,
         "connecting": 1,
@@ -299,6 +301,7 @@ def test_as_dict_is_plain_builtins_with_hosts_nested_and_totals() -> None:
                 "reused": 7,
                 "requests": 12,
                 "streams": 0,
+                "retries": 0,
             },
             "https://b.example:443": {
                 "active": 1,
@@ -309,6 +312,7 @@ def test_as_dict_is_plain_builtins_with_hosts_nested_and_totals() -> None:
                 "reused": 9,
                 "requests": 10,
                 "streams": 6,
+                "retries": 0,
             },
         },
     }

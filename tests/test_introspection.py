@@ -101,3 +101,25 @@ async def test_garbage_collected_open_client_warns_and_closes(server: FaultServe
     with pytest.warns(ResourceWarning, match="unclosed <aiopool.Client"):
         del client  # never closed, one idle socket: a leak
     await eventually(lambda: server.open_connections() == 0)
+
+
+@pytest.mark.parametrize("fault", ["/drop-next", "/reset-next"])
+async def test_reused_counts_responses_and_retries_are_counted_apart(
+    server: FaultServer, fault: str
+) -> None:
+    # Every third request arms the server to drop the next one on the same (reused) socket:
+    # that request is retried on a fresh socket. One request, one count, however many leases.
+    responses: list[aiopool.Response] = []
+    async with aiopool.Client(max_connections_per_host=1) as client:
+        for index in range(30):
+            path = fault if index % 3 == 0 else f"/echo?id={index}"
+            responses.append(await client.get(server.url + path))
+        stats = assert_settled(client)
+    reused = sum(resp.conn_info.reused for resp in responses)
+    assert stats.requests == 30
+    assert stats.reused == reused
+    assert stats.retries == {"stale_socket": 10}
+    assert stats.connections_opened + stats.reused == stats.requests
+    (host,) = stats.hosts.values()
+    assert (host.requests, host.reused, host.retries) == (30, reused, 10)
+    assert server.connections_accepted == stats.connections_opened == 11

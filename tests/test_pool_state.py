@@ -122,7 +122,11 @@ async def test_released_connection_is_reused_most_recent_first() -> None:
     assert state.checkout(A, None, 3.0) is c2  # MRU
     assert not c2.watching
     assert state.checkout(A, None, 3.0) is c1
-    assert state.reused == 2
+    # A lease is not a response: `reused` counts responses (noted by the client), not leases.
+    assert state.reused == 0
+    state.note_response(A, reused=True)
+    state.note_response(A, reused=False)
+    assert state.reused == 1 and state.snapshot().hosts[str(A)].reused == 1
 
 
 async def test_per_host_cap_queues_and_late_binds_to_longest_waiter() -> None:

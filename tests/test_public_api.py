@@ -143,11 +143,21 @@ def test_timeout_fields() -> None:
         (aiopool.ConnInfo, ["id", "reused", "was_idle", "idle_time", "http_version"]),
         (
             aiopool.PoolStats,
-            ["requests", "connections_opened", "connections_closed", "reused", "hosts"],
+            ["requests", "connections_opened", "connections_closed", "reused", "hosts", "retries"],
         ),
         (
             aiopool.HostStats,
-            ["active", "idle", "connecting", "waiting", "opened", "reused", "requests", "streams"],
+            [
+                "active",
+                "idle",
+                "connecting",
+                "waiting",
+                "opened",
+                "reused",
+                "requests",
+                "streams",
+                "retries",
+            ],
         ),
     ],
 )
