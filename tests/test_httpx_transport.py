@@ -293,6 +293,22 @@ async def test_early_close_of_a_streamed_response_releases_the_socket(server: Fa
         await eventually(lambda: server.open_connections() <= others)
 
 
+async def test_break_out_of_httpx_iteration_drains_and_reuses(server: FaultServer) -> None:
+    # httpx's `aiter_bytes()` wraps ours in generators of its own; a `break` abandons them all,
+    # and their late finalisation must not abort the drain httpx's close starts.
+    transport = AiopoolTransport()
+    async with httpx.AsyncClient(transport=transport, base_url=server.url) as client:
+        for _ in range(3):
+            async with client.stream("GET", "/slow?chunks=4&size=16384&delay=0.002") as resp:
+                async for chunk in resp.aiter_bytes():
+                    assert chunk
+                    break
+        stats = assert_settled(transport.client)
+        assert (stats.idle, stats.connections_closed) == (1, 0)
+        assert (await client.get("/echo")).json()["request_no"] == 4
+    assert server.connections_accepted == 1
+
+
 async def test_early_close_over_http2_resets_only_the_stream(nginx: Nginx, ca_path: str) -> None:
     transport = AiopoolTransport(verify=ca_path)
     async with httpx.AsyncClient(transport=transport) as client:
