@@ -41,8 +41,11 @@ from ._exceptions import (
 )
 from ._headers import Headers
 from ._models import Request, Response
+from ._pool import Dialer
+from ._pool_transport import PoolTransport
 from ._stats import ConnInfo, HostStats, PoolStats
 from ._trace import TraceEvent, TraceHook, TraceName
+from ._transport import Handler, Middleware, MockTransport, Transport
 from ._urls import URL
 from ._version import __version__
 
@@ -57,15 +60,20 @@ __all__ = (
     "CookieConflict",
     "Cookies",
     "DecodingError",
+    "Dialer",
     "HTTPStatusError",
+    "Handler",
     "Headers",
     "HostStats",
     "InvalidRedirect",
     "InvalidURL",
     "LocalProtocolError",
+    "Middleware",
+    "MockTransport",
     "NetworkError",
     "PoolStats",
     "PoolTimeout",
+    "PoolTransport",
     "ProtocolError",
     "ProxyError",
     "ReadError",
@@ -86,6 +94,7 @@ __all__ = (
     "TraceEvent",
     "TraceHook",
     "TraceName",
+    "Transport",
     "TransportError",
     "WriteError",
     "WriteTimeout",

@@ -11,46 +11,35 @@ import contextlib
 import functools
 import sys
 import warnings
+from collections.abc import Sequence
 from types import TracebackType
-from typing import Any, Literal, Self, TypedDict, Unpack
+from typing import Any, Self, TypedDict, Unpack
 
 from ._auth import AuthTypes
 from ._config import (
     DEFAULT_HEAD_LIMITS,
     DEFAULT_MAX_RESPONSE_SIZE,
-    HeadLimits,
     Timeout,
     TimeoutTypes,
 )
 from ._cookies import Cookies, CookieTypes
 from ._decoders import MAX_RATIO
-from ._exceptions import (
-    ClientClosed,
-    LocalProtocolError,
-    TimeoutException,
-    TransportError,
-)
-from ._expect import (
-    DEFAULT_EXPECT_CONTINUE_THRESHOLD,
-    DEFAULT_EXPECT_CONTINUE_TIMEOUT,
-    prepare_expect,
-)
-from ._h2engine import H2EngineName, select_engine
+from ._exceptions import ClientClosed, TransportError
+from ._expect import DEFAULT_EXPECT_CONTINUE_THRESHOLD, DEFAULT_EXPECT_CONTINUE_TIMEOUT
+from ._h2engine import H2EngineName
 from ._headers import HeaderTypes
-from ._http11 import HTTP11Connection
 from ._models import Request, RequestContent, Response
-from ._pool import ConnectionPool
-from ._proxy import ProxyRoutes, proxy_tls_context, route
+from ._pool import Dialer
+from ._pool_transport import DEFAULT_TIMEOUT, HTTP1Parser, PoolTransport
 from ._redirects import REDIRECT_STATUSES, add_jar_cookie, follow, store_cookies
 from ._request_builder import UNSET, RequestBuilder
 from ._stats import PoolStats, TraceHook
-from ._tls import LazySSLContext, VerifyTypes
-from ._trace import tracer_for
+from ._tls import VerifyTypes
+from ._transport import Middleware, Transport, chain
 from ._urls import URL, QueryParams
 
-__all__ = ("Client",)
+__all__ = ("Client", "StreamContext")
 
-_DEFAULT_TIMEOUT = Timeout(30.0, connect=10.0)
 _UNSET: Any = UNSET  # (one sentinel: `json` and `auth` go on to the builder as given)
 
 
@@ -76,19 +65,29 @@ class RequestOptions(TypedDict, total=False):
 _FOLLOW_REDIRECTS = True
 _MAX_REDIRECTS = 10
 
-
-# Go's http2 transport retries unprocessed requests up to 6 times (with backoff). Fewer is not
-# enough: when a server retires every connection after N streams (nginx's keepalive_requests),
-# the streams a GOAWAY refuses are retried on sibling connections that are as close to their
-# own limit, and the soak saw 3 retries run out against a healthy nginx. Each retry is safe
-# (the server said it never acted on the request); the bound only stops a refusal storm.
-_MAX_UNPROCESSED_RETRIES = 6
-# A stale-socket retry asks the pool for a fresh socket, but a socket another request releases
-# meanwhile goes straight to the longest waiter (late binding, DESIGN invariant 2), so the retry
-# may land on another reused socket and meet the same race there. Go retries for as long as the
-# failures are on reused sockets (each one is closed, a failure on a fresh socket is final);
-# the bound only stops a server that drops every reused request from looping one forever.
-_MAX_STALE_RETRIES = 10
+# The options that configure the default `PoolTransport`, with their defaults: given together
+# with `transport=`, they would be silently ignored, so that is refused.
+_POOL_DEFAULTS: dict[str, Any] = {
+    "max_connections": 100,
+    "max_connections_per_host": 10,
+    "max_idle_per_host": 10,
+    "max_idle": 100,
+    "idle_timeout": 90.0,
+    "http1": True,
+    "http2": True,
+    "http2_ping_interval": None,
+    "http2_ping_timeout": 15.0,
+    "http1_parser": "auto",
+    "http2_engine": "auto",
+    "max_response_header_bytes": DEFAULT_HEAD_LIMITS.max_bytes,
+    "max_response_headers": DEFAULT_HEAD_LIMITS.max_count,
+    "verify": True,
+    "proxy": None,
+    "trust_env": True,
+    "expect_continue_threshold": DEFAULT_EXPECT_CONTINUE_THRESHOLD,
+    "expect_continue_timeout": DEFAULT_EXPECT_CONTINUE_TIMEOUT,
+    "dialer": None,
+}
 
 
 class Client:
@@ -170,7 +169,7 @@ class Client:
         max_response_headers: int = DEFAULT_HEAD_LIMITS.max_count,
         max_response_size: int | None = DEFAULT_MAX_RESPONSE_SIZE,
         max_decompression_ratio: float | None = MAX_RATIO,
-        timeout: TimeoutTypes = _DEFAULT_TIMEOUT,
+        timeout: TimeoutTypes = DEFAULT_TIMEOUT,
         verify: VerifyTypes = True,
         headers: HeaderTypes | None = None,
         base_url: str | URL | None = None,
@@ -183,11 +182,10 @@ class Client:
         trust_env: bool = True,
         expect_continue_threshold: int | None = DEFAULT_EXPECT_CONTINUE_THRESHOLD,
         expect_continue_timeout: float = DEFAULT_EXPECT_CONTINUE_TIMEOUT,
+        dialer: Dialer | None = None,
+        transport: Transport | None = None,
+        middleware: Sequence[Middleware] = (),
     ) -> None:
-        if not (http1 or http2):
-            raise ValueError("at least one of http1 and http2 must be enabled")
-        # Decided per request URL, from this (parsed once, here): raises InvalidURL early.
-        self._proxies = ProxyRoutes.build(proxy, trust_env)
         self.timeout = Timeout.coerce(timeout)
         self.max_response_size = _size_limit(max_response_size)
         if max_decompression_ratio is not None and not max_decompression_ratio >= 1:
@@ -195,46 +193,58 @@ class Client:
                 f"max_decompression_ratio must be >= 1 or None, not {max_decompression_ratio}"
             )
         self.max_decompression_ratio = max_decompression_ratio
-        self.http1 = http1
-        self.http2 = http2
-        # ALPN (RFC 7301) offers what we speak, h2 first: the server picks.
-        alpn = (["h2"] if http2 else []) + (["http/1.1"] if http1 else [])
-        # (An object, not a bound method: the pool must not hold a reference back to the
-        # client, or a client dropped unclosed would wait for the cycle collector.)
-        self._get_ssl_context = LazySSLContext(verify, alpn=alpn)
-        self._pool = ConnectionPool(
-            max_connections=max_connections,
-            max_connections_per_host=max_connections_per_host,
-            max_idle_per_host=max_idle_per_host,
-            max_idle=max_idle,
-            idle_timeout=idle_timeout,
-            ssl_context=self._get_ssl_context,
-            http1=http1,
-            http2=http2,
-            http2_ping_interval=http2_ping_interval,
-            http2_ping_timeout=http2_ping_timeout,
-            http1_class=_http1_class(http1_parser),
-            http2_engine=select_engine(http2_engine) if http2 else None,
-            trace=trace,
-            head_limits=HeadLimits(max_response_header_bytes, max_response_headers),
-            proxy_ssl_context=proxy_tls_context(verify),  # for https:// proxies
-        )
+        pool_options: dict[str, Any] = {
+            "max_connections": max_connections,
+            "max_connections_per_host": max_connections_per_host,
+            "max_idle_per_host": max_idle_per_host,
+            "max_idle": max_idle,
+            "idle_timeout": idle_timeout,
+            "http1": http1,
+            "http2": http2,
+            "http2_ping_interval": http2_ping_interval,
+            "http2_ping_timeout": http2_ping_timeout,
+            "http1_parser": http1_parser,
+            "http2_engine": http2_engine,
+            "max_response_header_bytes": max_response_header_bytes,
+            "max_response_headers": max_response_headers,
+            "verify": verify,
+            "proxy": proxy,
+            "trust_env": trust_env,
+            "expect_continue_threshold": expect_continue_threshold,
+            "expect_continue_timeout": expect_continue_timeout,
+            "dialer": dialer,
+        }
+        if transport is None:
+            transport = PoolTransport(timeout=self.timeout, trace=trace, **pool_options)
+        else:
+            if not isinstance(transport, Transport):
+                raise TypeError(
+                    f"transport must be an aiopool.Transport, not {type(transport).__name__}"
+                )
+            given = sorted(k for k, v in pool_options.items() if v != _POOL_DEFAULTS[k])
+            if given:
+                raise TypeError(
+                    f"{', '.join(given)} configure the default PoolTransport: with "
+                    "transport=, set them on that transport instead"
+                )
+        self._transport = transport
+        # Every request goes through this: the middleware chain, then the transport. (With no
+        # middleware it is the transport's own method: nothing in between.)
+        self._handle = chain(list(middleware), transport.handle_request)
+        proxied = isinstance(transport, PoolTransport) and transport.proxied
         self._requests = RequestBuilder(
-            headers=headers, base_url=base_url, auth=auth, proxied=self._proxies is not None
+            headers=headers, base_url=base_url, auth=auth, proxied=proxied
         )
         self._cookies = Cookies(cookies)
-        self._trace_hook = trace
-        if expect_continue_threshold is not None and expect_continue_threshold < 0:
-            raise ValueError("expect_continue_threshold must be >= 0 or None")
-        if not expect_continue_timeout >= 0:  # (also refuses NaN)
-            raise ValueError("expect_continue_timeout must be >= 0")
-        self._expect = (expect_continue_threshold, expect_continue_timeout)
         self.follow_redirects = follow_redirects
         self.max_redirects = max_redirects
         self._closed = False
 
     def __repr__(self) -> str:
-        return f"<aiopool.Client {self._pool!r}>"
+        transport = self._transport
+        if isinstance(transport, PoolTransport):
+            return f"<aiopool.Client {transport._pool!r}>"
+        return f"<aiopool.Client {transport!r}>"
 
     # Lifecycle ---------------------------------------------------------------------------------
 
@@ -262,7 +272,7 @@ class Client:
         """
         if not self._closed:
             self._closed = True
-            await self._pool.aclose()
+            await self._transport.aclose()
 
     @property
     def is_closed(self) -> bool:
@@ -272,8 +282,8 @@ class Client:
         # A client dropped with sockets open is a leak: say so, and close them.
         if getattr(self, "_closed", True):
             return
-        pool = getattr(self, "_pool", None)
-        if pool is None or not pool.has_connections:
+        transport = getattr(self, "_transport", None)
+        if not isinstance(transport, PoolTransport) or not transport.has_connections:
             return
         self._closed = True
         warnings.warn(
@@ -283,7 +293,7 @@ class Client:
             stacklevel=1,
         )
         with contextlib.suppress(RuntimeError):  # Defensive: the event loop is already closed
-            pool.close_nowait()
+            transport.close_nowait()
 
     @property
     def base_url(self) -> URL | None:
@@ -299,9 +309,18 @@ class Client:
     def cookies(self, cookies: CookieTypes) -> None:
         self._cookies = Cookies(cookies)
 
+    @property
+    def transport(self) -> Transport:
+        """The transport every request goes through (after the middleware)."""
+        return self._transport
+
     def stats(self) -> PoolStats:
-        """A snapshot of the pool, overall and per origin."""
-        return self._pool.stats()
+        """A snapshot of the pool, overall and per origin; all zeros when the client was given
+        a transport other than a `PoolTransport` (which keeps no such books)."""
+        transport = self._transport
+        if isinstance(transport, PoolTransport):
+            return transport.stats()
+        return PoolStats(requests=0, connections_opened=0, connections_closed=0, reused=0)
 
     # Requests ----------------------------------------------------------------------------------
 
@@ -437,14 +456,7 @@ class Client:
         )
         cookies = self._cookies
         jar_cookie = add_jar_cookie(request, cookies, cross_origin_hop=False)
-        response = await self._send(
-            request,
-            timeout,
-            stream=True,
-            opened_at=opened_at,
-            trace=trace,
-            max_response_size=limit,
-        )
+        response = await self._send(request, timeout, opened_at, trace, limit)
         store_cookies(response, cookies)
         if response.status_code in REDIRECT_STATUSES and (
             self.follow_redirects if follow_redirects is _UNSET else follow_redirects
@@ -455,7 +467,6 @@ class Client:
             send = functools.partial(
                 self._send,
                 timeout=timeout,
-                stream=True,
                 opened_at=opened_at,
                 trace=trace,
                 max_response_size=limit,
@@ -468,141 +479,33 @@ class Client:
                 jar_cookie,
             )
         if not stream:
-            await response.aread()  # on failure it closes the socket and names the request
+            try:
+                await response.aread()  # on failure it closes the socket
+            except TransportError as exc:
+                exc.request = response.request
+                raise
         return response
 
     async def _send(
         self,
         request: Request,
         timeout: Timeout,
-        *,
-        stream: bool,
-        opened_at: str | None = None,
-        trace: TraceHook | None = None,
-        max_response_size: int | None = _UNSET,
+        opened_at: str | None,
+        trace: TraceHook | None,
+        max_response_size: int | None,
     ) -> Response:
-        pool = self._pool
-        # The pool key: the origin and its proxy. (Without proxies, the origin: the request
-        # carries no Proxy-Authorization for `route` to strip, see `RequestBuilder`.)
-        routes = self._proxies
-        origin = request.url.origin if routes is None else route(routes, request)
-        # Who hears this request's trace events: None (the usual case) builds no events at all.
-        tracer = request._tracer = tracer_for(self._trace_hook, trace)
-        if request.content is not None:
-            prepare_expect(request, *self._expect)
-        stale_retries = 0
-        unprocessed_retries = 0
-        while True:
-            try:
-                conn, info = await pool.acquire(
-                    origin,
-                    timeout,
-                    fresh=stale_retries > 0,
-                    count=not (stale_retries or unprocessed_retries),
-                    tracer=tracer,
-                )
-            except TransportError as exc:
-                # The new socket was refused before any request went out on it (a GOAWAY in
-                # the HTTP/2 preface): dial again, as for a stream a GOAWAY left unprocessed.
-                if exc.unprocessed and unprocessed_retries < _MAX_UNPROCESSED_RETRIES:
-                    unprocessed_retries += 1
-                    pool.note_retry(origin, "unprocessed")
-                    continue
-                exc.request = request
-                raise
-            request._written = False
-            try:
-                head, body = await conn.send(request, timeout)
-            except TransportError as exc:
-                # HTTP/2 told us the server never acted on it (GOAWAY, REFUSED_STREAM, a lowered
-                # stream limit): send it again elsewhere, whatever its method, a few times at
-                # most.
-                if (
-                    exc.unprocessed
-                    and unprocessed_retries < _MAX_UNPROCESSED_RETRIES
-                    and request.rereadable
-                ):
-                    unprocessed_retries += 1
-                    pool.note_retry(origin, "unprocessed")
-                    continue
-                # Go's rule (docs/pool.md, "Safe replay"): a request that failed on a reused
-                # socket before any response byte is retried on a fresh socket if nothing of it
-                # was written, or it is idempotent (`Request.replayable`): a POST that reached
-                # the socket is never sent twice. The socket was closed and discarded by `send`.
-                if (
-                    stale_retries < _MAX_STALE_RETRIES
-                    and info.reused
-                    and (conn.closed or not conn.multiplexed)  # h2: the socket died, not a stream
-                    and not conn.got_response_bytes
-                    and request.replayable
-                    and not isinstance(exc, TimeoutException | LocalProtocolError)
-                ):
-                    stale_retries += 1
-                    pool.note_retry(origin, "stale_socket")
-                    continue
-                exc.request = request
-                raise
-            # The same race, answered: a server that gave up on an idle keep-alive socket may
-            # send "408 Request Timeout" and close just as our request goes out on it. RFC 9110
-            # section 15.5.9: the client "MAY repeat that request"; Chromium does, on reused
-            # sockets (HttpNetworkTransaction::DoReadHeadersComplete), as does Firefox.
-            if (
-                head.status_code == 408
-                and info.reused
-                and not conn.multiplexed
-                and stale_retries < _MAX_STALE_RETRIES
-                and request.rereadable  # (a 408 says the request was not processed)
-            ):
-                body.abort()  # closed, never pooled: the server is closing it anyway
-                stale_retries += 1
-                pool.note_retry(origin, "request_timeout_408")
-                continue
-            break
-        pool.note_response(origin, info)
-        response = Response(
-            head.status_code,
-            reason=head.reason,
-            headers=head.headers,
-            http_version=head.http_version,
-            request=request,
-            conn_info=info,
-            stream=body,
-            opened_at=opened_at,
-            max_response_size=(
-                self.max_response_size if max_response_size is _UNSET else max_response_size
-            ),
-            max_decompression_ratio=self.max_decompression_ratio,
-        )
-        if not stream:
-            try:
-                await response.aread()
-            except TransportError as exc:
-                exc.request = request
-                raise
+        """One hop: through the middleware and the transport; the response's body unread.
+
+        Raises what the transport and the middleware raise (the `TransportError` family)."""
+        request.timeout = timeout
+        request._trace_hook = trace
+        response = await self._handle(request)
+        # The client's reading limits and the leak warning's "opened at" belong to the
+        # response whoever made it (the pool, a mock, a middleware answering by itself).
+        response._opened_at = opened_at
+        response._max_size = max_response_size
+        response._max_ratio = self.max_decompression_ratio
         return response
-
-
-HTTP1Parser = Literal["auto", "h11", "httptools"]
-# What "auto" means; tests switch it to run the suite on each parser.
-DEFAULT_HTTP1_PARSER: HTTP1Parser = "auto"
-
-
-def _http1_class(parser: HTTP1Parser) -> type[HTTP11Connection]:
-    if parser == "auto":
-        parser = DEFAULT_HTTP1_PARSER
-    if parser == "h11":
-        return HTTP11Connection
-    if parser not in ("auto", "httptools"):
-        raise ValueError(f"http1_parser must be 'auto', 'h11' or 'httptools', not {parser!r}")
-    try:
-        from ._http11_httptools import HttptoolsConnection
-    except ImportError:
-        if parser == "httptools":
-            raise ImportError(
-                "http1_parser='httptools' needs httptools: pip install aiopool[speedups]"
-            ) from None
-        return HTTP11Connection
-    return HttptoolsConnection
 
 
 class StreamContext:

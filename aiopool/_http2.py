@@ -211,10 +211,14 @@ class HTTP2Connection:
         return self.reserved
 
     def reserve(self) -> None:
+        # Counted when promised rather than when sent: of the streams handed out together on a
+        # new socket, only the first is its "opened" request, the rest are reuse (`ConnInfo`).
         self.reserved += 1
+        self.requests += 1
 
     def unreserve(self) -> None:
         self.reserved -= 1
+        self.requests -= 1
 
     def is_reusable(self) -> bool:
         return not self.closed and not self.draining
@@ -271,7 +275,6 @@ class HTTP2Connection:
         saw the request (GOAWAY, REFUSED_STREAM, a lowered stream limit) and it may be retried.
         Cancellation or a timeout resets the stream only; the socket stays in service.
         """
-        self.requests += 1
         conn = self._h2
         if (
             self.closed

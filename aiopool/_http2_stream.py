@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from http import HTTPStatus
 from typing import TYPE_CHECKING
 
 from ._exceptions import ClientClosed, TransportError
+from ._models import reason_phrase
 
 if TYPE_CHECKING:
     from ._http2 import HTTP2Connection
@@ -91,13 +91,6 @@ class H2Body:
             self._conn._finish_stream(stream)
         else:
             self._conn._abort_stream(stream)
-
-
-def reason_phrase(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return ""
 
 
 def wake(stream: Stream) -> None:

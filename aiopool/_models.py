@@ -14,8 +14,10 @@ import json as jsonlib
 import re
 import warnings
 from collections.abc import AsyncIterable, AsyncIterator
+from http import HTTPStatus
 from typing import Any, Protocol
 
+from ._config import Timeout
 from ._decoders import MAX_RATIO, ContentDecoder, decoder_from
 from ._exceptions import (
     HTTPStatusError,
@@ -25,48 +27,65 @@ from ._exceptions import (
     StreamConsumed,
     TransportError,
 )
-from ._headers import Headers, validate_header
+from ._headers import Headers, HeaderTypes, validate_header
 from ._stats import ConnInfo
-from ._trace import Tracer
+from ._trace import TraceHook, Tracer
 from ._urls import URL
 
-__all__ = ("BodyStream", "Request", "RequestContent", "Response")
+__all__ = ("BodyStream", "Request", "RequestContent", "Response", "reason_phrase")
 
 RequestContent = bytes | AsyncIterable[bytes]
 
 _METHOD = re.compile(r"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
 # RFC 9110 section 9.2.2: idempotent methods may be retried automatically.
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+# `Response(json=None)` sends JSON null: "not given" needs its own marker.
+_NO_JSON: Any = object()
 _CHARSET = re.compile(r"charset=\"?([\w.:-]+)\"?", re.IGNORECASE)
 
 
 class Request:
-    """One HTTP request: method, URL, headers (validated) and an optional body."""
+    """One HTTP request: method, URL, headers (validated), an optional body, and the timeout
+    its transport applies (None: the transport's own default).
+
+    What middleware and transports receive. The client builds one per hop (adding its default
+    headers, cookies, auth and framing); one built by hand, `Request("GET", "https://h/")`, is
+    sent as it is by a transport. A `Host` header is not added here: the connections send the
+    URL's authority when the request has none.
+    """
 
     __slots__ = (
         "_expect_wait",
+        "_trace_hook",
         "_tracer",
         "_written",
         "body_started",
         "content",
         "headers",
         "method",
+        "timeout",
         "url",
     )
 
     def __init__(
         self,
         method: str,
-        url: URL,
-        headers: Headers,
+        url: URL | str,
+        headers: Headers | HeaderTypes | None = None,
         content: RequestContent | None = None,
         *,
+        timeout: Timeout | None = None,
         headers_validated: bool = False,
     ) -> None:
         """Raises `LocalProtocolError` for an illegal method or header (`headers_validated`:
-        the caller, the client, already checked each header once, as it was given)."""
+        the caller, the client, already checked each header once, as it was given), and
+        `InvalidURL` for a bad URL string."""
         if not _METHOD.fullmatch(method):
             raise LocalProtocolError(f"illegal HTTP method {method!r}")
+        if type(url) is not URL:
+            url = URL(url) if isinstance(url, str) else url
+        if type(headers) is not Headers:
+            headers = Headers(headers)  # (a mapping, pairs, or None)
         if not headers_validated:
             for name, value in headers.raw:
                 validate_header(name, value)
@@ -74,6 +93,7 @@ class Request:
         self.url = url
         self.headers = headers
         self.content = content
+        self.timeout = timeout
         # Set once a byte of a streamed (non-replayable) body has been consumed.
         self.body_started = False
         # Set by the client as it sends: who hears this request's trace events (None: nobody
@@ -81,6 +101,9 @@ class Request:
         # how long to wait for `100 Continue` before sending it anyway (None: no expectation).
         self._tracer: Tracer | None = None
         self._expect_wait: float | None = None
+        # The caller's own hook for this request (`client.get(url, trace=fn)`), which the
+        # transport combines with its own into `_tracer`.
+        self._trace_hook: TraceHook | None = None
         # Whether a byte of this request reached the socket in the current attempt: set by the
         # connection once its first write is accepted, reset by the client before each attempt.
         self._written = False
@@ -173,26 +196,39 @@ class Response:
         self,
         status_code: int,
         *,
-        reason: str = "",
-        headers: Headers | None = None,
+        reason: str | None = None,
+        headers: Headers | HeaderTypes | None = None,
         http_version: str = "HTTP/1.1",
-        request: Request,
-        conn_info: ConnInfo,
+        request: Request | None = None,
+        conn_info: ConnInfo | None = None,
         stream: BodyStream | None = None,
-        content: bytes | None = None,
+        content: bytes | str | AsyncIterable[bytes] | None = None,
+        text: str | None = None,
+        json: Any = _NO_JSON,
         opened_at: str | None = None,
         max_response_size: int | None = None,
         max_decompression_ratio: float | None = MAX_RATIO,
     ) -> None:
+        """A response. Transports pass `stream` (the body on its connection) and `conn_info`;
+        a response made by hand (for `MockTransport`, or a middleware answering itself) gives
+        its body as `content` (bytes, str, or an async iterable of bytes for a streamed one),
+        `text` (sent as UTF-8 with `Content-Type: text/plain; charset=utf-8` unless headers set
+        one) or `json` (encoded compactly, `Content-Type: application/json`). `reason` defaults
+        to the standard phrase for the status. Raises `TypeError` for more than one body."""
         self.status_code = status_code
-        self.reason = reason
-        self.headers = headers if headers is not None else Headers()
+        self.reason = reason if reason is not None else reason_phrase(status_code)
+        if type(headers) is not Headers:
+            headers = Headers(headers)
+        self.headers = headers
         self.http_version = http_version
-        self.request = request
-        self.conn_info = conn_info
+        self._request = request
+        self.conn_info = conn_info if conn_info is not None else _NO_CONNECTION
+        body: bytes | None = None
+        if text is not None or json is not _NO_JSON or (content is not None and stream is None):
+            stream, body = self._body_given(content, text, json)
         self._stream = stream
-        self._content = content
-        self._consumed = content is not None
+        self._content = body
+        self._consumed = body is not None
         self._opened_at = opened_at
         self._max_size = max_response_size
         self._max_ratio = max_decompression_ratio
@@ -200,6 +236,47 @@ class Response:
         self._raw_kept = True
         # The redirect responses that led here, oldest first (each read, its socket released).
         self.history: list[Response] = []
+
+    def _body_given(
+        self, content: bytes | str | AsyncIterable[bytes] | None, text: str | None, json: Any
+    ) -> tuple[BodyStream | None, bytes | None]:
+        given = (content is not None) + (text is not None) + (json is not _NO_JSON)
+        if given > 1:
+            raise TypeError("pass one of content=, text= and json=, not several")
+        kind: bytes | None = None
+        if text is not None:
+            content, kind = text.encode("utf-8"), b"text/plain; charset=utf-8"
+        elif json is not _NO_JSON:
+            data = jsonlib.dumps(json, separators=(",", ":"), ensure_ascii=False)
+            content, kind = data.encode("utf-8"), b"application/json"
+        elif isinstance(content, str):
+            content, kind = content.encode("utf-8"), b"text/plain; charset=utf-8"
+        if kind is not None and "content-type" not in self.headers:
+            self.headers = Headers._from_raw([*self.headers.raw, (b"content-type", kind)])
+        if isinstance(content, bytes | bytearray | memoryview):
+            return None, bytes(content)
+        if isinstance(content, AsyncIterable):
+            return _IterableBody(content), None
+        raise TypeError(
+            f"content must be bytes, str or an async iterable of bytes, "
+            f"not {type(content).__name__}"
+        )
+
+    @property
+    def request(self) -> Request:
+        """The request this response answers. Raises `RuntimeError` for a response made by
+        hand that no transport has answered a request with yet."""
+        request = self._request
+        if request is None:
+            raise RuntimeError(
+                "this Response has no request yet: a transport sets it when the response "
+                "answers one (MockTransport does)"
+            )
+        return request
+
+    @request.setter
+    def request(self, request: Request) -> None:
+        self._request = request
 
     @property
     def url(self) -> URL:
@@ -433,17 +510,62 @@ class Response:
         return f"<Response [{self.status_code} {self.reason}]>"
 
     def __del__(self) -> None:
-        # Invariant 8: a streamed response dropped while open is a leak; say where it was made.
+        # Leaks are loud (docs/design.md): a streamed response dropped while open is a leak;
+        # say where it was made.
         stream = getattr(self, "_stream", None)
         if stream is None:
             return
         self._stream = None
         where = f", opened at {self._opened_at}" if self._opened_at else ""
+        request = getattr(self, "_request", None)
+        to = f" to {request.url}" if request is not None else ""
         warnings.warn(
-            f"unclosed streamed response {self!r} to {self.url}{where}; "
+            f"unclosed streamed response {self!r}{to}{where}; "
             "use `async with client.stream(...)` to release its connection",
             ResourceWarning,
             source=self,
             stacklevel=1,
         )
         stream.abort()
+
+
+class _IterableBody:
+    """The `BodyStream` of a hand-made streamed response: an async iterable of bytes."""
+
+    __slots__ = ("_iterator",)
+
+    def __init__(self, content: AsyncIterable[bytes]) -> None:
+        self._iterator: AsyncIterator[bytes] | None = aiter(content)
+
+    async def receive(self) -> bytes:
+        iterator = self._iterator
+        while iterator is not None:
+            try:
+                chunk = await anext(iterator)
+            except StopAsyncIteration:
+                await self.aclose()
+                return b""
+            if chunk:
+                return bytes(chunk)
+        return b""
+
+    async def aclose(self) -> None:
+        iterator, self._iterator = self._iterator, None
+        close = getattr(iterator, "aclose", None)
+        if close is not None:
+            await close()
+
+    def abort(self) -> None:
+        self._iterator = None
+
+
+# The `conn_info` of a response no connection carried (one made by hand).
+_NO_CONNECTION = ConnInfo(id=0, reused=False, was_idle=False, idle_time=0.0, http_version="")
+
+
+def reason_phrase(status: int) -> str:
+    """The standard reason phrase for `status` (RFC 9110), "" for an unregistered one."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""

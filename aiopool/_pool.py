@@ -187,7 +187,14 @@ class ConnectionPool:
         if not isinstance(got, Waiter):
             self._apply("stale_idle")  # idle sockets found expired or unusable on the way
             if got.multiplexed:
-                info = ConnInfo(got.id, got.requests > 0, False, 0.0, got.http_version)
+                # As Go's HTTP/2 `GotConnInfo`: reused unless this is the socket's first stream
+                # (`requests` counts the one just reserved); was idle if no other stream is
+                # open on it now.
+                reused = got.requests > 1
+                if reused and got.open_streams == 1:
+                    info = ConnInfo(got.id, True, True, now - got.idle_since, got.http_version)
+                else:
+                    info = ConnInfo(got.id, reused, False, 0.0, got.http_version)
             else:
                 info = ConnInfo(got.id, True, True, now - got.idle_since, got.http_version)
             if tracer is not None:

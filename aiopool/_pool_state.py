@@ -327,7 +327,7 @@ class PoolState:
             if waiter is None:
                 return
             conn.reserve()
-            if conn.requests:
+            if conn.requests > 1:  # (counting the stream just reserved)
                 waiter.reused = True
             waiter.fut.set_result(conn)
 

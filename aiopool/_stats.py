@@ -20,9 +20,11 @@ class ConnInfo:
     """How a response's connection was obtained (Go's `httptrace.GotConnInfo`).
 
     - `id`: the connection's number within its client (1, 2, ...);
-    - `reused`: the socket had carried an earlier request;
+    - `reused`: the socket had carried an earlier request (HTTP/2: this is not the socket's
+      first stream, even if the first is still open: Go's definition);
     - `was_idle`: it was taken from the idle pool (rather than freshly dialed or handed over
-      directly by the request that released it);
+      directly by the request that released it); HTTP/2: reused while no other stream was open
+      on it;
     - `idle_time`: seconds it had been idle when taken (0.0 unless `was_idle`);
     - `http_version`: "HTTP/1.1" or "HTTP/2".
     """

@@ -80,8 +80,11 @@ async def dial(host: str, port: int, **_: Any) -> InstantStream:
 
 async def measure(parser: str, requests: int, repeat: int) -> float:
     """Microseconds per `await client.get()`, the best of `repeat` runs of `requests`."""
-    async with aiopool.Client(http2=False, http1_parser=parser) as client:  # type: ignore[arg-type]
-        client._pool._dialer = dial  # type: ignore[assignment]
+    async with aiopool.Client(
+        http2=False,
+        http1_parser=parser,  # type: ignore[arg-type]
+        dialer=dial,  # type: ignore[arg-type]
+    ) as client:
         for _ in range(2000):  # warm-up: the socket is open, the interpreter's caches filled
             response = await client.get(URL)
         assert response.content == b"Hello, world\n", response.content

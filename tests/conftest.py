@@ -211,7 +211,7 @@ def http2_engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 @pytest.fixture(autouse=True)
 def http1_parser(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str | None:
     """The HTTP/1.1 parser a parametrised test runs with (None: the library's default)."""
-    return _choose_default(request, monkeypatch, "aiopool._client.DEFAULT_HTTP1_PARSER")
+    return _choose_default(request, monkeypatch, "aiopool._pool_transport.DEFAULT_HTTP1_PARSER")
 
 
 # Against real servers, the same tests also run on uvloop (when installed), the loop many

@@ -8,6 +8,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import aiopool
+from aiopool._pool import ConnectionPool
 
 
 def assert_settled(client: aiopool.Client) -> aiopool.PoolStats:
@@ -19,6 +20,13 @@ def assert_settled(client: aiopool.Client) -> aiopool.PoolStats:
             host,
         )
     return stats
+
+
+def pool_of(client: aiopool.Client) -> ConnectionPool:
+    """The connection pool behind `client`'s default transport (for white-box assertions)."""
+    transport = client.transport
+    assert isinstance(transport, aiopool.PoolTransport)
+    return transport._pool
 
 
 async def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> None:

@@ -369,9 +369,8 @@ def test_bad_settings_are_refused(options: dict[str, float]) -> None:
 
 
 def mock_client(*scripts: Script) -> tuple[aiopool.Client, MockDialer]:
-    client = aiopool.Client(expect_continue_threshold=10)
     dialer = MockDialer(scripts)
-    client._pool._dialer = dialer
+    client = aiopool.Client(expect_continue_threshold=10, dialer=dialer)
     return client, dialer
 
 

@@ -15,7 +15,7 @@ import pytest
 from h2.errors import ErrorCodes
 
 import aiopool
-from tests.helpers import assert_settled, eventually
+from tests.helpers import assert_settled, eventually, pool_of
 from tests.rig.h2_server import H2ScriptServer
 from tests.rig.hypercorn_app import HypercornServer
 
@@ -215,7 +215,7 @@ async def test_the_parametrised_engine_is_the_one_in_use(
 ) -> None:
     async with h2_client() as client:
         await client.get(f"{server.url}/echo")
-        assert client._pool._h2_engine.name == http2_engine
+        assert pool_of(client)._h2_engine.name == http2_engine
         with pytest.raises(ValueError, match="http2_engine"):
             aiopool.Client(http2_engine="nghttp2")  # type: ignore[arg-type]
 

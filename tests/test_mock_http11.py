@@ -16,9 +16,8 @@ URL = "http://mock.test"
 
 
 def client_with(*scripts: Script) -> tuple[aiopool.Client, MockDialer]:
-    client = aiopool.Client()
     dialer = MockDialer(scripts)
-    client._pool._dialer = dialer
+    client = aiopool.Client(dialer=dialer)
     return client, dialer
 
 
@@ -206,8 +205,7 @@ async def test_a_post_nothing_of_which_was_written_is_sent_on_a_fresh_socket() -
     async def dialer(host: str, port: int, **_: object) -> MockStream:
         return next(streams)
 
-    client = aiopool.Client()
-    client._pool._dialer = dialer
+    client = aiopool.Client(dialer=dialer)
     async with client:
         await client.get(URL)
         resp = await client.post(f"{URL}/charge", content=b"amount=100")

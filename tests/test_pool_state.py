@@ -343,9 +343,11 @@ class FakeH2Conn(FakeConn):
 
     def reserve(self) -> None:
         self.reserved += 1
+        self.requests += 1
 
     def unreserve(self) -> None:
         self.reserved -= 1
+        self.requests -= 1
 
     @property
     def open_streams(self) -> int:

@@ -26,7 +26,7 @@ from aiopool._pool_state import PoolState
 from aiopool._proxy import NoProxy, Proxy, ProxyRoutes
 from aiopool._urls import Origin
 from tests.conftest import _running_under_ci
-from tests.helpers import assert_settled, eventually
+from tests.helpers import assert_settled, eventually, pool_of
 from tests.mock_backend import MockDialer, MockStream, Script, response
 from tests.rig.fault_server import BlackholeServer, FaultServer, server_ssl_context
 from tests.rig.nginx import Nginx
@@ -375,9 +375,8 @@ class RecordingDialer(MockDialer):
 
 
 def scripted(proxy: str, *scripts: Script, **kwargs: Any) -> tuple[aiopool.Client, RecordingDialer]:
-    client = aiopool.Client(proxy=proxy, timeout=TIMEOUT, **kwargs)
     dialer = RecordingDialer(list(scripts))
-    client._pool._dialer = dialer
+    client = aiopool.Client(proxy=proxy, timeout=TIMEOUT, dialer=dialer, **kwargs)
     return client, dialer
 
 
@@ -1000,7 +999,7 @@ async def test_closing_the_client_during_a_connect_aborts_the_dial(
     await client.aclose()
     with pytest.raises(aiopool.ClientClosed):
         await task
-    assert not client._pool.has_connections
+    assert not pool_of(client).has_connections
 
 
 async def test_network_stream_protocol_has_start_tls() -> None:

@@ -38,9 +38,10 @@ def test_every_public_class_and_function_is_in_all() -> None:
         and value.__module__.startswith("aiopool")
     }
     assert public - set(aiopool.__all__) == set()
-    # ...and everything exported besides __version__ and the trace event names (a `Literal`
-    # type, for annotating hooks) is such a class or function.
-    assert set(aiopool.__all__) - public == {"__version__", "TraceName"}
+    # ...and everything exported besides __version__ and the types for annotating hooks and
+    # middleware (the trace event names, a `Literal`; `Handler` and `Middleware`, `Callable`
+    # aliases) is such a class or function.
+    assert set(aiopool.__all__) - public == {"__version__", "TraceName", "Handler", "Middleware"}
 
 
 def test_exports_are_reexported_from_private_modules() -> None:

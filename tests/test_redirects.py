@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import aiopool
-from aiopool._client import HTTP1Parser
+from aiopool._pool_transport import HTTP1Parser
 from aiopool._redirects import MAX_REDIRECT_BODY, _same_site
 from aiopool._urls import Origin
 from tests.conftest import _running_under_ci

@@ -22,7 +22,7 @@ import pytest
 
 import aiopool
 from aiopool._http2 import HTTP2Connection
-from tests.helpers import assert_settled, eventually
+from tests.helpers import assert_settled, eventually, pool_of
 from tests.mock_backend import MockDialer, MockStream, Script, response
 from tests.rig.fault_server import FaultServer
 from tests.rig.h2_server import H2ScriptServer
@@ -92,8 +92,7 @@ Engine = Literal["h2", "jh2"]
 
 
 def _client(dialer: MockDialer, parser: Parser, *, per_host: int = 10) -> aiopool.Client:
-    client = aiopool.Client(http1_parser=parser, max_connections_per_host=per_host)
-    client._pool._dialer = dialer
+    client = aiopool.Client(http1_parser=parser, max_connections_per_host=per_host, dialer=dialer)
     return client
 
 
@@ -253,8 +252,7 @@ async def test_h2_reset_on_a_closed_socket_spares_the_bytes_already_received(
     # stream, the complete download included.
     heads_sent, rest_sent = asyncio.Event(), asyncio.Event()
     stream = _GatedStream(_h2_server_bytes(), {1: heads_sent, 2: rest_sent})
-    client = aiopool.Client(http1=False, http2_engine=engine)
-    client._pool._dialer = _OneStreamDialer(stream)
+    client = aiopool.Client(http1=False, http2_engine=engine, dialer=_OneStreamDialer(stream))
     async with client:
         download_context = client.stream("GET", URL)
         abandoned_context = client.stream("GET", URL)
@@ -308,8 +306,7 @@ async def test_h2_request_on_a_socket_closed_unnoticed_goes_elsewhere(engine: En
     eof_read = asyncio.Event()
     first = _GatedStream([*_h2_answer(b"first"), b""], {2: eof_read})
     second = _GatedStream(_h2_answer(b"second"), {})
-    client = aiopool.Client(http1=False, http2_engine=engine)
-    client._pool._dialer = _Dialer(first, second)
+    client = aiopool.Client(http1=False, http2_engine=engine, dialer=_Dialer(first, second))
     async with client:
         assert (await client.get(URL)).content == b"first"
         first.closed = True  # the server closed; the reader has not seen it yet
@@ -337,7 +334,7 @@ async def test_h2_sockets_retired_by_goaway_are_freed_at_once(
         def retired_alive() -> int:
             gc.collect()
             return sum(
-                isinstance(o, HTTP2Connection) and o._owner is client._pool
+                isinstance(o, HTTP2Connection) and o._owner is pool_of(client)
                 for o in gc.get_objects()
             )
 
@@ -399,8 +396,7 @@ async def test_h2_connection_refused_in_its_preface_is_dialled_again(engine: Eng
     # that dial failed with ConnectError, though none had been sent. Go dials again.
     refused = MockStream(_h2_goaway_preface())
     served = MockStream(_h2_answer(b"served"))
-    client = aiopool.Client(http1=False, http2_engine=engine)
-    client._pool._dialer = _Dialer(refused, served)
+    client = aiopool.Client(http1=False, http2_engine=engine, dialer=_Dialer(refused, served))
     async with client:
         resp = await client.get(URL)
         assert resp.content == b"served"

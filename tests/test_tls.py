@@ -19,7 +19,7 @@ import pytest
 import trustme
 
 import aiopool
-from tests.helpers import assert_settled, eventually
+from tests.helpers import assert_settled, eventually, pool_of
 from tests.rig.fault_server import BlackholeServer, FaultServer, server_ssl_context
 
 
@@ -177,7 +177,7 @@ async def test_verify_with_an_ssl_context(
     server: FaultServer, client_ssl_context: ssl.SSLContext
 ) -> None:
     async with aiopool.Client(verify=client_ssl_context) as client:
-        assert client._get_ssl_context() is client_ssl_context  # used as given
+        assert pool_of(client)._ssl_context() is client_ssl_context  # used as given
         first = await client.get(f"{server.url}/echo")
         second = await client.get(f"{server.url}/echo")
         assert second.conn_info.reused
@@ -195,7 +195,7 @@ async def test_certificate_valid_for_the_ip_literal(server: FaultServer, ca_path
 async def test_verify_false_skips_verification(other_name_server: FaultServer) -> None:
     # Wrong name and an untrusted issuer (no CA given): still connects, as asked.
     async with aiopool.Client(verify=False) as client:
-        ctx = client._get_ssl_context()
+        ctx = pool_of(client)._ssl_context()
         assert ctx.verify_mode == ssl.CERT_NONE
         assert not ctx.check_hostname
         resp = await client.get(f"{other_name_server.url}/echo?id=unverified")
@@ -278,15 +278,14 @@ async def test_one_ssl_context_per_client(server: FaultServer, ca_path: str) -> 
         aiopool.Client(verify=ca_path) as client,
         aiopool.Client(verify=ca_path) as other,
     ):
-        ctx = client._get_ssl_context()
-        assert ctx is not other._get_ssl_context()
-        assert client._pool._ssl_context() is ctx
+        ctx = pool_of(client)._ssl_context()
+        assert ctx is not pool_of(other)._ssl_context()
         assert ctx.minimum_version == ssl.TLSVersion.TLSv1_2
         assert ctx.check_hostname
         assert ctx.verify_mode == ssl.CERT_REQUIRED
         for host in ("localhost", "127.0.0.1", "localhost"):
             await client.get(f"https://{host}:{server.port}/echo")
-            assert client._get_ssl_context() is ctx
+            assert pool_of(client)._ssl_context() is ctx
         assert assert_settled(client).connections_opened == 2  # one per origin
 
 
@@ -311,7 +310,7 @@ async def test_aclose_closes_tls_sockets_without_waiting_for_the_peer(
 @pytest.mark.parametrize("verify", [True, False, "ca_path"])
 def test_tls_1_2_is_the_minimum(verify: bool | str, ca_path: str) -> None:
     client = aiopool.Client(verify=ca_path if verify == "ca_path" else verify)
-    assert client._get_ssl_context().minimum_version == ssl.TLSVersion.TLSv1_2
+    assert pool_of(client)._ssl_context().minimum_version == ssl.TLSVersion.TLSv1_2
     assert not client.is_closed  # never used, nothing to close
 
 

@@ -218,10 +218,12 @@ class AiopoolTransport(httpx.AsyncBaseTransport):
                 _url(request.url),
                 Headers._from_raw(list(request.headers.raw)),
                 _content(request),
+                timeout=_timeout(request, client.timeout),
             )
-            # The raw layer: one request through the pool with aiopool's stale-socket retry,
-            # and nothing user-facing above it (httpx does redirects, cookies, auth, decoding).
-            response = await client._send(ours, _timeout(request, client.timeout), stream=True)
+            # The client's transport: one exchange through the pool with aiopool's safe-replay
+            # rules, and nothing user-facing above it (httpx does redirects, cookies, auth,
+            # decoding).
+            response = await client.transport.handle_request(ours)
         except AiopoolError as exc:
             raise _map_exception(exc, request) from exc
         return httpx.Response(
