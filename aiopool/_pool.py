@@ -164,10 +164,10 @@ class ConnectionPool:
         The child must never act on an inherited socket: it closes its copies of their file
         descriptors, which sends nothing (`_backend.drop_inherited`), and nothing else. Their
         transports, the parent's dial and reader tasks, timers and event loop are kept in
-        `_INHERITED` and never finalized: a finalizer would close a descriptor number the
-        child may have reused by then, and uvloop's removes the socket from the epoll instance
-        the child shares with its parent (where the parent is still waiting on it). The pool's
-        loop binding goes too: a child runs its own event loop.
+        `_INHERITED` and never finalized: asyncio's finalizers warn and close a descriptor
+        number the child may have reused by then; uvloop's call into the parent's libuv loop,
+        whose epoll instance the child shares with the parent (the tests see both without
+        `_INHERITED`). The pool's loop binding goes too: a child runs its own event loop.
 
         Detected by a pid check where the pool is entered (`acquire`, `stats`, shutdown), not
         by `os.register_at_fork`: workers forked from C (uWSGI, without
