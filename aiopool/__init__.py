@@ -6,6 +6,9 @@
 Everything public is re-exported here; modules starting with an underscore are private.
 """
 
+# First: `_exceptions` and `_models` import each other (see the end of `_exceptions`), which
+# works when `_exceptions` is the one loaded first, whatever order the modules below use.
+from . import _exceptions  # noqa: F401
 from ._client import Client, StreamContext
 from ._config import Timeout
 from ._cookies import Cookies

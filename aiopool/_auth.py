@@ -15,7 +15,7 @@ from typing import TypeAlias
 
 __all__ = ("AuthTypes", "basic_auth_header")
 
-AuthTypes: TypeAlias = "tuple[str | bytes, str | bytes]"
+AuthTypes: TypeAlias = tuple[str | bytes, str | bytes]
 
 # RFC 7617 section 2: "The user-id and password MUST NOT contain any control characters", and
 # "a user-id containing a colon character is invalid" (the server splits at the first colon,

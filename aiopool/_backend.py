@@ -19,7 +19,9 @@ future trio backend plug in behind it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
+import os
 import socket
 import ssl
 from collections.abc import Callable
@@ -34,7 +36,7 @@ from ._exceptions import (
     WriteTimeout,
 )
 
-__all__ = ("AsyncioStream", "NetworkStream", "expire", "open_stream")
+__all__ = ("AsyncioStream", "NetworkStream", "drop_inherited", "expire", "open_stream")
 
 # Stop reading from the kernel when this much is buffered and unread (backpressure). asyncio's
 # StreamReader pauses at 128 KiB (2 * its 64 KiB limit); we allow 256 KiB so a fast download is
@@ -404,6 +406,36 @@ async def open_stream(
     if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return AsyncioStream(transport, proto)
+
+
+def drop_inherited(stream: NetworkStream) -> None:
+    """In a fork()ed child: close this process's copy of `stream`'s file descriptor, and only that.
+
+    The socket itself stays the parent's. `close(2)` on a descriptor the parent still holds
+    sends nothing (TCP sends its FIN when the last descriptor of the socket closes, and that is
+    the parent's), while `shutdown(2)`, a TLS close_notify or any read would act on the
+    connection the parent is using: none of them happens here. The transport and protocol
+    objects are not touched either; the caller keeps them from ever being finalized (see
+    `ConnectionPool._forget_parent`). A stream without a socket (a test double) is left alone.
+    """
+    sock = stream.extra("socket")
+    if sock is None:
+        return
+    try:
+        fd = sock.fileno()
+        # The descriptor number must still be this connection: a child that daemonized closed
+        # every inherited descriptor, and the number may name a file it opened since. A TCP
+        # connection's two addresses (cached by the transport when it was made) identify it.
+        ours = (
+            fd >= 0
+            and sock.getsockname() == stream.extra("sockname")
+            and sock.getpeername() == stream.extra("peername")
+        )
+    except OSError:  # no longer a connected socket: not ours to close
+        return
+    if ours:
+        with contextlib.suppress(OSError):  # Defensive: it was checked a moment ago
+            os.close(fd)
 
 
 def _describe_os_error(exc: OSError, host: str, port: int) -> str:

@@ -113,4 +113,4 @@ class Timeout:
         return value if isinstance(value, Timeout) else cls(value)
 
 
-TimeoutTypes: TypeAlias = "Timeout | float | None"
+TimeoutTypes: TypeAlias = Timeout | float | None

@@ -30,8 +30,6 @@ from ._urls import URL, Origin
 
 __all__ = ("CookieTypes", "Cookies")
 
-CookieTypes: TypeAlias = "Cookies | CookieJar | Mapping[str, str] | Sequence[tuple[str, str]]"
-
 # RFC 6265 section 4.1.1: cookie-name is a token; cookie-value is cookie-octets (no CTLs,
 # whitespace, DQUOTE, comma, semicolon or backslash), optionally in double quotes. Values are
 # checked a little more leniently (spaces and commas inside pass, as browsers accept them),
@@ -308,6 +306,10 @@ class Cookies(MutableMapping[str, str]):
     def extract(self, headers: Headers, url: URL) -> None:
         """Store the cookies a response to `url` set, by the jar's rules."""
         self.jar.extract_cookies(_JarResponse(headers), _JarRequest(url))  # type: ignore[arg-type]
+
+
+# After `Cookies`, as an object rather than a string (see `HeaderTypes`): annotations resolve.
+CookieTypes: TypeAlias = Cookies | CookieJar | Mapping[str, str] | Sequence[tuple[str, str]]
 
 
 def _header(jar: CookieJar, url: URL, cross_origin_hop: bool) -> bytes | None:

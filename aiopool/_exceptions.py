@@ -31,11 +31,6 @@ in between catches them piecemeal.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from ._models import Request, Response
-
 __all__ = (
     "AiopoolError",
     "ClientClosed",
@@ -70,6 +65,11 @@ __all__ = (
 
 class AiopoolError(Exception):
     """Root of every exception aiopool raises on purpose."""
+
+    # Spelled out so that `inspect.signature()` works on every class of the tree (documentation
+    # tools read it): BaseException's own `__init__` is C code without a signature to read.
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
 
 
 class InvalidURL(AiopoolError):
@@ -235,3 +235,11 @@ class ProxyError(TransportError):
     def __init__(self, message: str, *, status_code: int | None = None) -> None:
         super().__init__(message)
         self.status_code = status_code
+
+
+# The models raise these exceptions and these exceptions carry the models, so the import that
+# closes the circle comes last, once every class above exists (`_models` imports them from this
+# module while it loads). It is a runtime import, not a TYPE_CHECKING one, so that
+# `typing.get_type_hints()` resolves `.request` and `.response`. `aiopool/__init__.py` imports
+# this module first, so it is always this module that starts the circle.
+from ._models import Request, Response  # noqa: E402

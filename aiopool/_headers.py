@@ -16,11 +16,6 @@ from ._exceptions import LocalProtocolError
 
 __all__ = ("HeaderTypes", "Headers", "validate_header")
 
-HeaderTypes: TypeAlias = (
-    "Headers | Mapping[str, str] | Mapping[bytes, bytes] | Sequence[tuple[str, str]]"
-    " | Sequence[tuple[bytes, bytes]]"
-)
-
 _TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
 # RFC 9110 section 5.5 field-value, as h11 enforces it: visible characters separated by single
 # runs of SP/HTAB, no leading or trailing whitespace, and no CR, LF, NUL, VT or FF anywhere.
@@ -167,3 +162,15 @@ class Headers(Mapping[str, str]):
 
     def __repr__(self) -> str:
         return f"Headers({self.multi_items()!r})"
+
+
+# Defined after `Headers`, as an object rather than a string: a string alias inside `HeaderTypes
+# | None` is a TypeError for `typing.get_type_hints()` (the annotations above are lazy, so they
+# may name it before it exists).
+HeaderTypes: TypeAlias = (
+    Headers
+    | Mapping[str, str]
+    | Mapping[bytes, bytes]
+    | Sequence[tuple[str, str]]
+    | Sequence[tuple[bytes, bytes]]
+)

@@ -16,13 +16,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import itertools
+import os
 import ssl
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
-from ._backend import NetworkStream, open_stream
+from ._backend import NetworkStream, drop_inherited, open_stream
 from ._config import DEFAULT_HEAD_LIMITS, HeadLimits, Timeout
 from ._exceptions import AiopoolError, ClientClosed, ConnectError, PoolTimeout
 from ._h2engine import H2Engine, load_engine
@@ -58,6 +59,10 @@ class Dialer(Protocol):
 
 # On shutdown, how long TLS sockets may take to exchange close_notify before being aborted.
 _CLOSE_GRACE = 0.25
+
+# In a fork()ed child, what its pools inherited from the parent: kept for the process's lifetime
+# and never finalized (see `ConnectionPool._forget_parent`).
+_INHERITED: list[object] = []
 
 
 class ConnectionPool:
@@ -113,6 +118,7 @@ class ConnectionPool:
         self._sweeper: asyncio.TimerHandle | None = None
         self._h2_timers: dict[Connection, asyncio.TimerHandle] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._pid = os.getpid()  # a fork()ed child starts afresh (see `_forget_parent`)
 
     def __repr__(self) -> str:
         s = self._state
@@ -136,6 +142,7 @@ class ConnectionPool:
         return self._state.closed
 
     def stats(self) -> PoolStats:
+        self._check_fork()
         return self._state.snapshot()
 
     def note_response(self, origin: Origin, info: ConnInfo) -> None:
@@ -145,6 +152,60 @@ class ConnectionPool:
     def note_retry(self, origin: Origin, reason: str) -> None:
         """A request is being sent again; `reason` as in `PoolStats.retries`."""
         self._state.note_retry(origin, reason)
+
+    # fork() ------------------------------------------------------------------------------------
+
+    def _check_fork(self) -> None:
+        if self._pid != os.getpid():
+            self._forget_parent()
+
+    def _forget_parent(self) -> None:
+        """This process is a fork()ed child of the one the pool was used in: start empty.
+
+        A client made before a fork (gunicorn `--preload`, uWSGI, multiprocessing's "fork")
+        holds the parent's sockets; a child using them would interleave its requests with the
+        parent's on one connection, each reading the other's responses. So the child gets an
+        empty pool, and dials its own sockets, as redis-py's `ConnectionPool` and pymongo do
+        (SQLAlchemy documents the same, `engine.dispose(close=False)`). Refusing with an error
+        was the other choice; it would only make every such application write this reset.
+
+        The child must never act on an inherited socket: it closes its copies of their file
+        descriptors, which sends nothing (`_backend.drop_inherited`), and nothing else. Their
+        transports, the parent's dial and reader tasks, timers and event loop are kept in
+        `_INHERITED` and never finalized: asyncio's finalizers warn and close a descriptor
+        number the child may have reused by then; uvloop's call into the parent's libuv loop,
+        whose epoll instance the child shares with the parent (the tests see both without
+        `_INHERITED`). The pool's loop binding goes too: a child runs its own event loop.
+
+        Detected by a pid check where the pool is entered (`acquire`, `stats`, shutdown), not
+        by `os.register_at_fork`: workers forked from C (uWSGI, without
+        `py-call-osafterfork`) never run those hooks. The check costs one `getpid()`, about
+        0.2 us, per request.
+        """
+        old = self._state
+        for conn in old.conns:
+            # (Connections do not expose their stream; every kind keeps it as `_stream`.)
+            stream = getattr(conn, "_stream", None)
+            if stream is not None:
+                drop_inherited(stream)
+        _INHERITED.append(
+            (old, self._dials, self._readers, self._sweeper, self._h2_timers, self._loop)
+        )
+        self._state = PoolState(
+            max_connections=old.max_connections,
+            max_connections_per_host=old.max_per_host,
+            max_idle_per_host=old.max_idle_per_host,
+            max_idle=old.max_idle,
+            idle_timeout=old.idle_timeout,
+            may_multiplex=self._may_multiplex,
+        )
+        self._state.closed = old.closed
+        self._dials = set()
+        self._readers = set()
+        self._sweeper = None
+        self._h2_timers = {}
+        self._loop = None
+        self._pid = os.getpid()
 
     # Leasing -----------------------------------------------------------------------------------
 
@@ -163,8 +224,11 @@ class ConnectionPool:
         Raises `PoolTimeout` after `timeout.pool` seconds of waiting, the dial's `ConnectError` /
         `ConnectTimeout` when the dial made for this request failed, `ClientClosed` once closed.
         On cancellation nothing is leaked: the waiter leaves the queue, and a connection handed
-        over in the meantime goes back to the pool.
+        over in the meantime goes back to the pool. In a fork()ed child, the pool first forgets
+        what it inherited (`_forget_parent`).
         """
+        if self._pid != os.getpid():  # (inline: the hot path)
+            self._forget_parent()
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
@@ -494,13 +558,16 @@ class ConnectionPool:
 
     @property
     def has_connections(self) -> bool:
+        self._check_fork()  # (a child's client, garbage-collected, must not close the parent's)
         return bool(self._state.conns) or bool(self._dials)
 
     def _shut(self) -> tuple[list[Connection], list[asyncio.Task[None]]]:
         """Stop timers, close the books and every socket, cancel dials and h2 readers.
 
         Synchronous; returns the closed connections and cancelled tasks, to await if wanted.
+        In a fork()ed child only what the child itself opened is closed (`_forget_parent`).
         """
+        self._check_fork()
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None

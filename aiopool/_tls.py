@@ -12,7 +12,10 @@ from typing import TypeAlias
 
 __all__ = ("LazySSLContext", "VerifyTypes", "check_verify", "create_ssl_context")
 
-VerifyTypes: TypeAlias = "bool | str | os.PathLike[str] | ssl.SSLContext"
+# Aliases are runtime objects, not strings: `typing.get_type_hints()` on a public signature
+# (pydantic, FastAPI, documentation tools) evaluates them where they are used, where `os` and
+# `ssl` are not names.
+VerifyTypes: TypeAlias = bool | str | os.PathLike[str] | ssl.SSLContext
 
 
 def check_verify(verify: VerifyTypes) -> None:

@@ -6,8 +6,13 @@ import asyncio
 import dataclasses
 import importlib.resources
 import inspect
+import os
 import tomllib
+import types
+import typing
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,6 +55,89 @@ def test_exports_are_reexported_from_private_modules() -> None:
         if inspect.isclass(value):
             assert value.__module__.startswith("aiopool._"), name
             assert value.__name__ == name
+
+
+# Annotations resolve at run time -------------------------------------------------------------
+# pydantic, FastAPI and documentation tools call `typing.get_type_hints()` and
+# `inspect.signature()` on what they are given: a string alias, or a name imported only under
+# TYPE_CHECKING, makes them raise NameError or TypeError on our public signatures.
+
+
+def _public_callables(qualname: str, obj: object) -> Iterator[tuple[str, Callable[..., Any]]]:
+    """The object itself and, for a class, its `__init__` and every public method, class or
+    static method and property getter (inherited ones included: they are public there too)."""
+    if inspect.isfunction(obj):
+        yield qualname, obj
+        return
+    assert inspect.isclass(obj), qualname
+    yield qualname, obj
+    for name in ["__init__", *(n for n in dir(obj) if not n.startswith("_"))]:
+        raw = inspect.getattr_static(obj, name)
+        if isinstance(raw, property) and raw.fget is not None:
+            yield f"{qualname}.{name}", raw.fget
+        elif isinstance(raw, staticmethod | classmethod):
+            yield f"{qualname}.{name}", raw.__func__
+        elif inspect.isfunction(raw):
+            yield f"{qualname}.{name}", raw
+
+
+def _typed_dicts(hint: object) -> Iterator[type]:
+    """TypedDicts inside a resolved hint (`**kwargs: Unpack[RequestOptions]`): their fields are
+    part of the signature, so they must resolve as well."""
+    if isinstance(hint, type) and typing.is_typeddict(hint):
+        yield hint
+    for arg in typing.get_args(hint):
+        yield from _typed_dicts(arg)
+
+
+def _unresolvable(module: types.ModuleType, prefix: str) -> tuple[list[str], int]:
+    """What fails to resolve among the classes and functions `module.__all__` exports, and how
+    many callables were looked at."""
+    failures: list[str] = []
+    checked = 0
+    for name in module.__all__:
+        value = getattr(module, name)
+        if not (inspect.isclass(value) or inspect.isfunction(value)):
+            continue  # __version__, and TraceName (a Literal): nothing to resolve
+        for where, func in _public_callables(prefix + name, value):
+            checked += 1
+            try:
+                hints = typing.get_type_hints(func)
+                for hint in hints.values():
+                    for typed_dict in _typed_dicts(hint):
+                        typing.get_type_hints(typed_dict)
+            except Exception as exc:
+                failures.append(f"get_type_hints({where}): {type(exc).__name__}: {exc}")
+            try:
+                inspect.signature(func)
+            except (TypeError, ValueError) as exc:
+                failures.append(f"signature({where}): {type(exc).__name__}: {exc}")
+    return failures, checked
+
+
+def test_every_public_annotation_resolves_at_runtime() -> None:
+    failures, checked = _unresolvable(aiopool, "")
+    assert failures == []
+    assert checked > 100  # the walk did reach the methods, not only the names
+
+
+def test_the_integrations_annotations_resolve_at_runtime() -> None:
+    httpx_adapter = pytest.importorskip("aiopool.integrations.httpx")
+    failures, checked = _unresolvable(httpx_adapter, "integrations.httpx.")
+    assert failures == []
+    assert checked > 1
+
+
+def test_the_aliases_in_public_signatures_are_runtime_objects() -> None:
+    # The root of the failures above: an alias written as a string is evaluated in the module
+    # that uses it, where its names (`os`, `ssl`, `Headers`...) are not imported.
+    verify = typing.get_type_hints(aiopool.Client.__init__)["verify"]
+    assert any(typing.get_origin(arg) is os.PathLike for arg in typing.get_args(verify))
+    headers = typing.get_type_hints(aiopool.Headers.__init__)["headers"]
+    assert aiopool.Headers in typing.get_args(headers)
+    cookies = typing.get_type_hints(aiopool.Cookies.__init__)["cookies"]
+    assert aiopool.Cookies in typing.get_args(cookies)
+    assert typing.get_type_hints(aiopool.TransportError)["request"] == aiopool.Request | None
 
 
 def test_version_is_a_string() -> None:
