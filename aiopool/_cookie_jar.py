@@ -42,7 +42,7 @@ import urllib.request
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from http import cookiejar
-from http.cookiejar import Cookie, CookieJar, DefaultCookiePolicy
+from http.cookiejar import Cookie, CookieJar, CookiePolicy, DefaultCookiePolicy
 from typing import Any
 
 from publicsuffixlist import PublicSuffixList
@@ -221,12 +221,11 @@ class Jar(CookieJar):
     def extract_cookies(self, response: Any, request: urllib.request.Request) -> None:
         """The stdlib's, with the public-suffix host exception made first and the rule that
         needs the jar's contents ("Leave Secure Cookies Alone") checked last."""
+        policy: CookiePolicy = self._policy  # type: ignore[attr-defined]
         with self._cookies_lock:  # type: ignore[attr-defined]
             for made in self.make_cookies(response, request):
                 cookie = _host_only_if_public_suffix_host(_prune(made), request)
-                if self._policy.set_ok(cookie, request) and not self._shadows_secure(  # type: ignore[attr-defined]
-                    cookie, request
-                ):
+                if policy.set_ok(cookie, request) and not self._shadows_secure(cookie, request):
                     self.set_cookie(cookie)
 
     def set_cookie(self, cookie: Cookie) -> None:
