@@ -1,12 +1,16 @@
 """Cookies: a client's jar, filled from every response's Set-Cookie and sent per request URL.
 
 The rules are the standard library's (`http.cookiejar`: domain and path matching, Secure,
-Expires/Max-Age), with the policy tightened where RFC 6265 is stricter than its defaults:
+Expires/Max-Age), with the policy tightened where RFC 6265 and RFC 6265bis are stricter than its
+defaults, and the jar bounded and indexed (`_cookie_jar` says how):
 
 - a cookie set without a Domain attribute is host-only (RFC 6265 section 5.3 step 6): it goes
   back to exactly the host that set it, never to its subdomains (`DomainStrictNonDomain`);
 - a cookie whose name or value could not be sent back as a legal header is dropped when it
-  arrives, so one hostile Set-Cookie cannot make every later request to that host fail.
+  arrives, so one hostile Set-Cookie cannot make every later request to that host fail;
+- a Domain attribute naming a public suffix is refused, Secure cookies come only from https,
+  the `__Secure-` and `__Host-` name prefixes are kept to, and the jar holds at most 180
+  cookies a site and 3,000 in all, oldest evicted first.
 
 Cookies the *user* sets without a domain (`Client(cookies={"a": "1"})`, `cookies.set("a",
 "1")`) are sent to every host the user asks for, as httpx does; they are withheld on a redirect
@@ -16,112 +20,21 @@ hop to an origin other than the one the user asked for, like the `Cookie` header
 
 from __future__ import annotations
 
-import math
-import re
 import time
 import urllib.request
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
-from http.cookiejar import Cookie, CookieJar, DefaultCookiePolicy
+from http.cookiejar import Cookie, CookieJar
 from typing import TypeAlias
 
+from ._cookie_jar import Jar, valid
 from ._exceptions import CookieConflict
 from ._headers import Headers, validate_header
-from ._urls import URL, Origin
+from ._urls import URL
 
 __all__ = ("CookieTypes", "Cookies")
 
-# RFC 6265 section 4.1.1: cookie-name is a token; cookie-value is cookie-octets (no CTLs,
-# whitespace, DQUOTE, comma, semicolon or backslash), optionally in double quotes. Values are
-# checked a little more leniently (spaces and commas inside pass, as browsers accept them),
-# but never anything that would split the Cookie header or the header block.
-_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_VALUE = re.compile(r"[^\x00-\x1f\x7f;]*")
-
-
-def _valid(name: str, value: str | None) -> bool:
-    return bool(_NAME.fullmatch(name)) and (value is None or bool(_VALUE.fullmatch(value)))
-
-
-class _Policy(DefaultCookiePolicy):
-    """The stdlib policy, host-only cookies kept host-only, and the two rules above."""
-
-    def __init__(self) -> None:
-        super().__init__(strict_ns_domain=DefaultCookiePolicy.DomainStrictNonDomain)
-
-    def set_ok(self, cookie: Cookie, request: urllib.request.Request) -> bool:
-        return _valid(cookie.name, cookie.value) and super().set_ok(cookie, request)
-
-    def return_ok(self, cookie: Cookie, request: urllib.request.Request) -> bool:
-        if not cookie.domain:  # set by the user, without a domain: see the module docstring
-            return not getattr(request, "cross_origin_hop", False) and self.return_ok_expires(
-                cookie, request
-            )
-        return super().return_ok(cookie, request)
-
-
-# Header values remembered per jar (see `_Jar`): a client talks to few URLs at a time.
+# Header values remembered per jar (see `Jar`): a client talks to few URLs at a time.
 _MAX_REMEMBERED = 256
-
-_HeaderKey = tuple[Origin, bytes, bool]
-
-
-class _Jar(CookieJar):
-    """A CookieJar that remembers the `Cookie` header it computed for a URL until it changes.
-
-    The stdlib re-parses the request URL for every cookie it considers: ~70 us per request
-    with five cookies, as much as the rest of a request costs. Every change goes through
-    `set_cookie` or `clear` (`extract_cookies`, `clear_expired_cookies`... call them), which
-    forget everything; so does time, at the first expiry of any cookie held. (A `Cookie`
-    object changed in place, behind the jar's back, is not seen: replace it with `set_cookie`.)
-    """
-
-    def __init__(self, policy: DefaultCookiePolicy) -> None:
-        super().__init__(policy)
-        self.remembered: dict[_HeaderKey, bytes | None] = {}
-        self._until: float | None = math.inf  # None: to be found again
-
-    def set_cookie(self, cookie: Cookie) -> None:
-        held = self._cookies  # type: ignore[attr-defined]  # {domain: {path: {name: Cookie}}}
-        old = held.get(cookie.domain, {}).get(cookie.path, {}).get(cookie.name)
-        super().set_cookie(cookie)
-        if old is not None and _sent_alike(old, cookie):
-            # The same cookie set again, only its expiry moved: what goes on the wire does
-            # not change (load balancers re-set their sticky cookie on every response).
-            self._until = None
-        else:
-            self.forget()
-
-    def clear(
-        self, domain: str | None = None, path: str | None = None, name: str | None = None
-    ) -> None:
-        super().clear(domain, path, name)
-        self.forget()
-
-    def forget(self) -> None:
-        self.remembered.clear()
-        self._until = None
-
-    @property
-    def remembered_until(self) -> float:
-        """The first expiry among the cookies held (found once per change, not per request)."""
-        until = self._until
-        if until is None:
-            until = self._until = min(
-                (c.expires for c in self if c.expires is not None), default=math.inf
-            )
-        return until
-
-
-def _sent_alike(a: Cookie, b: Cookie) -> bool:
-    """Whether two cookies of one domain, path and name go to the same requests as the same
-    header text, whatever their expiry."""
-    return (a.value, a.version, a.secure, a.port, a.domain_specified) == (
-        b.value,
-        b.version,
-        b.secure,
-        b.port,
-        b.domain_specified,
-    )
 
 
 class _JarRequest(urllib.request.Request):
@@ -163,7 +76,7 @@ class Cookies(MutableMapping[str, str]):
         if isinstance(cookies, CookieJar):
             self.jar = cookies
             return
-        self.jar = _Jar(_Policy())
+        self.jar = Jar()
         if isinstance(cookies, Cookies):
             for cookie in cookies.jar:
                 self.jar.set_cookie(cookie)
@@ -178,7 +91,7 @@ class Cookies(MutableMapping[str, str]):
         token or a value with a control character or a semicolon."""
         if not isinstance(name, str) or not isinstance(value, str):
             raise TypeError("cookie names and values must be str")
-        if not _valid(name, value):
+        if not valid(name, value):
             raise ValueError(f"illegal cookie {name!r}: not a token, or a bad character in value")
         cookie = Cookie(
             version=0,
@@ -287,7 +200,7 @@ class Cookies(MutableMapping[str, str]):
         if self.surely_empty:
             return None
         jar = self.jar
-        if not isinstance(jar, _Jar):
+        if not isinstance(jar, Jar):
             return _header(jar, url, cross_origin_hop)
         key = (url.origin, url.target.partition(b"?")[0], cross_origin_hop)
         if time.time() < jar.remembered_until:
@@ -296,7 +209,7 @@ class Cookies(MutableMapping[str, str]):
             except KeyError:
                 pass
         else:
-            jar.forget()  # something expired: recompute (the stdlib then drops it)
+            jar.sweep_expired()  # something expired: drop it, forget what was remembered
         value = _header(jar, url, cross_origin_hop)
         if len(jar.remembered) >= _MAX_REMEMBERED:
             jar.remembered.clear()
@@ -323,6 +236,6 @@ def _header(jar: CookieJar, url: URL, cross_origin_hop: bool) -> bytes | None:
     except UnicodeEncodeError:  # a value set by hand: sent as UTF-8, as `Headers` does
         header = value.encode("utf-8")
     # Checked once, here, not per request: what is remembered was checked. Cookies arriving
-    # are filtered (`_Policy.set_ok`); this catches one put straight into the jar.
+    # are filtered (`Policy.set_ok`); this catches one put straight into the jar.
     validate_header(b"cookie", header)
     return header
