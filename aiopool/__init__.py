@@ -11,12 +11,14 @@ from ._config import Timeout
 from ._cookies import Cookies
 from ._exceptions import (
     AiopoolError,
+    AiopoolWarning,
     ClientClosed,
     ConnectError,
     ConnectTimeout,
     CookieConflict,
     DecodingError,
     HTTPStatusError,
+    InsecureRequestWarning,
     InvalidRedirect,
     InvalidURL,
     LocalProtocolError,
@@ -49,6 +51,7 @@ from ._version import __version__
 __all__ = (
     "URL",
     "AiopoolError",
+    "AiopoolWarning",
     "Client",
     "ClientClosed",
     "ConnInfo",
@@ -60,6 +63,7 @@ __all__ = (
     "HTTPStatusError",
     "Headers",
     "HostStats",
+    "InsecureRequestWarning",
     "InvalidRedirect",
     "InvalidURL",
     "LocalProtocolError",
