@@ -25,7 +25,8 @@ Rules kept here:
 - parsed URLs are cached (services call the same few URLs over and over), but only short ones
   (`_CACHEABLE`, 2 KiB, as given and normalized), at most `_CACHE_ENTRIES` (512) of them: the
   cache holds at most ~6 MiB whatever the traffic. The standard library's own `urlsplit` cache
-  is bypassed for the same reason: a URL parsed here is not kept alive by anyone else.
+  is bypassed for the same reason (`urljoin` fills it too, so `join` uses `_join`, urljoin's
+  algorithm over the uncached split): a URL parsed here is not kept alive by anyone else.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import contextlib
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, NamedTuple
-from urllib.parse import SplitResult, quote, unquote, urlencode, urljoin, urlsplit
+from urllib.parse import SplitResult, quote, unquote, urlencode, urlsplit, urlunsplit
 
 from ._exceptions import InvalidURL
 
@@ -188,7 +189,7 @@ class URL:
             # An empty authority: RFC 3986 gives "http://" (no host), urljoin the base.
             raise InvalidURL(f"URL has no host: {_redacted(url)!r}")
         try:
-            joined = urljoin(self._str, url)
+            joined = _join(self._str, url)
         except ValueError as exc:  # e.g. "Invalid IPv6 URL"
             raise InvalidURL(f"invalid URL {_redacted(url)!r}: {_reason(exc, url)}") from None
         return URL(joined)
@@ -236,6 +237,55 @@ def _flatten(params: Mapping[str, object] | Sequence[tuple[str, object]]) -> lis
             text = ("true" if v else "false") if isinstance(v, bool) else str(v)
             out.append((key, text))
     return out
+
+
+def _join(base: str, url: str) -> str:
+    """`urllib.parse.urljoin(base, url)` for http(s) bases, step for step, over the uncached
+    `_urlsplit`: urljoin parses both through the standard library's cache, which would keep
+    every Location of a redirect chain alive (up to 128 of them, 64 KiB each). Raises
+    `ValueError` as urlsplit does.
+    """
+    if not url:
+        return base
+    b = _urlsplit(base)
+    scheme, netloc, path, query, fragment = _urlsplit(url)
+    if (scheme or b.scheme) != b.scheme:  # another scheme: the reference as it is
+        return url
+    scheme = b.scheme
+    path, params = _split_params(path)
+    if netloc:
+        return _unparse(scheme, netloc, path, params, query, fragment)
+    if not path and not params:
+        path, params = _split_params(b.path)
+        return _unparse(scheme, b.netloc, path, params, query or b.query, fragment)
+    base_parts = _split_params(b.path)[0].split("/")
+    if base_parts[-1] != "":
+        del base_parts[-1]  # the last segment is replaced, not extended (RFC 3986 5.2.3)
+    if path.startswith("/"):
+        segments = path.split("/")
+    else:
+        segments = base_parts + path.split("/")
+        segments[1:-1] = [s for s in segments[1:-1] if s]
+    resolved: list[str] = []
+    for segment in segments:  # remove_dot_segments (RFC 3986 5.2.4), as urljoin does it
+        if segment == "..":
+            if resolved:
+                resolved.pop()
+        elif segment != ".":
+            resolved.append(segment)
+    if segments[-1] in (".", ".."):
+        resolved.append("")
+    return _unparse(scheme, b.netloc, "/".join(resolved) or "/", params, query, fragment)
+
+
+def _split_params(path: str) -> tuple[str, str]:
+    """urlparse's `;params` of the last segment (RFC 2396), which urljoin handles apart."""
+    i = path.find(";", path.rfind("/") + 1)
+    return (path, "") if i < 0 else (path[:i], path[i + 1 :])
+
+
+def _unparse(scheme: str, netloc: str, path: str, params: str, query: str, frag: str) -> str:
+    return urlunsplit((scheme, netloc, f"{path};{params}" if params else path, query, frag))
 
 
 def _check_length(url: str) -> None:

@@ -12,9 +12,11 @@ import asyncio
 import contextlib
 import itertools
 from collections.abc import AsyncIterator
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import aiopool
 from aiopool import _urls
@@ -232,3 +234,40 @@ def test_an_at_sign_in_a_path_is_not_taken_for_userinfo() -> None:
     with pytest.raises(aiopool.InvalidURL) as info:
         aiopool.URL("ftp://example.org:21/mail/a@b.example")
     assert "ftp://example.org:21/mail/a@b.example" in str(info.value)
+
+
+# join: urljoin's results, without the standard library's cache -------------------------------
+
+_PIECES = st.sampled_from(
+    [*"/?#:@;=.%aZ09", "//", "..", "./", "../", "http:", "https:", "HTTP://", "[::1]", ":8", "g;x"]
+)
+_BASES = st.sampled_from(
+    ["http://a/b/c/d;p?q", "http://a/", "https://u:p@a:8443/x/y/?k#f", "http://a", "http://a/b/"]
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_BASES, st.lists(_PIECES, max_size=10).map("".join))
+def test_join_gives_what_urljoin_gives(base: str, reference: str) -> None:
+    try:
+        expected: str | Exception = urljoin(base, reference)
+    except ValueError as exc:
+        expected = exc
+    try:
+        got: str | Exception = _urls._join(base, reference)
+    except ValueError as exc:
+        got = exc
+    if isinstance(expected, Exception):
+        assert isinstance(got, ValueError)
+    else:
+        assert got == expected
+
+
+def test_join_does_not_fill_the_standard_library_cache() -> None:
+    if not hasattr(urlsplit, "cache_info"):
+        pytest.skip("urlsplit has no cache here")
+    info = urlsplit.cache_info  # type: ignore[attr-defined]
+    before = info()
+    aiopool.URL("http://example.org/a/b?" + "q" * 10_000).join("../c?" + "z" * 10_000)
+    after = info()
+    assert (after.hits, after.misses) == (before.hits, before.misses)
