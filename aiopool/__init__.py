@@ -14,12 +14,14 @@ from ._config import Timeout
 from ._cookies import Cookies
 from ._exceptions import (
     AiopoolError,
+    AiopoolWarning,
     ClientClosed,
     ConnectError,
     ConnectTimeout,
     CookieConflict,
     DecodingError,
     HTTPStatusError,
+    InsecureRequestWarning,
     InvalidRedirect,
     InvalidURL,
     LocalProtocolError,
@@ -55,6 +57,7 @@ from ._version import __version__
 __all__ = (
     "URL",
     "AiopoolError",
+    "AiopoolWarning",
     "Client",
     "ClientClosed",
     "ConnInfo",
@@ -68,6 +71,7 @@ __all__ = (
     "Handler",
     "Headers",
     "HostStats",
+    "InsecureRequestWarning",
     "InvalidRedirect",
     "InvalidURL",
     "LocalProtocolError",

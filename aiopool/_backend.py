@@ -305,14 +305,12 @@ class AsyncioStream:
                 )
         except TimeoutError:
             raise ConnectTimeout(f"TLS handshake with {target} timed out") from None
-        except ssl.SSLCertVerificationError as exc:
-            raise ConnectError(
-                f"TLS certificate verification failed for {target}: {exc.verify_message}"
-            ) from exc
         except ssl.SSLError as exc:
-            raise ConnectError(f"TLS handshake with {target} failed: {exc.reason}") from exc
-        except (OSError, RuntimeError) as exc:  # RuntimeError: the transport cannot do TLS
-            raise ConnectError(f"TLS handshake with {target} failed: {exc}") from exc
+            raise ConnectError(_describe_tls_error(exc, target)) from exc
+        except OSError as exc:
+            raise ConnectError(_describe_tls_close(exc, target)) from exc
+        except RuntimeError as exc:  # the transport cannot do TLS
+            raise ConnectError(f"TLS handshake with {target} failed: {_text(exc)}") from exc
         if transport is None:  # Defensive: the socket closed under the handshake
             raise ConnectError(f"connection to {target} closed during the TLS handshake")
         proto.transport = transport
@@ -393,13 +391,11 @@ async def open_stream(
             raise ConnectTimeout(
                 f"connecting to {host}:{port} timed out after {timeout}s"
             ) from None
-        if isinstance(exc, ssl.SSLCertVerificationError):
-            raise ConnectError(
-                f"TLS certificate verification failed for {host}:{port}: {exc.verify_message}"
-            ) from exc
         if isinstance(exc, ssl.SSLError):
-            raise ConnectError(f"TLS handshake with {host}:{port} failed: {exc.reason}") from exc
+            raise ConnectError(_describe_tls_error(exc, f"{host}:{port}")) from exc
         if isinstance(exc, OSError):
+            if ssl_context is not None and _closed_under_handshake(exc):
+                raise ConnectError(_describe_tls_close(exc, f"{host}:{port}")) from exc
             raise ConnectError(_describe_os_error(exc, host, port)) from exc
         raise
     sock = transport.get_extra_info("socket")
@@ -440,7 +436,54 @@ def drop_inherited(stream: NetworkStream) -> None:
 
 def _describe_os_error(exc: OSError, host: str, port: int) -> str:
     if isinstance(exc, socket.gaierror):
-        return f"could not resolve {host!r}: {exc.strerror}"
+        return f"could not resolve {host!r}: {_text(exc)}"
     if exc.errno == errno.ECONNREFUSED or isinstance(exc, ConnectionRefusedError):
         return f"connection refused by {host}:{port}"
-    return f"could not connect to {host}:{port}: {exc.strerror or exc}"
+    return f"could not connect to {host}:{port}: {_text(exc)}"
+
+
+def _text(exc: BaseException) -> str:
+    """What an exception says, never nothing: asyncio raises `ConnectionResetError()` bare."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+# OpenSSL reasons that mean "no TLS version in common": the server stops below TLS 1.2.
+_VERSION_REASONS = frozenset(
+    {"TLSV1_ALERT_PROTOCOL_VERSION", "UNSUPPORTED_PROTOCOL", "NO_PROTOCOLS_AVAILABLE"}
+)
+_VERSION_HINT = " (aiopool speaks TLS 1.2 and later only, RFC 8996; the server seems not to)"
+
+
+def _describe_tls_error(exc: ssl.SSLError, target: str) -> str:
+    """An `ssl.SSLError` as a message that says what failed: the verify code and message for a
+    certificate (as `openssl verify` prints them), else OpenSSL's library and reason."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        detail = exc.verify_message or exc.reason or _text(exc)
+        return (
+            f"TLS certificate verification failed for {target}: {detail} "
+            f"(verify code {exc.verify_code})"
+        )
+    reason = exc.reason or _text(exc)
+    library = f"{exc.library}: " if exc.library else ""
+    hint = _VERSION_HINT if exc.reason in _VERSION_REASONS else ""
+    return f"TLS handshake with {target} failed: {library}{reason}{hint}"
+
+
+def _closed_under_handshake(exc: OSError) -> bool:
+    """Whether `exc`, from a dial with TLS, is the server closing the connection: asyncio's
+    TLS layer raises a bare `ConnectionResetError()` when the peer closes mid-handshake, and a
+    reset or broken pipe comes only once TCP is up (a refused SYN is ECONNREFUSED)."""
+    return isinstance(exc, ConnectionError) and not isinstance(exc, ConnectionRefusedError)
+
+
+def _describe_tls_close(exc: OSError, target: str) -> str:
+    if exc.errno is None and not str(exc):  # a close without a TLS alert
+        what = "the server closed the connection without completing it"
+    else:
+        what = _text(exc)
+    return (
+        f"TLS handshake with {target} failed: {what}; the server may speak only versions "
+        "older than TLS 1.2 (aiopool's minimum, RFC 8996), or no TLS on this port"
+    )

@@ -22,12 +22,13 @@ import asyncio
 import codecs
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from typing import Any, TextIO
 
 from ._client import Client
 from ._config import Timeout
-from ._exceptions import AiopoolError
+from ._exceptions import AiopoolError, InsecureRequestWarning
 from ._models import Response
 from ._trace import TraceEvent
 from ._urls import URL
@@ -58,11 +59,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         options = _client_options(args)
-        if args.command == "get":
-            return asyncio.run(_get(args, options))
-        from ._cli_bench import bench
+        with warnings.catch_warnings():
+            if args.insecure:  # asked for on this command line: curl's -k says nothing either
+                warnings.simplefilter("ignore", InsecureRequestWarning)
+            if args.command == "get":
+                return asyncio.run(_get(args, options))
+            from ._cli_bench import bench
 
-        return asyncio.run(bench(args, options))
+            return asyncio.run(bench(args, options))
     except KeyboardInterrupt:
         print("aiopool: interrupted", file=sys.stderr)
         return 130

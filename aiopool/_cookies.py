@@ -41,7 +41,7 @@ class _JarRequest(urllib.request.Request):
     """What `CookieJar` expects to see of a request: urllib's Request, for one URL."""
 
     def __init__(self, url: URL, *, cross_origin_hop: bool = False) -> None:
-        super().__init__(str(url))
+        super().__init__(url.unmasked)  # (the URL as it is: str() masks a password)
         self.cross_origin_hop = cross_origin_hop
 
 

@@ -24,6 +24,12 @@
         │   └── RemoteProtocolError     (the server sent something illegal)
         └── ProxyError                  (the proxy refused or broke the handshake; .status_code)
 
+Warnings have their own root, `AiopoolWarning` (a `Warning`, not an error: urllib3's
+`HTTPWarning` tree), so `-W error::aiopool.AiopoolWarning` or one filter catches them all:
+
+    AiopoolWarning
+    └── InsecureRequestWarning          (verify=False: once per host per client)
+
 Backend errors are translated once, at the edge where they are raised: OSError and ssl.SSLError
 in `_backend` (dialing and the socket), h11's and h2's errors in `_http11` and `_http2`. Nothing
 in between catches them piecemeal.
@@ -33,12 +39,14 @@ from __future__ import annotations
 
 __all__ = (
     "AiopoolError",
+    "AiopoolWarning",
     "ClientClosed",
     "ConnectError",
     "ConnectTimeout",
     "CookieConflict",
     "DecodingError",
     "HTTPStatusError",
+    "InsecureRequestWarning",
     "InvalidRedirect",
     "InvalidURL",
     "LocalProtocolError",
@@ -235,6 +243,25 @@ class ProxyError(TransportError):
     def __init__(self, message: str, *, status_code: int | None = None) -> None:
         super().__init__(message)
         self.status_code = status_code
+
+
+class AiopoolWarning(Warning):
+    """Root of every warning aiopool emits (leaked responses aside: those are Python's own
+    `ResourceWarning`)."""
+
+    # As `AiopoolError.__init__`: a signature `inspect.signature()` can read.
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+
+
+class InsecureRequestWarning(AiopoolWarning):
+    """A TLS connection was made without verifying the server's certificate (`verify=False`).
+
+    Emitted once per host per client, when the first connection to that host is set up, as
+    urllib3's warning of the same name (which requests shows once per host too). Silence it
+    with `warnings.filterwarnings("ignore", category=aiopool.InsecureRequestWarning)`, only
+    where an unverified connection is really meant.
+    """
 
 
 # The models raise these exceptions and these exceptions carry the models, so the import that

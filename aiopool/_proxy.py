@@ -37,7 +37,7 @@ from urllib.parse import unquote, urlsplit
 
 from ._exceptions import InvalidURL
 from ._tls import LazySSLContext, VerifyTypes
-from ._urls import Origin
+from ._urls import Origin, _reason, _redacted
 
 if TYPE_CHECKING:
     from ._models import Request
@@ -58,17 +58,6 @@ _PROXY_AUTHORIZATION = b"proxy-authorization"
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-def _redact(url: str) -> str:
-    """`url` with any userinfo replaced, for error messages."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        scheme, rest = "", url
-    authority, slash, path = rest.partition("/")
-    if "@" in authority:
-        authority = "***@" + authority.rpartition("@")[2]
-    return f"{scheme}{sep}{authority}{slash}{path}"
 
 
 class Proxy:
@@ -93,12 +82,12 @@ class Proxy:
         text = url.strip()
         if "://" not in text:
             text = "http://" + text
-        shown = _redact(text)
+        shown = _redacted(text)  # (also when a password's unencoded "/" broke the URL)
         try:
             parts = urlsplit(text)
             port = parts.port
         except ValueError as exc:
-            raise InvalidURL(f"invalid proxy URL {shown!r}: {exc}") from None
+            raise InvalidURL(f"invalid proxy URL {shown!r}: {_reason(exc, text)}") from None
         scheme = parts.scheme.lower()
         if scheme not in _DEFAULT_PORTS:
             raise InvalidURL(

@@ -19,7 +19,9 @@ The rules, with where they come from:
   a valid http(s) URL raises `InvalidRedirect`: following it is impossible and returning a 3xx
   as if it were the answer would hide that (Go and aiohttp raise too). Raw Location bytes are
   read as UTF-8 when they are valid UTF-8, else as latin-1 (requests does the same, for
-  servers that send unencoded UTF-8 paths).
+  servers that send unencoded UTF-8 paths). A Location longer than `MAX_URL_LENGTH` (64 KiB,
+  see `_urls`) raises `InvalidRedirect` before it is parsed: no server answers a URL that long,
+  and ten hops of them per request were a way to make the client hold memory.
 - Credentials are for the origin the user asked for. `Authorization`, `Cookie` and
   `Proxy-Authorization` as the user's request carried them go only to that origin (or to its
   https upgrade on default ports, as httpx allows); on a hop anywhere else they are dropped,
@@ -50,7 +52,7 @@ from ._exceptions import (
 )
 from ._headers import Headers
 from ._models import Request, Response
-from ._urls import URL, Origin
+from ._urls import MAX_URL_LENGTH, URL, Origin
 
 __all__ = ("MAX_REDIRECT_BODY", "REDIRECT_STATUSES", "add_jar_cookie", "follow", "store_cookies")
 
@@ -215,10 +217,17 @@ class _Buffered:
 
 def _target(response: Response, location: str, history: list[Response]) -> URL:
     current = response.request.url
+    if len(location) > MAX_URL_LENGTH:
+        raise InvalidRedirect(
+            f"cannot follow the {response.status_code} redirect from {current}: its Location "
+            f"is {len(location):,} characters long, over the limit of {MAX_URL_LENGTH:,}",
+            response=response,
+            history=history,
+        )
     try:
         target = current.join(location).without_userinfo()
         if not target.fragment and current.fragment:  # RFC 9110 section 10.2.2
-            target = URL(f"{target}#{current.fragment}")
+            target = URL(f"{target.unmasked}#{current.fragment}")
     except InvalidURL as exc:
         raise InvalidRedirect(
             f"cannot follow the {response.status_code} redirect from {current}: {exc}",

@@ -86,7 +86,7 @@ class RequestBuilder:
             base = self.base_url
             if base is not None and not _HAS_SCHEME.match(url):
                 # httpx's merge: the base path, then the relative one without its leading "/".
-                url = URL(str(base) + url.lstrip("/"))
+                url = URL(base.unmasked + url.lstrip("/"))  # (credentials included)
             else:
                 url = URL(url)
         elif not isinstance(url, URL):
@@ -178,5 +178,5 @@ def _base_url(base_url: str | URL) -> URL:
     url = base_url if isinstance(base_url, URL) else URL(base_url)
     if url.query or url.fragment:
         raise ValueError("base_url cannot have a query or a fragment: it prefixes paths")
-    text = str(url)
+    text = url.unmasked  # (str() would mask a password)
     return url if text.endswith("/") else URL(text + "/")

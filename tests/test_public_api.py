@@ -271,8 +271,27 @@ def test_introspection_snapshots_cannot_be_changed() -> None:
 EXCEPTIONS = [
     value
     for name in aiopool.__all__
-    if inspect.isclass(value := getattr(aiopool, name)) and issubclass(value, BaseException)
+    if inspect.isclass(value := getattr(aiopool, name))
+    and issubclass(value, BaseException)
+    and not issubclass(value, Warning)
 ]
+WARNINGS = [
+    value
+    for name in aiopool.__all__
+    if inspect.isclass(value := getattr(aiopool, name)) and issubclass(value, Warning)
+]
+
+
+@pytest.mark.parametrize("warning", WARNINGS, ids=lambda w: w.__name__)
+def test_every_warning_derives_from_aiopool_warning_and_is_no_error(
+    warning: type[Warning],
+) -> None:
+    assert issubclass(warning, aiopool.AiopoolWarning)
+    assert not issubclass(warning, aiopool.AiopoolError)  # `except AiopoolError` is for errors
+
+
+def test_insecure_request_warning_is_public() -> None:
+    assert aiopool.InsecureRequestWarning in WARNINGS
 
 
 def test_design_md_exception_names_exist() -> None:

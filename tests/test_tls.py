@@ -1,17 +1,19 @@
 """HTTPS: certificate and host name verification, SNI, handshake timeouts, the client's context.
 
-Verification stays on throughout (the trustme CA from conftest), except in the one test that
-shows what `verify=False` does.
+Verification stays on throughout (the trustme CA from conftest), except in the tests that show
+what `verify=False` does (and that it warns).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import pathlib
 import socket
 import ssl
 import threading
+import warnings
 from collections.abc import Iterator
 from typing import Self
 
@@ -193,14 +195,41 @@ async def test_certificate_valid_for_the_ip_literal(server: FaultServer, ca_path
 
 
 async def test_verify_false_skips_verification(other_name_server: FaultServer) -> None:
-    # Wrong name and an untrusted issuer (no CA given): still connects, as asked.
+    # Wrong name and an untrusted issuer (no CA given): still connects, as asked, and says so.
     async with aiopool.Client(verify=False) as client:
         ctx = pool_of(client)._ssl_context()
         assert ctx.verify_mode == ssl.CERT_NONE
         assert not ctx.check_hostname
-        resp = await client.get(f"{other_name_server.url}/echo?id=unverified")
+        with pytest.warns(aiopool.InsecureRequestWarning, match="without certificate verif"):
+            resp = await client.get(f"{other_name_server.url}/echo?id=unverified")
         assert resp.json()["id"] == "unverified"
         assert_settled(client)
+
+
+async def test_verify_false_warns_once_per_host_per_client(other_name_server: FaultServer) -> None:
+    # urllib3's InsecureRequestWarning, which requests shows once per host: here once per
+    # host per client, when the first unverified connection to that host is set up.
+    port = other_name_server.port
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # count every emission, not what Python would show
+        for _ in range(2):
+            async with aiopool.Client(verify=False, max_idle_per_host=0) as client:
+                for host in ("localhost", "localhost", "127.0.0.1", "localhost"):
+                    resp = await client.get(f"https://{host}:{port}/echo")
+                    assert resp.status_code == 200
+                assert client.stats().connections_opened == 4  # a new socket every time
+    insecure = [w for w in caught if issubclass(w.category, aiopool.InsecureRequestWarning)]
+    hosts = [str(w.message).split()[2] for w in insecure]
+    assert hosts == ["localhost", "127.0.0.1"] * 2
+    assert issubclass(aiopool.InsecureRequestWarning, aiopool.AiopoolWarning)
+    assert [w for w in caught if w not in insecure] == []
+
+
+async def test_verify_with_a_trusting_context_does_not_warn(
+    server: FaultServer, client_ssl_context: ssl.SSLContext
+) -> None:
+    async with aiopool.Client(verify=client_ssl_context) as client:  # filterwarnings=error
+        assert (await client.get(f"{origin(server)}/echo")).status_code == 200
 
 
 # Verification that fails -----------------------------------------------------------------------
@@ -235,6 +264,89 @@ async def test_certificate_for_another_name_is_refused(
         assert isinstance(info.value.__cause__, ssl.SSLCertVerificationError)
         stats = assert_settled(client)
         assert (stats.connections_opened, stats.idle) == (0, 0)
+
+
+def tls_1_0_only_context(tls_ca: trustme.CA) -> ssl.SSLContext:
+    """A server context that speaks TLS 1.0 and nothing newer (what old appliances run)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls_ca.issue_cert("localhost", "127.0.0.1").configure_cert(context)
+    with warnings.catch_warnings():  # Python deprecates TLS 1.0 itself: that is the point
+        warnings.simplefilter("ignore", DeprecationWarning)
+        context.minimum_version = ssl.TLSVersion.TLSv1
+        context.maximum_version = ssl.TLSVersion.TLSv1
+    context.set_ciphers("DEFAULT:@SECLEVEL=0")  # OpenSSL 3 allows TLS 1.0 only at level 0
+    return context
+
+
+@pytest.fixture(scope="module")
+def tls_1_0_server(tls_ca: trustme.CA) -> Iterator[FaultServer]:
+    """asyncio's TLS layer (as the rig's server): it closes on a failed handshake without
+    sending the protocol_version alert, so the client sees only the connection close."""
+    with FaultServer(ssl_context=tls_1_0_only_context(tls_ca)) as server:
+        yield server
+
+
+class AlertingTLS10Server:
+    """A blocking TLS 1.0-only server (OpenSSL on a socket) for one connection: it answers
+    the hello with a protocol_version alert before closing, as a real old server does."""
+
+    def __init__(self, ca: trustme.CA) -> None:
+        self._context = tls_1_0_only_context(ca)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(10)  # (a bound on the thread if no client ever comes)
+        self.port: int = self._listener.getsockname()[1]
+        self._thread = threading.Thread(target=self._serve_one, daemon=True)
+
+    def _serve_one(self) -> None:
+        with contextlib.suppress(OSError):  # ssl.SSLError included: the expected failure
+            sock, _ = self._listener.accept()
+            with sock:
+                sock.settimeout(10)
+                self._context.wrap_socket(sock, server_side=True).close()
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._listener.close()
+        self._thread.join(timeout=10)
+
+
+@pytest.mark.parametrize("traced", [False, True], ids=["one-step", "traced-two-step"])
+@pytest.mark.parametrize("alert", [False, True], ids=["closes", "alerts"])
+async def test_a_tls_1_0_only_server_fails_with_a_message_that_says_why(
+    tls_1_0_server: FaultServer, tls_ca: trustme.CA, ca_path: str, alert: bool, traced: bool
+) -> None:
+    # Reported: "could not connect to localhost:PORT: " with nothing after the colon (asyncio's
+    # TLS layer raises a bare ConnectionResetError() when the peer closes mid-handshake).
+    trace = (lambda event: None) if traced else None
+    with contextlib.ExitStack() as stack:
+        if alert:
+            port = stack.enter_context(AlertingTLS10Server(tls_ca)).port
+        else:
+            port = tls_1_0_server.port
+        async with aiopool.Client(verify=ca_path, trace=trace) as client:
+            with pytest.raises(aiopool.ConnectError) as info:
+                await client.get(f"https://localhost:{port}/")
+            assert_settled(client)
+    message = str(info.value)
+    assert message.startswith(f"TLS handshake with localhost:{port} failed: "), message
+    assert not message.rstrip().endswith(":"), message
+    assert "TLS 1.2" in message, message  # what the client needs, so what the server lacks
+    if alert:
+        assert "TLSV1_ALERT_PROTOCOL_VERSION" in message, message
+    else:
+        assert "closed the connection" in message, message
+
+
+async def test_a_certificate_failure_names_the_verify_code(server: FaultServer) -> None:
+    async with aiopool.Client() as client:  # the system store: the test CA is unknown
+        with pytest.raises(aiopool.ConnectError) as info:
+            await client.get(f"{origin(server)}/echo")
+    cause = info.value.__cause__
+    assert isinstance(cause, ssl.SSLCertVerificationError)
+    assert f"{cause.verify_message} (verify code {cause.verify_code})" in str(info.value)
 
 
 async def test_plain_http_to_a_tls_port_is_a_protocol_error(server: FaultServer) -> None:
