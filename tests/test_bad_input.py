@@ -575,12 +575,13 @@ def test_framing_cannot_be_a_client_default(headers: Any) -> None:
 
 def test_a_hand_built_request_is_held_to_the_same_rules() -> None:
     url = aiopool.URL("http://example.test/")
-    for headers, content in [
-        ({"Content-Length": "3"}, TEN),
-        ({"Content-Length": "+3"}, b"abc"),
-        ({"Transfer-Encoding": "chunked", "Content-Length": "3"}, b"abc"),
+    cases: list[tuple[list[tuple[str, str]], bytes | None]] = [
+        ([("Content-Length", "3")], TEN),
+        ([("Content-Length", "+3")], b"abc"),
+        ([("Transfer-Encoding", "chunked"), ("Content-Length", "3")], b"abc"),
         ([("Host", "a"), ("Host", "b")], None),
-    ]:
+    ]
+    for headers, content in cases:
         with pytest.raises(aiopool.LocalProtocolError):
             aiopool.Request("POST", url, aiopool.Headers(headers), content)
 
