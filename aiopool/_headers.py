@@ -4,6 +4,10 @@ Names must be RFC 9110 tokens and values must not contain CR, LF or NUL (RFC 911
 "a recipient of CR, LF, or NUL within a field value MUST either reject the message or replace
 each of those characters with SP"); we refuse them on the sending side with
 `LocalProtocolError`, because a CR/LF smuggled into a header is a header injection.
+
+The message framing fields a caller may set (`Host`, `Content-Length`, `Transfer-Encoding`) are
+held to stricter rules (`check_framing`): the client owns framing, and a field that could make
+a server read the message differently from how we send it is refused before a socket is leased.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from typing import TypeAlias
 
 from ._exceptions import LocalProtocolError
 
-__all__ = ("HeaderTypes", "Headers", "validate_header")
+__all__ = ("HeaderTypes", "Headers", "check_framing", "content_length", "validate_header")
 
 _TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
 # RFC 9110 section 5.5 field-value, as h11 enforces it: visible characters separated by single
@@ -22,6 +26,77 @@ _TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
 # Checked here, before a connection is leased, so a bad header never costs a socket.
 _FIELD_VALUE = re.compile(rb"(?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?")
 _INJECTION = re.compile(rb"[\r\n\x00]")
+# RFC 9110 section 8.6: Content-Length = 1*DIGIT. No sign, no list ("3, 3"), no whitespace: a
+# server that reads "+3" or "3 , 3" differently from a proxy in front of it is a smuggling setup.
+# At most 19 digits, so the value fits in a signed 64-bit integer as servers store it (h11 and
+# Go's parseContentLength stop there too).
+_CONTENT_LENGTH = re.compile(rb"[0-9]{1,19}")
+# RFC 9110 section 7.2 / RFC 3986 section 3.2: Host = uri-host [ ":" port ]; an IP literal in
+# brackets, or a reg-name / IPv4 address. A Host with "/", "@", "?" or spaces names no authority
+# and servers route it differently (RFC 9112 section 3.2: a server answers 400 to one).
+_HOST = re.compile(rb"(?:\[[0-9A-Za-z:.%]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::[0-9]*)?")
+# The fields that frame a message; only these get `check_framing`'s pass.
+FRAMING_FIELDS = frozenset({b"host", b"content-length", b"transfer-encoding"})
+
+
+def content_length(value: bytes) -> int:
+    """The value of a Content-Length field we are to send; `LocalProtocolError` unless it is
+    1*DIGIT (RFC 9110 section 8.6) of at most 19 digits."""
+    if not _CONTENT_LENGTH.fullmatch(value):
+        raise LocalProtocolError(
+            f"invalid Content-Length {value!r}: it must be a plain decimal number of bytes"
+        )
+    return int(value)
+
+
+def check_framing(raw: Iterable[tuple[bytes, bytes]], body: int | None) -> int | None:
+    """Check the framing fields among `raw` (the request's own, not yet sent); the declared
+    Content-Length, if any.
+
+    `body` is the length of a body held as bytes (0 for none), or None for a streamed body,
+    whose Content-Length (if given) it must then match byte for byte as it is sent (see
+    `Request.body_chunks`). The rules, the client owning framing as Go's and curl's do:
+    - `Host`: at most one, naming an authority (uri-host [":" port]);
+    - `Content-Length`: at most one, digits only, equal to the body's length when the body is
+      known (a body-less request may say only 0);
+    - `Transfer-Encoding`: only "chunked" (any case), once, and never with a Content-Length
+      (RFC 9112 section 6.2: a sender MUST NOT send both, the classic request-smuggling
+      setup). The client then sends the body chunked itself (as curl does for
+      `-H "Transfer-Encoding: chunked"`, and Go for `Request.TransferEncoding = ["chunked"]`);
+      over HTTP/2 the field is dropped (RFC 9113 section 8.2.2) and DATA frames frame it.
+    Raises `LocalProtocolError`.
+    """
+    hosts = lengths = codings = 0
+    declared: int | None = None
+    for name, value in raw:
+        if len(name) not in (4, 14, 17):  # (length first: almost every other field skips here)
+            continue
+        lowered = name.lower()
+        if lowered == b"host":
+            hosts += 1
+            if hosts > 1:
+                raise LocalProtocolError("more than one Host header field")
+            if not _HOST.fullmatch(value):
+                raise LocalProtocolError(f"invalid Host {value!r}: it must name host[:port]")
+        elif lowered == b"content-length":
+            lengths += 1
+            if lengths > 1:
+                raise LocalProtocolError("more than one Content-Length header field")
+            declared = content_length(value)
+        elif lowered == b"transfer-encoding":
+            codings += 1
+            if codings > 1 or value.lower() != b"chunked":
+                raise LocalProtocolError(
+                    f"Transfer-Encoding {value!r} refused: the client frames bodies itself and "
+                    "sends only 'chunked', once"
+                )
+    if codings and lengths:
+        raise LocalProtocolError(
+            "Content-Length together with Transfer-Encoding refused (RFC 9112 section 6.2)"
+        )
+    if declared is not None and body is not None and declared != body:
+        raise LocalProtocolError(f"Content-Length {declared} does not match a body of {body} bytes")
+    return declared
 
 
 def validate_header(name: bytes, value: bytes) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import re
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -145,6 +146,7 @@ class HTTP11Connection:
     __slots__ = (
         "_forward",
         "_h11",
+        "_head_reads",
         "_limits",
         "_owner",
         "_shut",
@@ -190,6 +192,9 @@ class HTTP11Connection:
 
     def _setup_protocol(self) -> None:
         self._h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=self._limits.max_bytes)
+        # The bytes read for the response head(s), kept until the final head is checked line
+        # by line (`_check_head_lines`): h11 parses leniently what llhttp refuses.
+        self._head_reads: list[bytes] = []
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} #{self.id} [{self.state.value}, {self.origin}]>"
@@ -302,9 +307,14 @@ class HTTP11Connection:
         content = request.content
         expect_wait = request._expect_wait
         if expect_wait is None and (content is None or isinstance(content, bytes)):
-            if content:
-                data += conn.send(h11.Data(data=content)) or b""
-            data += conn.send(h11.EndOfMessage()) or b""
+            try:
+                if content:
+                    data += conn.send(h11.Data(data=content)) or b""
+                data += conn.send(h11.EndOfMessage()) or b""
+            except h11.LocalProtocolError as exc:
+                # A Content-Length the body contradicts, set on a `Request` after it was built
+                # (`check_framing` refuses it before that): still ours, and nothing was written.
+                raise LocalProtocolError(str(exc)) from exc
             stream.write_nowait(data)
             request._written = True  # (not before: a socket found closed took nothing)
             if self._tracer is not None:
@@ -320,8 +330,12 @@ class HTTP11Connection:
             if not await self._await_continue(expect_wait):
                 return False  # h11 stays in SEND_BODY: the socket closes after the response
             if content is None or isinstance(content, bytes):
-                data = (conn.send(h11.Data(data=content)) or b"") if content else b""
-                stream.write_nowait(data + (conn.send(h11.EndOfMessage()) or b""))
+                try:
+                    data = (conn.send(h11.Data(data=content)) or b"") if content else b""
+                    data += conn.send(h11.EndOfMessage()) or b""
+                except h11.LocalProtocolError as exc:  # (as above)
+                    raise LocalProtocolError(str(exc)) from exc
+                stream.write_nowait(data)
                 await stream.drain(timeout.write)
                 return True
         async for chunk in request.body_chunks():
@@ -386,6 +400,7 @@ class HTTP11Connection:
 
     def _take(self, data: bytes) -> None:
         """Hand bytes read ahead of `_receive_head` to the parser."""
+        self._head_reads.append(data)
         self._h11.receive_data(data)
 
     def _body_withheld(self) -> None:
@@ -397,14 +412,20 @@ class HTTP11Connection:
         limits = self._limits
         interim = 0
         received = 0  # bytes read while waiting for this head
+        reads = self._head_reads
+        checked = 0  # where the next head starts in the bytes of `reads`
         while True:
             event = self._parse_next()
             if event is h11.NEED_DATA:
                 data = await self._read_more(timeout.read)
                 received += len(data)
+                reads.append(data)
                 conn.receive_data(data)
                 continue
+            if type(event) is h11.Response or type(event) is h11.InformationalResponse:
+                checked = _check_head_lines(reads, checked)
             if type(event) is h11.Response:
+                reads.clear()
                 raw = list(event.headers)
                 if len(raw) > limits.max_count:
                     raise RemoteProtocolError(too_many_headers(len(raw), limits))
@@ -428,18 +449,25 @@ class HTTP11Connection:
                 continue
             raise RemoteProtocolError(f"unexpected {type(event).__name__} before a response")
 
-    def _parse_next(self) -> Any:
-        """h11's next event (or NEED_DATA), its protocol errors made ours."""
+    def _parse_next(self, in_body: bool = False) -> Any:
+        """h11's next event (or NEED_DATA), its protocol errors made ours (`in_body`: the
+        response head was received)."""
         try:
             return self._h11.next_event()
         except h11.RemoteProtocolError as exc:
             if exc.error_status_hint == 431:  # h11's max_incomplete_event_size
-                raise RemoteProtocolError(f"{_MALFORMED}: {head_too_large(self._limits)}") from exc
+                if in_body:
+                    # In a body only a chunked one buffers (a chunk-size line with its
+                    # extensions, or the trailer section): not the head, whatever h11 says.
+                    message = chunk_header_too_large(self._limits)
+                else:
+                    message = head_too_large(self._limits)
+                raise RemoteProtocolError(f"{_MALFORMED}: {message}") from exc
             raise RemoteProtocolError(_describe(exc, self.got_response_bytes)) from exc
 
     async def _next_event(self, read_timeout: float | None) -> Any:
         while True:
-            event = self._parse_next()
+            event = self._parse_next(True)
             if event is not h11.NEED_DATA:
                 return event
             self._h11.receive_data(await self._read_more(read_timeout))
@@ -587,6 +615,42 @@ def head_size(reason: bytes, headers: Iterable[tuple[bytes, bytes]]) -> int:
 
 def head_too_large(limits: HeadLimits) -> str:
     return f"head larger than {limits.max_bytes} bytes (max_response_header_bytes)"
+
+
+def chunk_header_too_large(limits: HeadLimits) -> str:
+    return (
+        f"chunk header or trailer larger than {limits.max_bytes} bytes (max_response_header_bytes)"
+    )
+
+
+# h11's own end-of-head test: a blank line, CRLF or bare LF.
+_BLANK_LINE = re.compile(rb"\n\r?\n")
+
+
+def _check_head_lines(reads: list[bytes], start: int) -> int:
+    """Refuse a response head (the one starting at `start` in the bytes of `reads`, which h11
+    has just parsed) whose lines end in a bare LF or that folds a field over lines (obs-fold);
+    where the next head starts.
+
+    RFC 9112 section 2.2 lets a recipient accept a bare LF, and section 5.2 has a user agent
+    unfold obs-fold; llhttp (httptools, Node.js) refuses both, and so do we, on both parsers:
+    two parsers that end a line, a field or a head at different bytes are how responses get
+    split differently by a client and a proxy (Node's CVE-2023-30589 was llhttp accepting a
+    bare CR line end). Servers have sent CRLF for decades; none we know of needs either.
+    Raises `RemoteProtocolError`.
+    """
+    data = reads[0] if len(reads) == 1 else b"".join(reads)
+    match = _BLANK_LINE.search(data, start)
+    if match is None:  # Defensive: h11 found this head with the same test
+        return start
+    head = data[start : match.end()]
+    if head.count(b"\n") != head.count(b"\r\n"):
+        raise RemoteProtocolError(f"{_MALFORMED}: a line in the head ends in a bare LF, not CRLF")
+    if b"\n " in head or b"\n\t" in head:
+        raise RemoteProtocolError(
+            f"{_MALFORMED}: a header field is folded over lines (obs-fold, RFC 9112 section 5.2)"
+        )
+    return match.end()
 
 
 def _refuse_ambiguous_framing(headers: list[tuple[bytes, bytes]]) -> None:

@@ -26,10 +26,11 @@ import httptools
 
 from ._config import MAX_INTERIM_RESPONSES
 from ._exceptions import LocalProtocolError, RemoteProtocolError
-from ._headers import Headers
+from ._headers import Headers, content_length
 from ._http11 import (
     HTTP11Connection,
     ResponseHead,
+    chunk_header_too_large,
     head_size,
     head_too_large,
     too_many_headers,
@@ -62,10 +63,12 @@ class HttptoolsConnection(HTTP11Connection):
         "_head_request",
         "_headers",
         "_in_exchange",
+        "_in_line",
         "_interim",
         "_keep_alive",
         "_last_body",
         "_length",
+        "_line_bytes",
         "_max_headers",
         "_parser",
         "_reason",
@@ -102,6 +105,11 @@ class HttptoolsConnection(HTTP11Connection):
         self._framing_error: str | None = None
         self._last_body = b""  # the latest body piece (to place the end of a sized body)
         self._tail = b""  # the last bytes fed before the latest read
+        # Whether llhttp may be inside a chunk-size line or a trailer line (of a chunked
+        # body), and that line's bytes so far: llhttp streams past chunk extensions without a
+        # bound, so we count them (see `_count_line`).
+        self._in_line = False
+        self._line_bytes = 0
 
     def _between_requests(self) -> bool:
         return not self._in_exchange and not self._dirty
@@ -125,16 +133,24 @@ class HttptoolsConnection(HTTP11Connection):
             size = len(name)
             if size != 10 and size != 14 and size != 17:
                 continue
+            # (`check_framing` held these to its rules when the request was built; what is
+            # re-checked here is what a change to its headers since could break: the framing
+            # written is then still unambiguous, as h11 makes it.)
             lowered = name.lower()
             if lowered == b"content-length":
-                try:
-                    length = int(value)
-                except ValueError:
-                    raise LocalProtocolError(f"invalid Content-Length {value!r}") from None
+                if length is not None:
+                    raise LocalProtocolError("more than one Content-Length header field")
+                length = content_length(value)  # digits only: int() would take "+3", " 3"
             elif lowered == b"transfer-encoding":
-                chunked = value.lower() == b"chunked"
+                if chunked or value.lower() != b"chunked":
+                    raise LocalProtocolError(f"Transfer-Encoding {value!r} refused")
+                chunked = True
             elif lowered == b"connection" and b"close" in value.lower():
                 self._request_close = True
+        if chunked and length is not None:
+            raise LocalProtocolError(
+                "Content-Length together with Transfer-Encoding refused (RFC 9112 section 6.2)"
+            )
         parts = [
             b"%s %s HTTP/1.1\r\n" % (request.method.encode("ascii"), target),
             *[b"%s: %s\r\n" % header for header in raw],
@@ -307,6 +323,8 @@ class HttptoolsConnection(HTTP11Connection):
                     self._dirty = True
         else:  # (once it is complete, the tail is not needed: the next response starts anew)
             self._tail = data[-8:] if len(data) >= 8 else (self._tail + data)[-8:]
+            if self._in_line:
+                self._count_line(data)
         if not self._head_done and self._head_bytes > self._limits.max_bytes:
             # (Counted from the first byte of the response, interim 1xx heads included.)
             raise RemoteProtocolError(
@@ -320,6 +338,24 @@ class HttptoolsConnection(HTTP11Connection):
             if self._body:
                 self._body.clear()
                 self._dirty = True
+
+    def _count_line(self, data: bytes) -> None:
+        """After a read that left llhttp inside a chunked body's chunk-size line (with its
+        extensions) or trailer line: refuse that line once it passes the head's byte bound, as
+        h11 does (its buffer is bounded by the same number), with a message that says where.
+
+        The line's bytes in `data` are those after its last LF: a chunk-size line and a trailer
+        line contain none, and the LF before them ends the previous line or the chunk data's
+        CRLF (`_in_line` is False while chunk data streams, so data bytes are never counted).
+        """
+        end = data.rfind(b"\n")
+        if end < 0:
+            self._line_bytes += len(data)
+        else:
+            self._line_bytes = len(data) - end - 1
+        if self._line_bytes > self._limits.max_bytes:
+            self._framing_error = chunk_header_too_large(self._limits)
+            raise RemoteProtocolError(f"malformed HTTP/1.1 response: {self._framing_error}")
 
     def _response_complete(self) -> None:
         self._in_exchange = False
@@ -424,6 +460,19 @@ class HttptoolsConnection(HTTP11Connection):
             and status not in _NO_BODY_STATUS
             and not self._head_request
         )
+        # A chunked body starts with a chunk-size line. (With another coding llhttp reads to
+        # EOF: its first body byte calls on_body, which ends this.)
+        self._in_line = self._has_chunked and not self._head_request
+
+    def on_chunk_header(self) -> None:
+        # The size line ended: chunk data follows (on_body), or for the last chunk, trailers.
+        self._in_line = True
+        self._line_bytes = 0
+
+    def on_chunk_complete(self) -> None:
+        # The CRLF after the chunk data: the next chunk-size line begins.
+        self._in_line = True
+        self._line_bytes = 0
 
     def on_body(self, body: bytes) -> None:
         if self._head_request:
@@ -435,6 +484,7 @@ class HttptoolsConnection(HTTP11Connection):
         elif not self._complete:
             self._body.append(body)
             self._last_body = body
+            self._in_line = False
 
     def on_message_complete(self) -> None:
         if self._head_done:

@@ -27,7 +27,7 @@ from ._exceptions import (
     StreamConsumed,
     TransportError,
 )
-from ._headers import Headers, HeaderTypes, validate_header
+from ._headers import Headers, HeaderTypes, check_framing, content_length, validate_header
 from ._stats import ConnInfo
 from ._trace import TraceHook, Tracer
 from ._urls import URL
@@ -77,9 +77,10 @@ class Request:
         timeout: Timeout | None = None,
         headers_validated: bool = False,
     ) -> None:
-        """Raises `LocalProtocolError` for an illegal method or header (`headers_validated`:
-        the caller, the client, already checked each header once, as it was given), and
-        `InvalidURL` for a bad URL string."""
+        """Raises `LocalProtocolError` for an illegal method or header, or framing fields
+        the body contradicts (see `check_framing`; `headers_validated`: the caller, the client,
+        already checked each header once, as it was given), and `InvalidURL` for a bad URL
+        string."""
         if not _METHOD.fullmatch(method):
             raise LocalProtocolError(f"illegal HTTP method {method!r}")
         if type(url) is not URL:
@@ -89,6 +90,10 @@ class Request:
         if not headers_validated:
             for name, value in headers.raw:
                 validate_header(name, value)
+            if content is None or isinstance(content, bytes):
+                check_framing(headers.raw, len(content) if content else 0)
+            else:
+                check_framing(headers.raw, None)
         self.method = method
         self.url = url
         self.headers = headers
@@ -145,17 +150,41 @@ class Request:
         """The non-empty chunks of a streamed (async iterable) body, as bytes.
 
         The first one marks the request as no longer replayable. Raises `TypeError` for a chunk
-        that is not bytes-like.
+        that is not bytes-like, and `LocalProtocolError` when the request has a Content-Length
+        and the body would go past it (raised before the chunk that would, so no byte beyond
+        it is sent) or ends short of it: a server would otherwise read the next request's
+        bytes as this body, or wait for bytes that never come. The same on every connection
+        type: the socket (or HTTP/2 stream) is then closed, never reused.
         """
         content = self.content
         assert content is not None
         assert not isinstance(content, bytes)
+        declared = self._declared_length()
+        sent = 0
         async for chunk in content:
             self.body_started = True  # a one-shot body can no longer be replayed
             if not isinstance(chunk, bytes | bytearray | memoryview):
                 raise TypeError(f"request body chunks must be bytes, not {type(chunk).__name__}")
             if chunk:
+                sent += len(chunk)
+                if declared is not None and sent > declared:
+                    raise LocalProtocolError(
+                        f"request body longer than its Content-Length {declared}"
+                    )
                 yield bytes(chunk)
+        if declared is not None and sent != declared:
+            raise LocalProtocolError(
+                f"request body of {sent} bytes shorter than its Content-Length {declared}"
+            )
+
+    def _declared_length(self) -> int | None:
+        """The Content-Length this request's headers give, if any (read when the body is
+        sent, so a field changed after construction counts)."""
+        declared = None
+        for name, value in self.headers.raw:
+            if len(name) == 14 and name.lower() == b"content-length":
+                declared = content_length(value)
+        return declared
 
     def __repr__(self) -> str:
         # Never a password: the client strips userinfo, but a Request can be built by hand.

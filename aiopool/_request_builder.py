@@ -4,6 +4,12 @@ The client's part is prepared once, at construction: its default headers (valida
 `User-Agent`, `Accept` and the `Accept-Encoding` we can decode), its base URL and its Basic
 credentials. Per request, only the caller's own headers are validated (RFC 9110 grammar, so CR,
 LF and NUL never reach the wire) and framing headers are added.
+
+The client owns framing. A caller may set `Host` (once), a `Content-Length` that is true (equal
+to a bytes body; on a streamed body, the exact number of bytes it will yield) and
+`Transfer-Encoding: chunked` (the client then chunks the body itself); anything else among
+those fields is refused with `LocalProtocolError` before a socket is leased (`check_framing`).
+Client-wide default headers may set `Host`, never a body's framing.
 """
 
 from __future__ import annotations
@@ -15,8 +21,8 @@ from typing import Any
 
 from ._auth import AuthTypes, basic_auth_header
 from ._decoders import ACCEPT_ENCODING
-from ._exceptions import InvalidURL
-from ._headers import Headers, HeaderTypes, validate_header
+from ._exceptions import InvalidURL, LocalProtocolError
+from ._headers import FRAMING_FIELDS, Headers, HeaderTypes, check_framing, validate_header
 from ._models import Request, RequestContent
 from ._urls import URL, QueryParams
 from ._version import __version__
@@ -44,6 +50,7 @@ class RequestBuilder:
         "_auth_header",
         "_default_authorization",
         "_default_headers",
+        "_default_host",
         "_proxied",
         "base_url",
     )
@@ -69,6 +76,8 @@ class RequestBuilder:
         # Encoded once: the header is the same on every request.
         self._auth_header = basic_auth_header(auth) if auth is not None else None
         self._default_authorization = any(h[0] == b"authorization" for h in self._default_headers)
+        # A default Host replaces the URL's on every request (unless the request sets its own).
+        self._default_host = any(h[0] == b"host" for h in self._default_headers)
 
     def build(
         self,
@@ -114,45 +123,52 @@ class RequestBuilder:
             content = content.encode("utf-8")
             extra.append((b"content-type", b"text/plain; charset=utf-8"))
         method = method.upper()
-        raw: list[tuple[bytes, bytes]] = [(b"host", url.host_header)]
+        raw: list[tuple[bytes, bytes]] = [] if self._default_host else [(b"host", url.host_header)]
         defaults = self._default_headers
         if authorization is not None:
             # Below the request's own headers, above the client's default ones.
             extra.append((b"authorization", authorization))
             if self._default_authorization:
                 defaults = [h for h in defaults if h[0] != b"authorization"]
+        # The body's length when it is known now (0: none), None for a streamed one.
+        size: int | None
+        if content is None:
+            size = 0
+        elif isinstance(content, bytes | bytearray | memoryview):
+            content = bytes(content)
+            size = len(content)
+        elif isinstance(content, AsyncIterable):
+            size = None
+        else:
+            raise TypeError(
+                f"content must be bytes, str or an async iterable of bytes, "
+                f"not {type(content).__name__}"
+            )
         if headers:
             user = Headers(headers).raw
             names = set()
             for name, value in user:
                 validate_header(name, value)
                 names.add(name.lower())
+            if not names.isdisjoint(FRAMING_FIELDS):
+                check_framing(user, size)
             if _PROXY_AUTHORIZATION in names and not self._proxied:
                 user = [h for h in user if h[0].lower() != _PROXY_AUTHORIZATION]  # see __init__
             raw.extend(h for h in defaults if h[0] not in names)
             raw.extend(h for h in extra if h[0] not in names)
-            if b"host" in names:
+            if b"host" in names and not self._default_host:
                 raw.pop(0)
             raw.extend(user)
+            framed = b"content-length" in names or b"transfer-encoding" in names
         else:
-            names = set()
+            framed = False
             raw.extend(defaults)
             raw.extend(extra)
-        if content is None:
-            if method in _BODY_METHODS and b"content-length" not in names:
-                raw.append((b"content-length", b"0"))
-        elif isinstance(content, bytes | bytearray | memoryview):
-            content = bytes(content)
-            if b"content-length" not in names and b"transfer-encoding" not in names:
-                raw.append((b"content-length", str(len(content)).encode()))
-        elif isinstance(content, AsyncIterable):
-            if b"content-length" not in names and b"transfer-encoding" not in names:
+        if not framed:
+            if size is None:
                 raw.append((b"transfer-encoding", b"chunked"))
-        else:
-            raise TypeError(
-                f"content must be bytes, str or an async iterable of bytes, "
-                f"not {type(content).__name__}"
-            )
+            elif content is not None or method in _BODY_METHODS:
+                raw.append((b"content-length", str(size).encode()))
         # Defaults were validated at construction, user headers above, the rest we built.
         return Request(method, url, Headers._from_raw(raw), content, headers_validated=True)
 
@@ -168,6 +184,12 @@ def _default_headers(extra: Headers | None) -> list[tuple[bytes, bytes]]:
     if extra is not None:
         for name, value in extra.raw:
             validate_header(name, value)
+            if name.lower() in (b"content-length", b"transfer-encoding"):
+                raise LocalProtocolError(
+                    f"{name.decode()} cannot be a client-wide default: it frames one "
+                    "request's body (the client sets it per request)"
+                )
+        check_framing(extra.raw, None)  # (Host: once, and an authority)
         names = {n.lower() for n, _ in extra.raw}
         headers = [h for h in headers if h[0] not in names] + [(n.lower(), v) for n, v in extra.raw]
     return headers

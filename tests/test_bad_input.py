@@ -10,16 +10,19 @@ Two rules, after Go's transport and RFC 9110/9112:
 
 from __future__ import annotations
 
+import asyncio
 import socket
-from collections.abc import Awaitable, Callable
+import tracemalloc
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import h11
 import pytest
 
 import aiopool
-from tests.helpers import assert_settled
+from tests.helpers import assert_settled, eventually
 from tests.rig.fault_server import FaultServer
+from tests.rig.h2_server import H2ScriptServer
 
 # A host name that can never resolve (RFC 6761 section 6.4).
 UNRESOLVABLE = "http://does-not-exist.invalid/"
@@ -445,6 +448,10 @@ SCENARIOS: list[Any] = [
     pytest.param(lambda c, s: c.get(42), id="non-str-url"),
     pytest.param(lambda c, s: c.get(f"{s.url}/echo", headers={"a": "\n"}), id="bad-header"),
     pytest.param(lambda c, s: c.request("GE T", f"{s.url}/echo"), id="bad-method"),
+    pytest.param(
+        lambda c, s: c.post(f"{s.url}/echo", headers={"Content-Length": "3"}, content=b"x" * 10),
+        id="false-content-length",
+    ),
     pytest.param(lambda c, s: c.get(f"http://127.0.0.1:{closed_port()}/"), id="refused"),
     pytest.param(lambda c, s: c.get(UNRESOLVABLE), id="unresolvable"),
     pytest.param(
@@ -483,3 +490,333 @@ async def test_only_aiopool_errors_escape(server: FaultServer, scenario: Scenari
         assert str(exc)  # a message, not an empty repr
         assert_settled(client)
         assert client.stats().idle == 0
+
+
+# Framing from the caller ------------------------------------------------------------------------
+# The client owns framing (Go's transport takes it from the body, not from the headers): a
+# caller's Host, Content-Length or Transfer-Encoding that could make a server read the message
+# differently from how it is sent is refused before a socket is leased, on both parsers and on
+# HTTP/2. What is allowed is said in `aiopool._headers.check_framing`.
+
+TEN = b"0123456789"
+
+# (headers, content, what the message says)
+BAD_FRAMING = [
+    pytest.param({"Content-Length": "3"}, TEN, "does not match", id="length-short-of-body"),
+    pytest.param({"Content-Length": "30"}, TEN, "does not match", id="length-past-body"),
+    pytest.param({"Content-Length": "5"}, None, "does not match", id="length-without-body"),
+    pytest.param({"Content-Length": "+3"}, b"abc", "invalid Content-Length", id="plus-sign"),
+    pytest.param({"Content-Length": "3 , 3"}, b"abc", "invalid Content-Length", id="list"),
+    pytest.param({"Content-Length": "3,3"}, b"abc", "invalid Content-Length", id="list-bare"),
+    pytest.param({"Content-Length": "0x3"}, b"abc", "invalid Content-Length", id="hex"),
+    pytest.param({"Content-Length": "-1"}, b"", "invalid Content-Length", id="negative"),
+    pytest.param({"Content-Length": "3a"}, b"abc", "invalid Content-Length", id="non-digit"),
+    pytest.param({"Content-Length": "1" * 20}, b"", "invalid Content-Length", id="20-digits"),
+    pytest.param(
+        [("Content-Length", "3"), ("Content-Length", "3")], b"abc", "more than one", id="two-cl"
+    ),
+    pytest.param(
+        {"Transfer-Encoding": "chunked", "Content-Length": "3"},
+        b"abc",
+        "together with Transfer-Encoding",
+        id="te-and-cl",
+    ),
+    pytest.param({"Transfer-Encoding": "gzip"}, b"abc", "Transfer-Encoding", id="te-gzip"),
+    pytest.param({"Transfer-Encoding": "gzip, chunked"}, b"abc", "Transfer-Encoding", id="te-list"),
+    pytest.param(
+        [("Transfer-Encoding", "chunked"), ("Transfer-Encoding", "chunked")],
+        b"abc",
+        "Transfer-Encoding",
+        id="two-te",
+    ),
+    pytest.param(
+        [("Host", "a.test"), ("Host", "b.test")], b"", "more than one Host", id="two-host"
+    ),
+    pytest.param({"Host": "a.test/x"}, b"", "invalid Host", id="host-with-path"),
+    pytest.param({"Host": "user@a.test"}, b"", "invalid Host", id="host-with-userinfo"),
+    pytest.param({"Host": "a.test x"}, b"", "invalid Host", id="host-with-space"),
+]
+
+
+@pytest.mark.parametrize(("headers", "content", "detail"), BAD_FRAMING)
+async def test_contradictory_framing_is_refused_before_a_socket(
+    server: FaultServer, headers: Any, content: bytes | None, detail: str
+) -> None:
+    async with aiopool.Client() as client:
+        url = f"{server.url}/echo"
+        with pytest.raises(aiopool.LocalProtocolError, match=detail):
+            await client.post(url, headers=headers, content=content)
+        with pytest.raises(aiopool.LocalProtocolError, match=detail):
+            client.stream("POST", url, headers=headers, content=content)
+        stats = client.stats()
+        assert (stats.requests, stats.connections_opened, stats.hosts) == (0, 0, {})
+        assert server.connections_accepted == 0
+        await assert_fresh_connection_works(client, server)
+
+
+async def test_json_body_with_a_false_content_length_is_refused(server: FaultServer) -> None:
+    async with aiopool.Client() as client:
+        with pytest.raises(aiopool.LocalProtocolError, match="does not match"):
+            await client.post(f"{server.url}/echo", headers={"Content-Length": "2"}, json=[1, 2])
+        assert client.stats().connections_opened == 0
+    assert server.connections_accepted == 0
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param({"Content-Length": "3"}, id="content-length"),
+        pytest.param({"Transfer-Encoding": "chunked"}, id="transfer-encoding"),
+        pytest.param([("Host", "a.test"), ("Host", "b.test")], id="two-hosts"),
+    ],
+)
+def test_framing_cannot_be_a_client_default(headers: Any) -> None:
+    with pytest.raises(aiopool.LocalProtocolError):
+        aiopool.Client(headers=headers)
+
+
+def test_a_hand_built_request_is_held_to_the_same_rules() -> None:
+    url = aiopool.URL("http://example.test/")
+    cases: list[tuple[list[tuple[str, str]], bytes | None]] = [
+        ([("Content-Length", "3")], TEN),
+        ([("Content-Length", "+3")], b"abc"),
+        ([("Transfer-Encoding", "chunked"), ("Content-Length", "3")], b"abc"),
+        ([("Host", "a"), ("Host", "b")], None),
+    ]
+    for headers, content in cases:
+        with pytest.raises(aiopool.LocalProtocolError):
+            aiopool.Request("POST", url, aiopool.Headers(headers), content)
+
+
+def _received(resp: aiopool.Response) -> tuple[list[tuple[str, str]], str]:
+    """The header fields (names lower-cased) and body the fault server received."""
+    echo = resp.json()
+    return [(n.lower(), v) for n, v in echo["headers"]], echo["body"]
+
+
+async def test_true_content_length_is_sent_once(server: FaultServer) -> None:
+    async with aiopool.Client() as client:
+        resp = await client.post(
+            f"{server.url}/echo", headers={"Content-Length": "3"}, content=b"abc"
+        )
+    fields, body = _received(resp)
+    assert [v for n, v in fields if n in ("content-length", "transfer-encoding")] == ["3"]
+    assert body == "abc"
+
+
+@pytest.mark.parametrize(
+    "content", [pytest.param(b"abc", id="bytes"), pytest.param(None, id="no-body")]
+)
+async def test_caller_chunked_is_framed_by_the_client(
+    server: FaultServer, content: bytes | None
+) -> None:
+    # `Transfer-Encoding: chunked` from the caller is honoured (curl, Go): the body goes out
+    # chunked, and never beside a Content-Length (not even the POST's usual "0").
+    async with aiopool.Client() as client:
+        resp = await client.post(
+            f"{server.url}/echo", headers={"Transfer-Encoding": "chunked"}, content=content
+        )
+    fields, body = _received(resp)
+    assert [(n, v.lower()) for n, v in fields if n in ("content-length", "transfer-encoding")] == [
+        ("transfer-encoding", "chunked")
+    ]
+    assert body == (content or b"").decode()
+
+
+@pytest.mark.parametrize("where", ["request", "client"])
+async def test_a_host_from_the_caller_is_the_only_host(server: FaultServer, where: str) -> None:
+    headers = {"Host": "virtual.test"}
+    async with aiopool.Client(headers=headers if where == "client" else None) as client:
+        resp = await client.get(
+            f"{server.url}/echo", headers=headers if where == "request" else None
+        )
+    fields, _ = _received(resp)
+    assert [v for n, v in fields if n == "host"] == ["virtual.test"]
+
+
+async def _pieces(*chunks: bytes) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        yield chunk
+
+
+@pytest.mark.parametrize(
+    ("chunks", "detail"),
+    [
+        pytest.param((b"abc", b"defg"), "longer than its Content-Length 5", id="long"),
+        pytest.param((b"abc",), "shorter than its Content-Length 5", id="short"),
+    ],
+)
+async def test_streamed_body_must_match_its_content_length(
+    server: FaultServer, chunks: tuple[bytes, ...], detail: str
+) -> None:
+    async with aiopool.Client() as client:
+        with pytest.raises(aiopool.LocalProtocolError, match=detail):
+            await client.post(
+                f"{server.url}/echo", headers={"Content-Length": "5"}, content=_pieces(*chunks)
+            )
+        stats = assert_settled(client)
+        assert (stats.connections_opened, stats.connections_closed) == (1, 1)
+        # Exactly as many bytes as it says: the same framing, streamed, is fine.
+        resp = await client.post(
+            f"{server.url}/echo", headers={"Content-Length": "5"}, content=_pieces(b"ab", b"cde")
+        )
+        assert _received(resp)[1] == "abcde"
+
+
+# The same rules over HTTP/2, on both engines (the scripted h2 peer, h2c with prior knowledge).
+
+H2_ENGINES = [pytest.param("h2", id="h2"), pytest.param("jh2", id="jh2")]
+
+
+@pytest.mark.parametrize("engine", H2_ENGINES)
+@pytest.mark.parametrize(("headers", "content", "detail"), BAD_FRAMING[:4] + BAD_FRAMING[11:14])
+async def test_contradictory_framing_is_refused_before_an_http2_socket(
+    fresh_h2_server: H2ScriptServer, engine: str, headers: Any, content: bytes | None, detail: str
+) -> None:
+    server = fresh_h2_server
+    async with aiopool.Client(http1=False, http2_engine=engine) as client:  # type: ignore[arg-type]
+        with pytest.raises(aiopool.LocalProtocolError, match=detail):
+            await client.post(f"{server.url}/echo", headers=headers, content=content)
+        assert client.stats().connections_opened == 0
+        assert server.connections_accepted == 0
+        resp = await client.post(f"{server.url}/echo?id=ok", content=b"abc")
+        assert resp.text == "ok"
+    assert server.protocol_errors == []
+
+
+@pytest.mark.parametrize("engine", H2_ENGINES)
+@pytest.mark.parametrize("chunks", [(b"abc", b"defg"), (b"abc",)], ids=["long", "short"])
+async def test_streamed_body_must_match_its_content_length_over_http2(
+    fresh_h2_server: H2ScriptServer, engine: str, chunks: tuple[bytes, ...]
+) -> None:
+    server = fresh_h2_server
+    async with aiopool.Client(http1=False, http2_engine=engine) as client:  # type: ignore[arg-type]
+        with pytest.raises(aiopool.LocalProtocolError, match="Content-Length 5"):
+            await client.post(
+                f"{server.url}/upload", headers={"Content-Length": "5"}, content=_pieces(*chunks)
+            )
+        # The stream was reset, never ended with a length its content-length contradicts.
+        await eventually(lambda: server.streams_reset_by_client == 1)
+        assert server.protocol_errors == []
+        (stream,) = server.requests
+        assert server.body_bytes(stream.conn_id, stream.stream_id) <= 5
+        assert_settled(client)
+
+
+# Strict and equal parsers ---------------------------------------------------------------------
+# Both HTTP/1.1 parsers must end a line, a field and a message at the same bytes, or a client and
+# a proxy can be made to split one response stream differently. Both refuse a bare LF as a head
+# line end and obs-fold (llhttp's strict reading; see `_http11._check_head_lines`).
+
+
+class RawServer:
+    """A loopback server answering every request with exactly `reply` (in pieces of at most
+    64 KiB, each awaited, so that a large reply never sits whole in memory), then closing."""
+
+    def __init__(self, reply: bytes | Callable[[], AsyncIterator[bytes]]) -> None:
+        self._reply = reply
+        self.connections = 0
+        self._server: asyncio.Server | None = None
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        port = self._server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}/"
+
+    async def __aenter__(self) -> RawServer:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            reply = self._reply
+            pieces = _split(reply) if isinstance(reply, bytes) else reply()
+            async for piece in pieces:
+                writer.write(piece)
+                await writer.drain()
+        except (OSError, asyncio.IncompleteReadError):
+            pass  # the client gave up on the reply: what these tests want
+        finally:
+            writer.close()
+
+
+async def _split(data: bytes) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), 65536):
+        yield data[start : start + 65536]
+
+
+LENIENT_HEADS = [
+    pytest.param(b"HTTP/1.1 200 OK\nContent-Length: 2\n\nhi", id="all-bare-lf"),
+    pytest.param(b"HTTP/1.1 200 OK\nContent-Length: 2\r\n\r\nhi", id="status-line-bare-lf"),
+    pytest.param(b"HTTP/1.1 200 OK\r\nA: b\nContent-Length: 2\r\n\r\nhi", id="field-bare-lf"),
+    pytest.param(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\nhi", id="end-of-head-bare-lf"),
+    pytest.param(
+        b"HTTP/1.1 100 Continue\n\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi",
+        id="interim-bare-lf",
+    ),
+    pytest.param(b"HTTP/1.1 200 OK\r\nA: b\r\n c\r\nContent-Length: 2\r\n\r\nhi", id="obs-fold"),
+    pytest.param(
+        b"HTTP/1.1 200 OK\r\nA: b\r\n\tc\r\nContent-Length: 2\r\n\r\nhi", id="obs-fold-tab"
+    ),
+    pytest.param(b"HTTP/1.1 200 OK\r\nA: b\rContent-Length: 2\r\n\r\nhi", id="bare-cr"),
+]
+
+
+@pytest.mark.parametrize("reply", LENIENT_HEADS)
+async def test_bare_lf_and_obs_fold_are_refused_by_both_parsers(reply: bytes) -> None:
+    async with RawServer(reply) as raw, aiopool.Client() as client:
+        with pytest.raises(aiopool.RemoteProtocolError, match=r"malformed HTTP/1\.1 response"):
+            await client.get(raw.url)
+        stats = assert_settled(client)
+        assert (stats.connections_opened, stats.connections_closed) == (1, 1)
+
+
+async def test_a_strict_head_is_accepted_by_both_parsers() -> None:
+    # (The control for the test above: the same heads with CRLF and one line per field.)
+    reply = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nA: b c\r\nContent-Length: 2\r\n\r\nhi"
+    async with RawServer(reply) as raw, aiopool.Client() as client:
+        resp = await client.get(raw.url)
+        assert (resp.headers["a"], resp.content) == ("b c", b"hi")
+
+
+def _chunked_with_extension(size: int) -> Callable[[], AsyncIterator[bytes]]:
+    async def reply() -> AsyncIterator[bytes]:
+        yield b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2;ext="
+        for start in range(0, size, 65536):
+            yield b"x" * min(65536, size - start)
+        yield b"\r\nhi\r\n0\r\n\r\n"
+
+    return reply
+
+
+async def test_an_oversized_chunk_extension_is_refused_with_a_bounded_buffer() -> None:
+    # 8 MiB of chunk extension: h11 used to call it an oversized *head*, and llhttp streamed
+    # past it without a bound. Now both stop past max_response_header_bytes, saying where.
+    tracemalloc.start()
+    try:
+        async with RawServer(_chunked_with_extension(8 << 20)) as raw, aiopool.Client() as client:
+            with pytest.raises(
+                aiopool.RemoteProtocolError,
+                match=r"chunk header or trailer larger than 102400 bytes",
+            ):
+                await client.get(raw.url)
+            stats = assert_settled(client)
+            assert (stats.connections_opened, stats.connections_closed) == (1, 1)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20  # the bound plus a few reads, never the 8 MiB sent
+
+
+async def test_a_modest_chunk_extension_is_accepted() -> None:
+    async with RawServer(_chunked_with_extension(1000)) as raw, aiopool.Client() as client:
+        resp = await client.get(raw.url)
+        assert resp.content == b"hi"

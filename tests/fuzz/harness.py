@@ -276,7 +276,8 @@ async def _bounded(awaitable: Awaitable[T], what: str) -> T:
 class ParsersAgree:
     """Both HTTP/1.1 parsers on the same case: each keeps every property, and where both accept
     a response they agree on its status and body (where only one accepts, that is leniency,
-    which the parsers may differ in: h11 takes a bare LF, llhttp two Transfer-Encodings)."""
+    which the parsers may differ in: h11 takes a bare LF in a trailer section, llhttp two
+    Transfer-Encodings; in a head both refuse bare LF and obs-fold)."""
 
     name = "parsers-agree"
 
