@@ -91,7 +91,7 @@ def make_state(
 
 def dial(state: PoolState, origin: Origin, now: float = 0.0) -> FakeConn:
     """Complete the oldest pending dial for `origin`."""
-    host = state.to_dial.pop(0)
+    host, _ = state.to_dial.pop(0)
     assert host.key == origin
     conn = FakeConn(origin)
     state.dial_succeeded(host, conn, now)
@@ -227,7 +227,7 @@ async def test_dial_failure_goes_to_longest_waiter_and_dialing_resumes() -> None
     w1 = state.checkout(A, None, 0.0)
     w2 = state.checkout(A, None, 0.0)
     assert isinstance(w1, Waiter) and isinstance(w2, Waiter)
-    host = state.to_dial.pop()
+    host, _ = state.to_dial.pop()
     state.dial_failed(host, aiopool.ConnectError("refused"))
     with pytest.raises(aiopool.ConnectError):
         w1.fut.result()
@@ -367,7 +367,7 @@ def h2_state(**kw: int | None) -> PoolState:
 
 
 def h2_dial(state: PoolState, limit: int) -> FakeH2Conn:
-    host = state.to_dial.pop(0)
+    host, _ = state.to_dial.pop(0)
     conn = FakeH2Conn(host.key, limit)
     state.dial_succeeded(host, conn, 0.0)
     return conn
