@@ -341,7 +341,7 @@ class ConnectionPool:
         else:
             timeout, tracer = None, tracer_for(self._trace, None)
         try:
-            await self._open(host, timeout, tracer)
+            await self._open(host, waiter, timeout, tracer)
         finally:
             if slow is not None:
                 slow.cancel()
@@ -351,7 +351,13 @@ class ConnectionPool:
         self._state.dial_slow(host)
         self._apply("error")  # (only dials: nothing is closed here)
 
-    async def _open(self, host: HostPool, timeout: float | None, tracer: Tracer | None) -> None:
+    async def _open(
+        self,
+        host: HostPool,
+        waiter: Waiter | None,
+        timeout: float | None,
+        tracer: Tracer | None,
+    ) -> None:
         origin = host.key
         state = self._state
         tls = origin.scheme == "https"
@@ -403,7 +409,7 @@ class ConnectionPool:
                 )
         except BaseException as exc:
             error = _dial_error(exc, f"could not connect to {origin}")
-            state.dial_failed(host, error)
+            state.dial_failed(host, error, waiter)
             self._apply("error")
             if tracer is not None:
                 if conn_id is None:  # TCP itself failed
@@ -453,7 +459,8 @@ class ConnectionPool:
                 reader = await h2conn.start(timeout)
             except BaseException as exc:  # no SETTINGS from the server, or the socket died
                 stream.abort()
-                state.dial_failed(host, _dial_error(exc, f"HTTP/2 preface with {origin} failed"))
+                error = _dial_error(exc, f"HTTP/2 preface with {origin} failed")
+                state.dial_failed(host, error, waiter)
                 self._apply("error")
                 if isinstance(exc, asyncio.CancelledError):
                     raise
@@ -463,9 +470,8 @@ class ConnectionPool:
             conn = h2conn
         elif not self._http1:
             stream.abort()
-            state.dial_failed(
-                host, ConnectError(f"{origin} did not negotiate HTTP/2 (ALPN: {alpn!r})")
-            )
+            error = ConnectError(f"{origin} did not negotiate HTTP/2 (ALPN: {alpn!r})")
+            state.dial_failed(host, error, waiter)
             self._apply("error")
             return
         else:

@@ -399,13 +399,26 @@ class PoolState:
         self._make_idle(host, conn, now)
         self._pump_blocked()
 
-    def dial_failed(self, host: HostPool, exc: BaseException) -> None:
-        """A dial failed: its error goes to the longest waiter (if any), and dials resume."""
+    def dial_failed(
+        self, host: HostPool, exc: BaseException, dialed_for: Waiter | None = None
+    ) -> None:
+        """A dial failed: its error goes to the request it was started for, `dialed_for`, if
+        that still waits (without one, to the longest waiter); dials resume for the rest.
+
+        Go's rule (`dialConnFor` delivers a dial's error to its own request only): a failure
+        is bounded by that request's connect timeout, so it is that request's answer. Another
+        request covered by the dial is covered again by the dial `_pump` starts now."""
         host.connecting -= 1
         self.busy_total -= 1
         if host.alpn is None and not host.connecting:
             host.dial_is_slow = False  # the next dial gets its own delay before others join
-        waiter = self._next_waiter(host)
+        if dialed_for is None:
+            waiter = self._next_waiter(host)
+        elif dialed_for.live and not dialed_for.fut.done():
+            self.abandon(dialed_for)  # (it leaves the queue: O(1), skipped when popped)
+            waiter = dialed_for
+        else:
+            waiter = None  # served meanwhile, or gone: nobody asked for this error
         if waiter is not None:
             waiter.fut.set_exception(exc)
         self._pump(host)
@@ -492,9 +505,11 @@ class PoolState:
     # Internals ---------------------------------------------------------------------------------
 
     def awaits_a_dial(self, waiter: Waiter) -> bool:
-        """Whether a dial in flight will serve `waiter`: each dial, done or failed, goes to the
-        longest live waiter, so the first `connecting` of them are covered. (Walks at most that
-        many live entries, plus dead ones the queue's compaction keeps bounded.)"""
+        """Whether a dial in flight will serve `waiter`: each dial that succeeds goes to the
+        longest live waiter, so the first `connecting` of them are covered. (A failed dial's
+        error goes to its own request, which may stand behind `waiter`; the async layer checks
+        an overdue waiter again whenever a dial ends.) Walks at most `connecting` live
+        entries, plus dead ones the queue's compaction keeps bounded."""
         host = waiter.host
         ahead = host.connecting
         for queued in host.waiters:
