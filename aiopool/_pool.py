@@ -8,9 +8,10 @@ Its rules:
 - dials run as tasks owned by the pool, not by the request that caused them, so a cancelled
   request never kills a half-made connection that the next waiter could use (Go's behaviour);
   each is bounded by the connect timeout of the request it was started for;
-- while an origin's protocol is unknown (h2 offered), one dial runs; a timer of
-  `SLOW_HANDSHAKE` seconds per such dial lets further waiters dial in parallel once it has run
-  that long (see `_pool_state` for what the extra sockets become);
+- while an origin's sockets may be HTTP/2 (protocol unknown with h2 offered, or h2 with every
+  socket full), one dial runs; a timer of `SLOW_HANDSHAKE` seconds per such dial lets further
+  waiters dial in parallel once it has run that long (see `_pool_state` for what the extra
+  sockets become);
 - a request cancelled after a connection was handed to it gives the connection straight back;
 - closing sockets is synchronous (see `_backend`), so no cleanup step ever needs shielding.
 """
@@ -63,13 +64,14 @@ class Dialer(Protocol):
 # On shutdown, how long TLS sockets may take to exchange close_notify before being aborted.
 _CLOSE_GRACE = 0.25
 
-# How long the one dial to an origin whose protocol is unknown runs alone before the requests
-# queued behind it dial in parallel. A TCP + TLS 1.3 handshake takes two round trips, so this
-# covers servers up to ~150 ms away (most of a continent) before an extra socket is spent.
-# Chromium throttles its extra connections while an HTTP/2 session may be coming the same way,
-# for 300 ms (`kHTTP2ThrottleMs`); RFC 8305 (Happy Eyeballs) waits 250 ms before a second
-# connection attempt. Go waits not at all (every request dials, the surplus h2 sockets are
-# closed), which costs a handshake per request on every cold start.
+# How long a dial that runs alone because its socket may be HTTP/2 (the origin's protocol still
+# unknown, or every h2 socket full) runs before the requests queued behind it dial in parallel.
+# Chromium holds a job to a server it knows speaks HTTP/2 for 300 ms (`kHTTP2ThrottleMs`,
+# crbug.com/718576) while another job's connection may bring a session; RFC 8305 (Happy
+# Eyeballs) waits 250 ms before a second connection attempt. A TCP + TLS 1.3 handshake takes two
+# round trips, so 300 ms lets one socket serve everyone from servers up to ~150 ms away before
+# an extra socket is spent. (Go does not wait: every request dials, and the surplus h2 sockets
+# are closed, "both kicking off TCP dials (since protocol was unknown)".)
 SLOW_HANDSHAKE = 0.3
 
 
@@ -333,7 +335,7 @@ class ConnectionPool:
         books say), timing the handshake while the origin's protocol is unknown."""
         assert self._loop is not None
         slow = None
-        if host.may_multiplex and host.alpn is None and not host.dial_is_slow:
+        if host.may_multiplex and host.alpn != "http/1.1" and not host.dial_is_slow:
             slow = self._loop.call_later(SLOW_HANDSHAKE, self._dial_slow, host)
         if waiter is not None:
             timeout = waiter.connect_timeout

@@ -33,13 +33,13 @@ started for: its connect timeout bounds the dial, and its tracer hears the dial'
 a dial to the request whose wait queued it in the same way). One request's `Timeout.connect`
 never decides a dial started for another.
 
-Dials while the protocol is unknown (an https origin with h2 offered, before the first ALPN
-answer): at first only one dial runs, because if the server picks h2 that one socket serves
-every waiter (Go's HTTP/2 pool and httpcore do the same). But a stalled handshake must not
-serialise every request to the origin behind it, so once the pending dial has run longer than a
-short delay (the async layer owns that timer and calls `dial_slow`), waiters not covered by a
-dial get their own dials, within the caps, as for HTTP/1.1. What the extra sockets become once
-the protocol is known:
+Dials to an origin that may speak HTTP/2 (https with h2 offered, before the first ALPN answer;
+or known h2 with every socket full): only one dial runs at a time, because if the server picks
+h2 that one socket serves every waiter up to its stream limit (httpcore does the same). But a
+stalled handshake must not serialise every request to the origin behind it, so once the pending
+dial has run longer than a short delay (the async layer owns that timer and calls `dial_slow`),
+waiters not covered by a dial get their own dials, within the caps, as for HTTP/1.1, until no
+dial is in flight. What the extra sockets become once the protocol is known:
 - HTTP/1.1: ordinary sockets, leased to the next waiter or pooled idle;
 - h2: one that lands while another h2 socket to the origin still has a free stream is surplus
   and closed at once (Go's `addConnIfNeeded`: "two goroutines ... both kicking off TCP dials,
@@ -120,7 +120,8 @@ class HostPool:
         self.key = key
         # Could this origin speak HTTP/2 (https with h2 offered, or h2c by prior knowledge)?
         # Until the first socket says (`alpn`), only one dial runs, as httpcore does: if the
-        # answer is h2, that one socket serves every waiter. Unless that dial is slow
+        # answer is h2, that one socket serves every waiter (and with h2, a second socket is
+        # dialed only once the first is full, one at a time). Unless that dial is slow
         # (`dial_is_slow`, see the module docstring): then waiters get dials of their own.
         self.may_multiplex = may_multiplex
         self.alpn: str | None = None  # "h2" or "http/1.1" once learned
@@ -353,10 +354,10 @@ class PoolState:
     # Dialing -----------------------------------------------------------------------------------
 
     def dial_slow(self, host: HostPool) -> None:
-        """A dial to `host` has run past the handshake delay with the protocol still unknown:
-        from now on (until a socket answers or every dial failed) waiters not covered by a
-        dial get dials of their own, within the caps."""
-        if host.alpn is None and host.connecting and not self.closed:
+        """A dial to `host`, run alone because its socket may be HTTP/2, has taken longer than
+        the handshake delay: until no dial is in flight, waiters not covered by a dial get
+        dials of their own, within the caps."""
+        if host.alpn != "http/1.1" and host.connecting and not self.closed:
             host.dial_is_slow = True
             self._pump(host)
 
@@ -364,6 +365,8 @@ class PoolState:
         """A dial made `conn`: it goes to the longest waiter (h2: to as many as it takes), or
         idle; an h2 socket nobody needs while another has room is closed (`to_close`)."""
         host.connecting -= 1
+        if not host.connecting:
+            host.dial_is_slow = False  # the next dial gets its own delay before others join
         host.opened += 1
         self.opened += 1
         self.conns.add(conn)
@@ -410,7 +413,7 @@ class PoolState:
         request covered by the dial is covered again by the dial `_pump` starts now."""
         host.connecting -= 1
         self.busy_total -= 1
-        if host.alpn is None and not host.connecting:
+        if not host.connecting:
             host.dial_is_slow = False  # the next dial gets its own delay before others join
         if dialed_for is None:
             waiter = self._next_waiter(host)
@@ -618,16 +621,15 @@ class PoolState:
         need = host.n_waiting - host.connecting
         if need <= 0:
             return
-        if (
-            host.may_multiplex
-            and host.alpn != "http/1.1"
-            and not (host.alpn is None and host.dial_is_slow)
-        ):
-            # HTTP/2 (or not yet known, and no dial slow yet): one dial at a time, and none
-            # while a socket has room.
-            if host.connecting or any(c.capacity() > 0 for c in host.h2):
+        if host.may_multiplex and host.alpn != "http/1.1":
+            # HTTP/2 (or not yet known): none while a socket has room, and one dial at a time,
+            # unless the one in flight is slow (see the module docstring).
+            if any(c.capacity() > 0 for c in host.h2):
                 return
-            need = 1
+            if not host.dial_is_slow:
+                if host.connecting:
+                    return
+                need = 1
         per_host = self.max_per_host
         cap = self.max_connections
         while need > 0:
