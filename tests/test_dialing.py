@@ -18,10 +18,12 @@ import time
 from collections.abc import Iterator
 
 import pytest
+import trustme
 
 import aiopool
 from tests.helpers import assert_settled
 from tests.rig.fault_server import BlackholeServer, FaultServer, _ThreadedServer
+from tests.rig.h2_server import H2ScriptServer
 from tests.rig.hypercorn_app import HypercornServer
 from tests.rig.nginx import Nginx
 from tests.rig.proxy import _pipe
@@ -216,3 +218,54 @@ async def test_a_shorter_connect_timeout_of_a_later_request_does_not_fail_an_ear
         endless.cancel()
         with pytest.raises(asyncio.CancelledError):
             await endless
+
+
+@pytest.fixture(scope="module")
+def one_stream_hypercorn(tls_ca: trustme.CA) -> Iterator[HypercornServer]:
+    """hypercorn (ALPN h2) allowing one stream per connection: every request needs a socket."""
+    server = HypercornServer(tls_ca, max_concurrent_streams=1)
+    with server:
+        yield server
+
+
+async def test_stalled_handshake_to_a_full_h2_origin_lets_queued_requests_dial_in_parallel(
+    one_stream_hypercorn: HypercornServer, client_ssl_context: ssl.SSLContext
+) -> None:
+    # The protocol is known (h2) and the socket is full: more sockets are needed, and they too
+    # must not be dialed one stalled handshake after another.
+    relay = StallingRelay(one_stream_hypercorn.port, stall=0.0)
+    with relay:
+        async with tls_client(client_ssl_context, max_connections_per_host=10) as client:
+            warm = await client.get(f"{relay.url}/echo")
+            assert warm.http_version == "HTTP/2"
+            relay.reset()
+            relay.stall, relay.quorum, relay.accepted_at_release = 10.0, 3, None
+            responses = await asyncio.gather(
+                *(client.get(f"{relay.url}/slow?chunks=1&delay=0.5") for _ in range(4))
+            )
+            assert [r.status_code for r in responses] == [200] * 4
+            assert relay.accepted_at_release == 3  # three new sockets dialed side by side
+            stats = assert_settled(client)
+            assert stats.connections_opened == 4
+
+
+async def test_a_covered_waiter_whose_dial_serves_nobody_is_not_left_waiting(
+    fresh_h2_server: H2ScriptServer,
+) -> None:
+    # The pool timer finds the request covered by the dial in flight (connect=None), so it
+    # waits for the dial. The dial lands as an h2 socket allowing no stream at all, and the
+    # per-host cap forbids another: nothing will serve the request now, so it gets its
+    # `PoolTimeout` then, instead of hanging.
+    fresh_h2_server.script(max_concurrent_streams=0)
+    relay = StallingRelay(fresh_h2_server.port, stall=0.5)
+    with relay:
+        timeout = aiopool.Timeout(30, connect=None, pool=0.05)
+        url = f"http://127.0.0.1:{relay.port}/"
+        async with aiopool.Client(
+            http1=False, max_connections_per_host=1, timeout=timeout
+        ) as client:
+            async with asyncio.timeout(10):  # (a hang guard, not a timing assertion)
+                with pytest.raises(aiopool.PoolTimeout):
+                    await client.get(url)
+            stats = assert_settled(client)
+            assert stats.connections_opened == 1
