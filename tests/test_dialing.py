@@ -21,7 +21,7 @@ import pytest
 import trustme
 
 import aiopool
-from tests.helpers import assert_settled
+from tests.helpers import assert_settled, eventually
 from tests.rig.fault_server import BlackholeServer, FaultServer, _ThreadedServer
 from tests.rig.h2_server import H2ScriptServer
 from tests.rig.hypercorn_app import HypercornServer
@@ -106,7 +106,10 @@ async def test_stalled_h2_handshake_lets_queued_requests_dial_in_parallel(
     # handshake stalls, so the other seven dial too, before the first socket is let through.
     # (The stall is long enough that this can only happen by dialing in parallel.)
     h2_relay.stall, h2_relay.quorum = 20.0, 8
-    async with tls_client(client_ssl_context, max_connections_per_host=10) as client:
+    events: list[aiopool.TraceEvent] = []
+    async with tls_client(
+        client_ssl_context, max_connections_per_host=10, trace=events.append
+    ) as client:
         responses = await asyncio.gather(
             *(client.get(f"{h2_relay.url}/echo?i={i}") for i in range(8))
         )
@@ -115,9 +118,12 @@ async def test_stalled_h2_handshake_lets_queued_requests_dial_in_parallel(
         assert h2_relay.accepted_at_release == 8  # all dialed while the first one stalled
         # Once h2 is known, one socket serves everything; the extra seven are closed as they
         # land, their connecting slots freed: nothing left over.
+        await eventually(lambda: client.stats().connecting == 0)
         await h2_relay.wait_for_async(lambda: h2_relay.open_connections() == 1)
         stats = assert_settled(client)
         assert (stats.connections_opened, stats.connections_closed) == (8, 7)
+        closed = [e.info["reason"] for e in events if e.name == "conn_closed"]
+        assert closed == ["surplus"] * 7
         (only,) = stats.hosts.values()
         assert (only.idle, only.connecting, only.waiting) == (1, 0, 0)
         # The socket kept still serves.
@@ -137,6 +143,8 @@ async def test_stalled_handshake_answered_http1_gives_ordinary_sockets(
         assert [r.status_code for r in responses] == [200] * 4
         assert all(r.http_version == "HTTP/1.1" for r in responses)
         assert h1_relay.accepted_at_release == 4
+        # (The first socket may have served several requests before the others landed.)
+        await eventually(lambda: client.stats().connecting == 0)
         stats = assert_settled(client)
         assert (stats.connections_opened, stats.connections_closed, stats.idle) == (4, 0, 4)
 
@@ -149,6 +157,7 @@ async def test_parallel_dials_stay_within_the_per_host_cap(
         responses = await asyncio.gather(*(client.get(f"{h2_relay.url}/echo") for _ in range(12)))
         assert [r.status_code for r in responses] == [200] * 12
         assert h2_relay.connections_accepted == 3
+        await eventually(lambda: client.stats().connecting == 0)
         stats = assert_settled(client)
         assert stats.connections_opened - stats.connections_closed == 1
 
@@ -245,6 +254,7 @@ async def test_stalled_handshake_to_a_full_h2_origin_lets_queued_requests_dial_i
             )
             assert [r.status_code for r in responses] == [200] * 4
             assert relay.accepted_at_release == 3  # three new sockets dialed side by side
+            await eventually(lambda: client.stats().connecting == 0)
             stats = assert_settled(client)
             assert stats.connections_opened == 4
 
