@@ -332,7 +332,7 @@ class ConnectionPool:
 
     async def _dial(self, host: HostPool, waiter: Waiter | None) -> None:
         """Dial for `waiter` (its connect timeout and tracer; the socket goes to whoever the
-        books say), timing the handshake while the origin's protocol is unknown."""
+        books say), timing it while it runs alone (see `SLOW_HANDSHAKE`)."""
         assert self._loop is not None
         slow = None
         if host.may_multiplex and host.alpn != "http/1.1" and not host.dial_is_slow:

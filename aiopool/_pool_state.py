@@ -70,7 +70,7 @@ __all__ = ("HostPool", "PoolState", "Waiter")
 class Waiter:
     """A request waiting for a connection. `fut` resolves to the connection, or an error."""
 
-    __slots__ = ("connect_timeout", "dialed", "fut", "host", "live", "reused", "tracer")
+    __slots__ = ("connect_timeout", "fut", "host", "live", "reused", "tracer")
 
     def __init__(
         self,
@@ -86,7 +86,6 @@ class Waiter:
         # to its `Tracer` (set by the pool), whoever ends up with the socket.
         self.connect_timeout = connect_timeout
         self.tracer: Tracer | None = None
-        self.dialed = False  # a dial was started for it
 
 
 # The books of origins with nothing open, connecting or waiting are kept (for `stats()` and the
@@ -380,8 +379,8 @@ class PoolState:
             conn.idle_since = now
             self._serve_from(host, conn)
             if conn.open_streams == 0 and any(c.capacity() > 0 for c in host.h2 if c is not conn):
-                # Surplus: dialed in parallel while the protocol was unknown, and another h2
-                # socket can take what comes (one or two sockets: the scan is O(1)).
+                # Surplus: dialed in parallel behind a slow dial, and another h2 socket can
+                # take what comes (a few sockets per origin: the scan is O(1) in practice).
                 self.discard(conn)
                 return
             self._pump(host)
@@ -555,7 +554,6 @@ class PoolState:
         while undialed:
             waiter = undialed.popleft()
             if waiter.live:
-                waiter.dialed = True
                 return waiter
         return next((w for w in host.waiters if w.live), None)
 
