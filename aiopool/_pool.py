@@ -7,6 +7,11 @@ Its rules:
   that future (no extra task, no cancel scope);
 - dials run as tasks owned by the pool, not by the request that caused them, so a cancelled
   request never kills a half-made connection that the next waiter could use (Go's behaviour);
+  each is bounded by the connect timeout of the request it was started for;
+- while an origin's sockets may be HTTP/2 (protocol unknown with h2 offered, or h2 with every
+  socket full), one dial runs; a timer of `SLOW_HANDSHAKE` seconds per such dial lets further
+  waiters dial in parallel once it has run that long (see `_pool_state` for what the extra
+  sockets become);
 - a request cancelled after a connection was handed to it gives the connection straight back;
 - closing sockets is synchronous (see `_backend`), so no cleanup step ever needs shielding.
 """
@@ -64,6 +69,16 @@ _CLOSE_GRACE = 0.25
 # and never finalized (see `ConnectionPool._forget_parent`).
 _INHERITED: list[object] = []
 
+# How long a dial that runs alone because its socket may be HTTP/2 (the origin's protocol still
+# unknown, or every h2 socket full) runs before the requests queued behind it dial in parallel.
+# Chromium holds a job to a server it knows speaks HTTP/2 for 300 ms (`kHTTP2ThrottleMs`,
+# crbug.com/718576) while another job's connection may bring a session; RFC 8305 (Happy
+# Eyeballs) waits 250 ms before a second connection attempt. A TCP + TLS 1.3 handshake takes two
+# round trips, so 300 ms lets one socket serve everyone from servers up to ~150 ms away before
+# an extra socket is spent. (Go does not wait: every request dials, and the surplus h2 sockets
+# are closed, "both kicking off TCP dials (since protocol was unknown)".)
+SLOW_HANDSHAKE = 0.3
+
 
 class ConnectionPool:
     """Connections to every origin of one client. Implements `ConnectionOwner`."""
@@ -109,9 +124,9 @@ class ConnectionPool:
         )
         self._ssl_context = ssl_context  # built on first use: plain-HTTP clients never pay for it
         self._trace = trace  # the client's hook
-        # Set once any request came with a `Tracer`: from then on dials look for the waiter
-        # they were started for, to give it the dial's events (see `_dial_tracer`).
-        self._traced = False
+        # Waiters whose pool timeout passed while a dial in flight covered them: checked again
+        # whenever a dial of their host ends (see `_expire_waiter`).
+        self._overdue: dict[HostPool, list[Waiter]] = {}
         self._conn_ids = itertools.count(1)
         self._dials: set[asyncio.Task[None]] = set()
         self._readers: set[asyncio.Task[None]] = set()  # one per HTTP/2 socket
@@ -243,7 +258,6 @@ class ConnectionPool:
         state = self._state
         now = loop.time()
         if tracer is not None:
-            self._traced = True
             tracer("get_conn", origin, None, host_port=f"{origin.host}:{origin.port}")
         got = state.checkout(
             origin, None, now, connect_timeout=timeout.connect, fresh=fresh, count=count
@@ -299,16 +313,41 @@ class ConnectionPool:
 
     def _expire_waiter(self, waiter: Waiter) -> None:
         if waiter.live and not waiter.fut.done():
-            if waiter.host.connect_timeout is not None and self._state.awaits_a_dial(waiter):
+            if self._state.awaits_a_dial(waiter):
                 # The request is no longer waiting for the pool but for a dial that will serve
-                # it: the connect timeout decides (`ConnectTimeout`), as if it had dialed itself
-                # (httpcore's rule). Otherwise equal pool and connect timeouts (httpx's default
-                # Timeout(5)) would report a hanging handshake as a `PoolTimeout`.
+                # it: that dial's connect timeout decides (`ConnectTimeout`), as if it had
+                # dialed itself (httpcore's rule), and with `connect=None` the dial may take
+                # as long as it takes (httpx's own transport too). Otherwise equal pool and
+                # connect timeouts (httpx's default Timeout(5)) would report a hanging
+                # handshake as a `PoolTimeout`. A dial can end without serving the waiter
+                # it covered (an h2 socket with no stream to spare), so the waiter is checked
+                # again when a dial of its host ends: never left waiting uncovered.
+                self._overdue.setdefault(waiter.host, []).append(waiter)
                 return
-            self._state.abandon(waiter)
-            waiter.fut.set_exception(
-                PoolTimeout(f"no connection to {waiter.host.key} became available in time")
-            )
+            self._time_out(waiter)
+
+    def _time_out(self, waiter: Waiter) -> None:
+        self._state.abandon(waiter)
+        waiter.fut.set_exception(
+            PoolTimeout(f"no connection to {waiter.host.key} became available in time")
+        )
+
+    def _recheck_overdue(self, host: HostPool) -> None:
+        """A dial of `host` ended: time out overdue waiters no dial in flight covers now.
+        (At most as many as dials were in flight: each check walks as many waiters.)"""
+        overdue = self._overdue.pop(host, None)
+        if overdue is None:
+            return
+        still = []
+        for waiter in overdue:
+            if not waiter.live or waiter.fut.done():
+                continue
+            if self._state.awaits_a_dial(waiter):
+                still.append(waiter)
+            else:
+                self._time_out(waiter)
+        if still:
+            self._overdue[host] = still
 
     # ConnectionOwner ---------------------------------------------------------------------------
 
@@ -365,12 +404,41 @@ class ConnectionPool:
         if state.to_dial:
             to_dial, state.to_dial = state.to_dial, []
             assert self._loop is not None
-            for host in to_dial:
-                task = self._loop.create_task(self._dial(host, self._dial_tracer(host)))
+            for host, waiter in to_dial:
+                task = self._loop.create_task(self._dial(host, waiter))
                 self._dials.add(task)
                 task.add_done_callback(self._dials.discard)
 
-    async def _dial(self, host: HostPool, tracer: Tracer | None) -> None:
+    async def _dial(self, host: HostPool, waiter: Waiter | None) -> None:
+        """Dial for `waiter` (its connect timeout and tracer; the socket goes to whoever the
+        books say), timing it while it runs alone (see `SLOW_HANDSHAKE`)."""
+        assert self._loop is not None
+        slow = None
+        if host.may_multiplex and host.alpn != "http/1.1" and not host.dial_is_slow:
+            slow = self._loop.call_later(SLOW_HANDSHAKE, self._dial_slow, host)
+        if waiter is not None:
+            timeout = waiter.connect_timeout
+            tracer = waiter.tracer if waiter.tracer is not None else tracer_for(self._trace, None)
+        else:
+            timeout, tracer = None, tracer_for(self._trace, None)
+        try:
+            await self._open(host, waiter, timeout, tracer)
+        finally:
+            if slow is not None:
+                slow.cancel()
+            self._recheck_overdue(host)
+
+    def _dial_slow(self, host: HostPool) -> None:
+        self._state.dial_slow(host)
+        self._apply("error")  # (only dials: nothing is closed here)
+
+    async def _open(
+        self,
+        host: HostPool,
+        waiter: Waiter | None,
+        timeout: float | None,
+        tracer: Tracer | None,
+    ) -> None:
         origin = host.key
         state = self._state
         tls = origin.scheme == "https"
@@ -401,7 +469,7 @@ class ConnectionPool:
                     origin.port,
                     ssl_context=self._ssl_context() if tls else None,
                     server_hostname=origin.host,
-                    timeout=host.connect_timeout,
+                    timeout=timeout,
                     on_connected=on_connected,
                 )
             elif origin.proxy is None:
@@ -410,7 +478,7 @@ class ConnectionPool:
                     origin.port,
                     ssl_context=self._ssl_context() if tls else None,
                     server_hostname=origin.host,
-                    timeout=host.connect_timeout,
+                    timeout=timeout,
                 )
             else:
                 stream = await open_through_proxy(
@@ -418,11 +486,11 @@ class ConnectionPool:
                     origin,
                     ssl_context=self._ssl_context,
                     proxy_ssl_context=self._proxy_ssl_context,
-                    timeout=host.connect_timeout,
+                    timeout=timeout,
                 )
         except BaseException as exc:
             error = _dial_error(exc, f"could not connect to {origin}")
-            state.dial_failed(host, error)
+            state.dial_failed(host, error, waiter)
             self._apply("error")
             if tracer is not None:
                 if conn_id is None:  # TCP itself failed
@@ -469,10 +537,11 @@ class ConnectionPool:
                 limits=self._head_limits,
             )
             try:
-                reader = await h2conn.start(host.connect_timeout)
+                reader = await h2conn.start(timeout)
             except BaseException as exc:  # no SETTINGS from the server, or the socket died
                 stream.abort()
-                state.dial_failed(host, _dial_error(exc, f"HTTP/2 preface with {origin} failed"))
+                error = _dial_error(exc, f"HTTP/2 preface with {origin} failed")
+                state.dial_failed(host, error, waiter)
                 self._apply("error")
                 if isinstance(exc, asyncio.CancelledError):
                     raise
@@ -482,9 +551,8 @@ class ConnectionPool:
             conn = h2conn
         elif not self._http1:
             stream.abort()
-            state.dial_failed(
-                host, ConnectError(f"{origin} did not negotiate HTTP/2 (ALPN: {alpn!r})")
-            )
+            error = ConnectError(f"{origin} did not negotiate HTTP/2 (ALPN: {alpn!r})")
+            state.dial_failed(host, error, waiter)
             self._apply("error")
             return
         else:
@@ -501,7 +569,14 @@ class ConnectionPool:
             conn = h1conn
         assert self._loop is not None
         state.dial_succeeded(host, conn, self._loop.time())
-        self._apply("client_closed")  # (only if the client closed during the dial)
+        if state.closed:
+            reason = "client_closed"  # closed during the dial
+        elif conn.state is ConnState.CLOSED:
+            # An extra h2 socket nobody needs (see `_pool_state`), or an unfit HTTP/1.1 one.
+            reason = "surplus" if conn.multiplexed else "not_reusable"
+        else:
+            reason = "idle_limit"  # gone idle, pushing an older idle socket over a cap
+        self._apply(reason)
         self._watch_idle(conn)
 
     # Idle expiry -------------------------------------------------------------------------------
@@ -574,6 +649,7 @@ class ConnectionPool:
         for handle in self._h2_timers.values():
             handle.cancel()
         self._h2_timers.clear()
+        self._overdue.clear()
         conns = self._state.close()
         for conn in conns:
             conn.shut_down()
@@ -601,19 +677,6 @@ class ConnectionPool:
                 await asyncio.gather(*(c.wait_closed(_CLOSE_GRACE) for c in conns))
 
     # Tracing -----------------------------------------------------------------------------------
-
-    def _dial_tracer(self, host: HostPool) -> Tracer | None:
-        """Who hears of a dial starting now for `host`: the request it is started for (the
-        longest waiter no earlier dial was started for, as Go ties a dial to the request
-        whose wait queued it), else the client's hook and the logger."""
-        if self._traced:
-            for waiter in host.waiters:
-                if waiter.live and not waiter.dialed:
-                    waiter.dialed = True
-                    if waiter.tracer is not None:
-                        return waiter.tracer
-                    break
-        return tracer_for(self._trace, None)
 
     def _trace_closed(self, conns: Iterable[Connection], reason: str) -> None:
         tracer = tracer_for(self._trace, None)

@@ -3,7 +3,8 @@
 Every state change happens in one of the methods below, start to finish, with no await in between,
 so a cancellation can never observe (or leave) a half-made change. What a change requires doing to
 the outside world is *returned* through two lists, `to_close` (connections to close) and `to_dial`
-(hosts needing one more connection), which the async layer (`_pool.py`) acts on afterwards. This is
+(one more connection for a host, and the waiter it is started for), which the async layer
+(`_pool.py`) acts on afterwards. This is
 httpcore's `_assign_requests_to_connections()` shape, without its cost: every step is O(1)
 (amortised), using per-host idle stacks and waiter queues rather than rescans of all connections.
 
@@ -27,7 +28,24 @@ A request that cannot be served from the idle stack becomes a `Waiter` in its ho
 Dials are started to cover waiters (never more dials than waiters); a dial does not belong to the
 request that caused it: whichever connection turns up first (a fresh dial, or a socket released by
 another request) goes to the longest waiter. That is Go's late binding; it is also what makes the
-queue fair.
+queue fair. A dial is nonetheless *started for* one waiter, the longest one no earlier dial was
+started for: its connect timeout bounds the dial, and its tracer hears the dial's events (Go ties
+a dial to the request whose wait queued it in the same way). One request's `Timeout.connect`
+never decides a dial started for another.
+
+Dials to an origin that may speak HTTP/2 (https with h2 offered, before the first ALPN answer;
+or known h2 with every socket full): only one dial runs at a time, because if the server picks
+h2 that one socket serves every waiter up to its stream limit (httpcore does the same). But a
+stalled handshake must not serialise every request to the origin behind it, so once the pending
+dial has run longer than a short delay (the async layer owns that timer and calls `dial_slow`),
+waiters not covered by a dial get their own dials, within the caps, as for HTTP/1.1, until no
+dial is in flight. What the extra sockets become once the protocol is known:
+- HTTP/1.1: ordinary sockets, leased to the next waiter or pooled idle;
+- h2: one that lands while another h2 socket to the origin still has a free stream is surplus
+  and closed at once (Go's `addConnIfNeeded`: "two goroutines ... both kicking off TCP dials,
+  since protocol was unknown"); one that lands while the others are full serves the waiters
+  beyond them and stays, as a second socket would have been opened for them anyway.
+Either way its connecting slot becomes the socket (or is freed): no lease or slot leaks.
 """
 
 from __future__ import annotations
@@ -52,17 +70,22 @@ __all__ = ("HostPool", "PoolState", "Waiter")
 class Waiter:
     """A request waiting for a connection. `fut` resolves to the connection, or an error."""
 
-    __slots__ = ("dialed", "fut", "host", "live", "reused", "tracer")
+    __slots__ = ("connect_timeout", "fut", "host", "live", "reused", "tracer")
 
-    def __init__(self, host: HostPool, fut: asyncio.Future[Connection]) -> None:
+    def __init__(
+        self,
+        host: HostPool,
+        fut: asyncio.Future[Connection],
+        connect_timeout: float | None = None,
+    ) -> None:
         self.host = host
         self.fut = fut
         self.live = True  # still wants a connection: not served, cancelled nor timed out
         self.reused = False  # whether the connection it was handed had carried a request
-        # Tracing (set by the pool): the request's `Tracer`, and whether a dial was started
-        # on its behalf (that dial's events go to it, whoever ends up with the socket).
+        # A dial started for this waiter is bounded by its connect timeout, and its events go
+        # to its `Tracer` (set by the pool), whoever ends up with the socket.
+        self.connect_timeout = connect_timeout
         self.tracer: Tracer | None = None
-        self.dialed = False
 
 
 # The books of origins with nothing open, connecting or waiting are kept (for `stats()` and the
@@ -78,8 +101,8 @@ class HostPool:
         "alpn",
         "blocked",
         "busy",
-        "connect_timeout",
         "connecting",
+        "dial_is_slow",
         "h2",
         "idle",
         "key",
@@ -89,24 +112,30 @@ class HostPool:
         "requests",
         "retries",
         "reused",
+        "undialed",
         "waiters",
     )
 
     def __init__(self, key: Origin, may_multiplex: bool = False) -> None:
         self.key = key
         # Could this origin speak HTTP/2 (https with h2 offered, or h2c by prior knowledge)?
-        # Until the first socket says (`alpn`), only one dial runs, as Go and httpcore do:
-        # if the answer is h2, that one socket serves every waiter.
+        # Until the first socket says (`alpn`), only one dial runs, as httpcore does: if the
+        # answer is h2, that one socket serves every waiter (and with h2, a second socket is
+        # dialed only once the first is full, one at a time). Unless that dial is slow
+        # (`dial_is_slow`, see the module docstring): then waiters get dials of their own.
         self.may_multiplex = may_multiplex
         self.alpn: str | None = None  # "h2" or "http/1.1" once learned
+        self.dial_is_slow = False
         self.h2: dict[Connection, None] = {}  # open HTTP/2 sockets (each counts as busy)
         self.idle: OrderedDict[Connection, None] = OrderedDict()  # MRU at the end
         self.waiters: deque[Waiter] = deque()  # may hold dead entries; n_waiting counts live
+        # Waiters no dial was started for yet, FIFO (may hold dead and served entries): the
+        # next dial is started for the first live one.
+        self.undialed: deque[Waiter] = deque()
         self.n_waiting = 0
         self.busy = 0
         self.connecting = 0
         self.blocked = False  # queued in PoolState.blocked, waiting for a global slot
-        self.connect_timeout: float | None = None  # of the latest waiter, for the next dial
         self.opened = 0
         self.reused = 0
         self.requests = 0
@@ -159,7 +188,8 @@ class PoolState:
         self.closed = False
         # Effects for the async layer.
         self.to_close: list[Connection] = []
-        self.to_dial: list[HostPool] = []
+        # One entry per dial to start: the host, and the waiter it is started for.
+        self.to_dial: list[tuple[HostPool, Waiter | None]] = []
         # Lifetime counters (what each means: `PoolStats`).
         self.requests = 0
         self.opened = 0
@@ -218,10 +248,10 @@ class PoolState:
                 return conn
         if fut is None:
             fut = asyncio.get_running_loop().create_future()
-        waiter = Waiter(host, fut)
+        waiter = Waiter(host, fut, connect_timeout)
         host.waiters.append(waiter)
+        host.undialed.append(waiter)
         host.n_waiting += 1
-        host.connect_timeout = connect_timeout
         self._pump(host)
         return waiter
 
@@ -281,6 +311,7 @@ class PoolState:
         # when they dominate so a storm of cancellations cannot grow it without bound.
         if len(host.waiters) > 2 * host.n_waiting + 64:
             host.waiters = deque(w for w in host.waiters if w.live)
+        self._trim_undialed(host)
         self._note_if_empty(host)
 
     def note_response(self, key: Origin, reused: bool) -> None:
@@ -333,8 +364,20 @@ class PoolState:
 
     # Dialing -----------------------------------------------------------------------------------
 
+    def dial_slow(self, host: HostPool) -> None:
+        """A dial to `host`, run alone because its socket may be HTTP/2, has taken longer than
+        the handshake delay: until no dial is in flight, waiters not covered by a dial get
+        dials of their own, within the caps."""
+        if host.alpn != "http/1.1" and host.connecting and not self.closed:
+            host.dial_is_slow = True
+            self._pump(host)
+
     def dial_succeeded(self, host: HostPool, conn: Connection, now: float) -> None:
+        """A dial made `conn`: it goes to the longest waiter (h2: to as many as it takes), or
+        idle; an h2 socket nobody needs while another has room is closed (`to_close`)."""
         host.connecting -= 1
+        if not host.connecting:
+            host.dial_is_slow = False  # the next dial gets its own delay before others join
         host.opened += 1
         self.opened += 1
         self.conns.add(conn)
@@ -347,6 +390,11 @@ class PoolState:
                 return
             conn.idle_since = now
             self._serve_from(host, conn)
+            if conn.open_streams == 0 and any(c.capacity() > 0 for c in host.h2 if c is not conn):
+                # Surplus: dialed in parallel behind a slow dial, and another h2 socket can
+                # take what comes (a few sockets per origin: the scan is O(1) in practice).
+                self.discard(conn)
+                return
             self._pump(host)
             return
         if host.may_multiplex:
@@ -365,11 +413,26 @@ class PoolState:
         self._make_idle(host, conn, now)
         self._pump_blocked()
 
-    def dial_failed(self, host: HostPool, exc: BaseException) -> None:
-        """A dial failed: its error goes to the longest waiter (if any), and dials resume."""
+    def dial_failed(
+        self, host: HostPool, exc: BaseException, dialed_for: Waiter | None = None
+    ) -> None:
+        """A dial failed: its error goes to the request it was started for, `dialed_for`, if
+        that still waits (without one, to the longest waiter); dials resume for the rest.
+
+        Go's rule (`dialConnFor` delivers a dial's error to its own request only): a failure
+        is bounded by that request's connect timeout, so it is that request's answer. Another
+        request covered by the dial is covered again by the dial `_pump` starts now."""
         host.connecting -= 1
         self.busy_total -= 1
-        waiter = self._next_waiter(host)
+        if not host.connecting:
+            host.dial_is_slow = False  # the next dial gets its own delay before others join
+        if dialed_for is None:
+            waiter = self._next_waiter(host)
+        elif dialed_for.live and not dialed_for.fut.done():
+            self.abandon(dialed_for)  # (it leaves the queue: O(1), skipped when popped)
+            waiter = dialed_for
+        else:
+            waiter = None  # served meanwhile, or gone: nobody asked for this error
         if waiter is not None:
             waiter.fut.set_exception(exc)
         self._pump(host)
@@ -458,9 +521,11 @@ class PoolState:
     # Internals ---------------------------------------------------------------------------------
 
     def awaits_a_dial(self, waiter: Waiter) -> bool:
-        """Whether a dial in flight will serve `waiter`: each dial, done or failed, goes to the
-        longest live waiter, so the first `connecting` of them are covered. (Walks at most that
-        many live entries, plus dead ones the queue's compaction keeps bounded.)"""
+        """Whether a dial in flight will serve `waiter`: each dial that succeeds goes to the
+        longest live waiter, so the first `connecting` of them are covered. (A failed dial's
+        error goes to its own request, which may stand behind `waiter`; the async layer checks
+        an overdue waiter again whenever a dial ends.) Walks at most `connecting` live
+        entries, plus dead ones the queue's compaction keeps bounded."""
         host = waiter.host
         ahead = host.connecting
         for queued in host.waiters:
@@ -480,9 +545,31 @@ class PoolState:
                 continue
             waiter.live = False
             host.n_waiting -= 1
+            undialed = host.undialed
+            if undialed and undialed[0] is waiter:  # served before a dial was started for it
+                undialed.popleft()
+            else:
+                self._trim_undialed(host)
             if not waiter.fut.done():  # done = its task was cancelled and has not yet said so
                 return waiter
         return None
+
+    @staticmethod
+    def _trim_undialed(host: HostPool) -> None:
+        # Served and abandoned waiters leave `undialed` when a dial is started (or when served
+        # at its head); compact it, as the queue, when they dominate.
+        if len(host.undialed) > 2 * host.n_waiting + 64:
+            host.undialed = deque(w for w in host.undialed if w.live)
+
+    def _dial_for(self, host: HostPool) -> Waiter | None:
+        """The waiter a dial starting now is for: the longest one no dial was started for
+        (else, all being covered already, the longest one)."""
+        undialed = host.undialed
+        while undialed:
+            waiter = undialed.popleft()
+            if waiter.live:
+                return waiter
+        return next((w for w in host.waiters if w.live), None)
 
     def _make_idle(self, host: HostPool, conn: Connection, now: float) -> None:
         if not conn.is_reusable():
@@ -547,10 +634,14 @@ class PoolState:
         if need <= 0:
             return
         if host.may_multiplex and host.alpn != "http/1.1":
-            # HTTP/2 (or not yet known): one dial at a time, and none while a socket has room.
-            if host.connecting or any(c.capacity() > 0 for c in host.h2):
+            # HTTP/2 (or not yet known): none while a socket has room, and one dial at a time,
+            # unless the one in flight is slow (see the module docstring).
+            if any(c.capacity() > 0 for c in host.h2):
                 return
-            need = 1
+            if not host.dial_is_slow:
+                if host.connecting:
+                    return
+                need = 1
         per_host = self.max_per_host
         cap = self.max_connections
         while need > 0:
@@ -563,7 +654,7 @@ class PoolState:
                 return
             host.connecting += 1
             self.busy_total += 1
-            self.to_dial.append(host)
+            self.to_dial.append((host, self._dial_for(host)))
             need -= 1
 
     def _pump_blocked(self) -> None:

@@ -78,7 +78,9 @@ class TraceEvent:
                                "stale_idle" (an idle socket found unusable when checked out),
                                "not_reusable" (Connection: close, HTTP/1.0, an unsent body,
                                bytes after the response...), "error" (a failure or a
-                               cancellation mid-exchange), "goaway", "client_closed"
+                               cancellation mid-exchange), "goaway", "client_closed",
+                               "surplus" (an extra HTTP/2 socket, dialed while the protocol
+                               was unknown, that another socket made unnecessary)
     ========================== ==============================================================
 
     `error` values are exceptions (from the `aiopool.AiopoolError` tree, or `CancelledError`)

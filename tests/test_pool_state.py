@@ -91,7 +91,7 @@ def make_state(
 
 def dial(state: PoolState, origin: Origin, now: float = 0.0) -> FakeConn:
     """Complete the oldest pending dial for `origin`."""
-    host = state.to_dial.pop(0)
+    host, _ = state.to_dial.pop(0)
     assert host.key == origin
     conn = FakeConn(origin)
     state.dial_succeeded(host, conn, now)
@@ -231,7 +231,7 @@ async def test_dial_failure_goes_to_longest_waiter_and_dialing_resumes() -> None
     w1 = state.checkout(A, None, 0.0)
     w2 = state.checkout(A, None, 0.0)
     assert isinstance(w1, Waiter) and isinstance(w2, Waiter)
-    host = state.to_dial.pop()
+    host, _ = state.to_dial.pop()
     state.dial_failed(host, aiopool.ConnectError("refused"))
     with pytest.raises(aiopool.ConnectError):
         w1.fut.result()
@@ -373,7 +373,7 @@ def h2_state(**kw: int | None) -> PoolState:
 
 
 def h2_dial(state: PoolState, limit: int) -> FakeH2Conn:
-    host = state.to_dial.pop(0)
+    host, _ = state.to_dial.pop(0)
     conn = FakeH2Conn(host.key, limit)
     state.dial_succeeded(host, conn, 0.0)
     return conn
@@ -496,3 +496,104 @@ async def test_an_origin_in_use_is_never_dropped_from_the_books() -> None:
     assert A in state.hosts
     state.checkin(conn, 5000.0)  # still booked: the socket goes idle as usual
     assert state.snapshot().hosts[str(A)].idle == 1
+
+
+# Which waiter a dial is for; slow dials to origins that may speak HTTP/2 ----------------------
+
+
+async def test_each_dial_is_started_for_its_own_waiter_and_keeps_its_connect_timeout() -> None:
+    state = make_state(max_connections_per_host=2)
+    w1 = state.checkout(A, None, 0.0, connect_timeout=1.0)
+    w2 = state.checkout(A, None, 0.0, connect_timeout=None)
+    w3 = state.checkout(A, None, 0.0, connect_timeout=5.0)  # over the cap: no dial yet
+    assert [w for _, w in state.to_dial] == [w1, w2]
+    assert isinstance(w1, Waiter) and isinstance(w2, Waiter) and isinstance(w3, Waiter)
+    assert (w1.connect_timeout, w2.connect_timeout) == (1.0, None)
+    state.to_dial.clear()
+    host = state.hosts[A]
+    state.dial_failed(host, aiopool.ConnectTimeout("w1's own timeout"), w1)
+    with pytest.raises(aiopool.ConnectTimeout):
+        w1.fut.result()
+    assert state.to_dial == [(host, w3)]  # the slot freed goes to a dial for w3, not w2 again
+
+
+async def test_a_failed_dial_whose_request_was_served_meanwhile_fails_nobody() -> None:
+    state = make_state(max_connections_per_host=3)
+    w1 = state.checkout(A, None, 0.0)
+    c1 = dial(state, A)  # w1 served
+    w2 = state.checkout(A, None, 0.0)
+    w3 = state.checkout(A, None, 0.0)
+    assert isinstance(w1, Waiter) and isinstance(w2, Waiter) and isinstance(w3, Waiter)
+    (host, for_w2), (_, for_w3) = state.to_dial
+    state.to_dial.clear()
+    state.checkin(c1, 1.0)  # late binding: w2 takes the released socket
+    assert w2.fut.result() is c1
+    state.dial_failed(host, aiopool.ConnectError("refused"), for_w2)
+    assert not w3.fut.done()  # w3's own dial is still running: no error for it
+    assert state.to_dial == [] and host.connecting == 1
+    state.dial_failed(host, aiopool.ConnectError("refused"), for_w3)
+    with pytest.raises(aiopool.ConnectError):
+        w3.fut.result()
+    assert state.busy_total == 1 and host.n_waiting == 0
+
+
+async def test_a_slow_first_dial_lets_the_queued_waiters_dial_and_surplus_h2_closes() -> None:
+    state = h2_state(max_connections_per_host=4)
+    waiters = [state.checkout(S, None, 0.0) for _ in range(6)]
+    assert len(state.to_dial) == 1  # protocol unknown: one dial
+    host = state.hosts[S]
+    state.dial_slow(host)  # the async layer's timer: that dial is slow
+    assert len(state.to_dial) == 4  # three more, up to the per-host cap
+    first = h2_dial(state, limit=100)
+    assert all(isinstance(w, Waiter) and w.fut.result() is first for w in waiters)
+    extras = [h2_dial(state, limit=100) for _ in range(3)]
+    assert state.to_close == extras  # surplus: the first socket has room
+    assert all(state_of(c) is ConnState.CLOSED for c in extras)
+    assert list(host.h2) == [first] and host.connecting == 0 and not host.dial_is_slow
+    assert state.busy_total == 1 and state.closed_count == 3
+
+
+async def test_an_extra_h2_socket_landing_when_the_first_is_full_is_kept() -> None:
+    state = h2_state(max_connections_per_host=4)
+    waiters = [state.checkout(S, None, 0.0) for _ in range(3)]
+    state.dial_slow(state.hosts[S])
+    assert len(state.to_dial) == 3
+    first = h2_dial(state, limit=2)
+    second = h2_dial(state, limit=2)  # serves the third waiter: kept
+    third = h2_dial(state, limit=2)  # nobody left and `second` has room: closed
+    assert [w.fut.result() for w in waiters if isinstance(w, Waiter)] == [first, first, second]
+    assert state.to_close == [third] and list(state.hosts[S].h2) == [first, second]
+
+
+async def test_a_slow_dial_to_a_full_h2_origin_lets_waiters_dial() -> None:
+    state = h2_state(max_connections_per_host=4)
+    state.checkout(S, None, 0.0)
+    h2_dial(state, limit=1)
+    for _ in range(3):
+        state.checkout(S, None, 0.0)
+    assert len(state.to_dial) == 1  # the socket is full: one more, one at a time
+    state.dial_slow(state.hosts[S])
+    assert len(state.to_dial) == 3  # slow: one per waiter
+
+
+async def test_dial_slow_changes_nothing_once_the_origin_speaks_http1() -> None:
+    state = h2_state()
+    for _ in range(3):
+        state.checkout(S, None, 0.0)
+    dial(state, S)  # HTTP/1.1 answer: the held-back dials start at once
+    assert len(state.to_dial) == 2
+    state.dial_slow(state.hosts[S])
+    assert len(state.to_dial) == 2 and not state.hosts[S].dial_is_slow
+
+
+async def test_undialed_queue_stays_bounded_when_late_binding_serves_everyone() -> None:
+    state = make_state(max_connections_per_host=1)
+    w0 = state.checkout(A, None, 0.0)
+    conn = dial(state, A)
+    assert isinstance(w0, Waiter)
+    for _ in range(1000):  # each waits, never dialed for (the cap), then takes the socket
+        waiter = state.checkout(A, None, 0.0)
+        assert isinstance(waiter, Waiter)
+        state.checkin(conn, 0.0)
+        assert waiter.fut.result() is conn
+    assert len(state.hosts[A].undialed) <= 64
