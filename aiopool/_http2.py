@@ -40,6 +40,7 @@ from ._exceptions import (
     TransportError,
     WriteTimeout,
 )
+from ._expect import AUTO_EXPECT
 from ._h2engine import H2Engine, load_engine
 from ._headers import Headers
 from ._http2_stream import H2Body, Stream, reason_phrase, wake
@@ -290,7 +291,8 @@ class HTTP2Connection:
         try:
             content = request.content
             end = content is None or (isinstance(content, bytes) and not content)
-            conn.send_headers(stream_id, self._request_headers(request), end_stream=end)
+            headers, asked = self._request_headers(request)
+            conn.send_headers(stream_id, headers, end_stream=end)
             try:
                 self._flush()
             except TransportError as exc:
@@ -311,7 +313,7 @@ class HTTP2Connection:
                 )
             try:
                 if not end:
-                    wait = request._expect_wait
+                    wait = request._expect_wait if asked else None
                     if wait is not None and not await self._await_continue(stream, wait, timeout):
                         stream.withheld = True  # reset once the response is read
                     else:
@@ -365,15 +367,24 @@ class HTTP2Connection:
                 handle.cancel()
         return True
 
-    def _request_headers(self, request: Request) -> list[tuple[bytes, bytes]]:
+    def _request_headers(self, request: Request) -> tuple[list[tuple[bytes, bytes]], bool]:
+        """The HEADERS fields, and whether they carry an `Expect: 100-continue` to wait on.
+
+        The automatic expectation (`AUTO_EXPECT`) is left out: over HTTP/2 it is asked only
+        when the caller asks (see `_expect`)."""
         url = request.url
+        asked = True
         headers = [
             (b":method", request.method.encode("ascii")),
             (b":scheme", url.scheme.encode("ascii")),
             (b":authority", url.host_header),
             (b":path", url.target),
         ]
-        for name, value in request.headers.raw:
+        for field in request.headers.raw:
+            if field is AUTO_EXPECT:
+                asked = False
+                continue
+            name, value = field
             lowered = name.lower()
             if lowered in _CONNECTION_HEADERS:
                 if lowered == b"host":
@@ -382,7 +393,7 @@ class HTTP2Connection:
             if lowered == b"te" and value.lower() != b"trailers":
                 continue
             headers.append((lowered, value))
-        return headers
+        return headers, asked
 
     async def _send_body(self, stream: Stream, request: Request, timeout: Timeout) -> None:
         content = request.content

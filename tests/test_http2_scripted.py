@@ -15,6 +15,7 @@ import pytest
 from h2.errors import ErrorCodes
 
 import aiopool
+from aiopool._h2engine import select_engine
 from tests.helpers import assert_settled, eventually
 from tests.rig.h2_server import H2ScriptServer
 from tests.rig.hypercorn_app import HypercornServer
@@ -321,3 +322,23 @@ async def test_upload_stuck_on_a_closed_window_is_a_write_timeout(server: H2Scri
             await client.post(f"{server.url}/upload", content=b"x" * 300_000)
         stats = assert_settled(client)
         assert stats.connections_closed == 0  # only the stream was reset
+
+
+async def test_settings_a_server_leaves_unstated_are_the_rfc_defaults(
+    server: H2ScriptServer,
+) -> None:
+    # Apache's SETTINGS state no INITIAL_WINDOW_SIZE (and it opens the connection's window
+    # wide): its stream windows are RFC 9113's 65,535 bytes (section 6.5.2), whatever the
+    # engine presumes (jh2: 6,291,456). A 1 MiB upload must stay inside them, not end in
+    # FLOW_CONTROL_ERROR. (The server returns window only after 10 ms, so what overruns it
+    # cannot hide behind quick WINDOW_UPDATEs.)
+    server.script(initial_window_size=None, connection_window=2**24, ack_delay=0.01)
+    payload = bytes(range(256)) * 4096
+    async with h2_client() as client:
+        resp = await client.post(f"{server.url}/upload", content=payload)
+        assert resp.text == f"{len(payload)} {hashlib.sha256(payload).hexdigest()}"
+        assert assert_settled(client).connections_opened == 1
+    assert server.protocol_errors == []
+    engine = select_engine("auto")  # (the engine this test runs on)
+    fresh = engine.connection_class(engine.config_class(client_side=True)).remote_settings
+    assert (fresh.initial_window_size, fresh.header_table_size) == (65_535, 4_096)

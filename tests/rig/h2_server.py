@@ -32,7 +32,7 @@ import h2.events
 import h2.exceptions
 import h2.settings
 from h2.errors import ErrorCodes
-from hyperframe.frame import GoAwayFrame
+from hyperframe.frame import GoAwayFrame, SettingsFrame
 
 from .fault_server import _ThreadedServer, close_writer, pattern
 
@@ -51,10 +51,15 @@ _WINDOW_UPDATE = 0x8
 class H2Knobs(TypedDict, total=False):
     """Knobs of ``H2ScriptServer``; each connection takes a snapshot of them when accepted."""
 
-    max_concurrent_streams: int
-    """SETTINGS_MAX_CONCURRENT_STREAMS the server advertises (100)."""
-    initial_window_size: int
-    """The server's per-stream receive window, SETTINGS_INITIAL_WINDOW_SIZE (65535)."""
+    max_concurrent_streams: int | None
+    """SETTINGS_MAX_CONCURRENT_STREAMS the server advertises; None: not stated, so unbounded
+    by RFC 9113 section 6.5.2 (the server then enforces no limit) (100)."""
+    initial_window_size: int | None
+    """The server's per-stream receive window, SETTINGS_INITIAL_WINDOW_SIZE; None: not stated,
+    so the RFC default of 65,535 applies, as with Apache, whose SETTINGS omit it (65535)."""
+    connection_window: int
+    """The server's connection-level receive window: above 65,535 (the RFC's start), a
+    WINDOW_UPDATE on stream 0 right after SETTINGS opens it, as Apache and nginx do (65535)."""
     max_frame_size: int
     """Largest frame the client may send, SETTINGS_MAX_FRAME_SIZE (16384)."""
     ack_delay: float
@@ -77,6 +82,7 @@ class H2Knobs(TypedDict, total=False):
 _DEFAULT_KNOBS: H2Knobs = {
     "max_concurrent_streams": 100,
     "initial_window_size": 65535,
+    "connection_window": 65535,
     "max_frame_size": 16384,
     "ack_delay": 0.0,
     "goaway_after_streams": None,
@@ -92,8 +98,9 @@ _DEFAULT_KNOBS: H2Knobs = {
 class _Script:
     """What one connection does: the knobs as they were when it was accepted."""
 
-    max_concurrent_streams: int
-    initial_window_size: int
+    max_concurrent_streams: int | None
+    initial_window_size: int | None
+    connection_window: int
     max_frame_size: int
     ack_delay: float
     goaway_after_streams: int | None
@@ -221,8 +228,9 @@ class H2ScriptServer(_ThreadedServer):
         _check_knobs(defaults)
         self._defaults: H2Knobs = {**_DEFAULT_KNOBS, **defaults}
         # Declared one by one (not just via setattr) so that attribute access type-checks.
-        self.max_concurrent_streams: int = 100
-        self.initial_window_size: int = 65535
+        self.max_concurrent_streams: int | None = 100
+        self.initial_window_size: int | None = 65535
+        self.connection_window: int = 65535
         self.max_frame_size: int = 16384
         self.ack_delay: float = 0.0
         self.goaway_after_streams: int | None = None
@@ -271,6 +279,7 @@ class H2ScriptServer(_ThreadedServer):
             return _Script(
                 max_concurrent_streams=self.max_concurrent_streams,
                 initial_window_size=self.initial_window_size,
+                connection_window=self.connection_window,
                 max_frame_size=self.max_frame_size,
                 ack_delay=self.ack_delay,
                 goaway_after_streams=self.goaway_after_streams if faulty else None,
@@ -415,19 +424,27 @@ class H2ScriptServer(_ThreadedServer):
 
     async def _serve(self, session: _Session, reader: asyncio.StreamReader) -> None:
         script, conn = session.script, session.h2
-        # The first SETTINGS frame carries only RFC defaults; the real values follow in a
+        # The first SETTINGS frame is empty (the RFC defaults hold); the real values follow in a
         # second one via update_settings(), which h2 enforces only once the client ACKs it.
         # Enforcing them from the start, as initiate_connection() would, punishes a client for
         # using the defaults before our SETTINGS could reach it (RFC 9113, section 6.5.3).
+        # h2 would state every default in that first frame; real servers state only what
+        # differs (Apache omits INITIAL_WINDOW_SIZE and HEADER_TABLE_SIZE), and a client must
+        # then assume the RFC defaults, not its library's.
         conn.local_settings = h2.settings.Settings(client=False)
         conn.initiate_connection()
-        conn.update_settings(
-            {
-                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: script.max_concurrent_streams,
-                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: script.initial_window_size,
-                h2.settings.SettingCodes.MAX_FRAME_SIZE: script.max_frame_size,
-            }
-        )
+        conn.data_to_send()  # (h2's preface: one SETTINGS frame stating every default)
+        session.writer.write(SettingsFrame(0).serialize())
+        stated: dict[h2.settings.SettingCodes | int, int] = {
+            h2.settings.SettingCodes.MAX_FRAME_SIZE: script.max_frame_size
+        }
+        if script.max_concurrent_streams is not None:
+            stated[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = script.max_concurrent_streams
+        if script.initial_window_size is not None:
+            stated[h2.settings.SettingCodes.INITIAL_WINDOW_SIZE] = script.initial_window_size
+        conn.update_settings(stated)
+        if script.connection_window > 65535:
+            conn.increment_flow_control_window(script.connection_window - 65535)
         if script.ping_on_connect:
             conn.ping(_PING_PAYLOAD)
         session.flush()
@@ -757,8 +774,16 @@ def _check_knobs(knobs: H2Knobs) -> None:
     window = knobs.get("initial_window_size", 65535)
     frame = knobs.get("max_frame_size", 16384)
     streams = knobs.get("max_concurrent_streams", 100)
+    window = 65535 if window is None else window
+    streams = 0 if streams is None else streams
+    opened = knobs.get("connection_window", 65535)
     # Checked here so a bad value fails in the test, not later in the server thread.
-    if not 0 <= window < 2**31 or not 2**14 <= frame < 2**24 or not 0 <= streams < 2**32:
+    if (
+        not 65535 <= opened < 2**31
+        or not 0 <= window < 2**31
+        or not 2**14 <= frame < 2**24
+        or not 0 <= streams < 2**32
+    ):
         raise ValueError(f"invalid SETTINGS value in {knobs}")
 
 
