@@ -32,7 +32,7 @@ import h2.events
 import h2.exceptions
 import h2.settings
 from h2.errors import ErrorCodes
-from hyperframe.frame import GoAwayFrame, SettingsFrame
+from hyperframe.frame import DataFrame, GoAwayFrame, SettingsFrame
 
 from .fault_server import _ThreadedServer, close_writer, pattern
 
@@ -46,6 +46,9 @@ _READ_SIZE = 65536
 _PING_PAYLOAD = b"rig-ping"
 _FRAME_HEADER = 9
 _WINDOW_UPDATE = 0x8
+_RST_STREAM = 0x3
+_PREFACE_SIZE = 24  # the client's connection preface, before its first frame
+_LATE_DATA = b"late-frame"
 
 
 class H2Knobs(TypedDict, total=False):
@@ -74,8 +77,16 @@ class H2Knobs(TypedDict, total=False):
     """Send a PING right after SETTINGS; ACKs are counted in ``pings_acked`` (False)."""
     refuse_first_n: int
     """RST_STREAM(REFUSED_STREAM) the first N streams of each connection (0)."""
+    close_on_goaway: bool
+    """Close the connection right after a ``goaway_after_streams`` GOAWAY, reading nothing
+    more and leaving the streams at or below its last_stream_id unanswered, as Go's server
+    now and then does; what the client sent meanwhile makes it an RST (False)."""
+    data_after_reset: int
+    """Answer a client's RST_STREAM with N more 10-byte DATA frames on that stream, written
+    past h2 as if they had crossed the reset on the wire (0)."""
     scripted_connections: int | None
-    """Apply the five fault knobs above only to the first N connections accepted after
+    """Apply the fault knobs above (all but the SETTINGS, ``ack_delay`` and
+    ``data_after_reset``) only to the first N connections accepted after
     ``script()`` / ``reset_script()``; later ones behave normally. None: all (None)."""
 
 
@@ -90,6 +101,8 @@ _DEFAULT_KNOBS: H2Knobs = {
     "drop_after_streams": None,
     "ping_on_connect": False,
     "refuse_first_n": 0,
+    "close_on_goaway": False,
+    "data_after_reset": 0,
     "scripted_connections": None,
 }
 
@@ -108,6 +121,8 @@ class _Script:
     drop_after_streams: int | None
     ping_on_connect: bool
     refuse_first_n: int
+    close_on_goaway: bool
+    data_after_reset: int
 
 
 class ReceivedStream(NamedTuple):
@@ -149,6 +164,7 @@ class _Session:
     goaway_last: int | None = None  # last_stream_id of the GOAWAY we sent
     held: int = 0
     window_waiters: dict[int, asyncio.Event] = field(default_factory=dict)
+    scanner: _ResetScanner = field(default_factory=lambda: _ResetScanner())
     timers: set[asyncio.TimerHandle] = field(default_factory=set)
     read_deadline: asyncio.Timeout | None = None
     write_closed: bool = False
@@ -177,6 +193,39 @@ class _Session:
 
 
 _Handler = Callable[[_Session, _Stream], Awaitable[None]]
+
+
+class _ResetScanner:
+    """Finds the RST_STREAM frames in what the client sends, as (stream_id, error_code).
+
+    h2 reports no event for a reset of a stream that is already closed, so its events alone
+    cannot tell how many resets a client sent.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._preface = _PREFACE_SIZE
+
+    def feed(self, data: bytes) -> list[tuple[int, int]]:
+        buffer = self._buffer
+        buffer += data
+        if self._preface:
+            skipped = min(self._preface, len(buffer))
+            del buffer[:skipped]
+            self._preface -= skipped
+        found: list[tuple[int, int]] = []
+        offset = 0
+        while offset + _FRAME_HEADER <= len(buffer):
+            length = int.from_bytes(buffer[offset : offset + 3], "big")
+            end = offset + _FRAME_HEADER + length
+            if end > len(buffer):
+                break
+            if buffer[offset + 3] == _RST_STREAM and length == 4:
+                stream_id = int.from_bytes(buffer[offset + 5 : offset + 9], "big") & 0x7FFFFFFF
+                found.append((stream_id, int.from_bytes(buffer[offset + 9 : end], "big")))
+            offset = end
+        del buffer[:offset]
+        return found
 
 
 class H2ScriptServer(_ThreadedServer):
@@ -238,6 +287,8 @@ class H2ScriptServer(_ThreadedServer):
         self.drop_after_streams: int | None = None
         self.ping_on_connect: bool = False
         self.refuse_first_n: int = 0
+        self.close_on_goaway: bool = False
+        self.data_after_reset: int = 0
         self.scripted_connections: int | None = None
         self._scripted_so_far = 0
         self.reset_script()
@@ -287,6 +338,8 @@ class H2ScriptServer(_ThreadedServer):
                 drop_after_streams=self.drop_after_streams if faulty else None,
                 ping_on_connect=self.ping_on_connect and faulty,
                 refuse_first_n=self.refuse_first_n if faulty else 0,
+                close_on_goaway=self.close_on_goaway and faulty,
+                data_after_reset=self.data_after_reset,
             )
 
     # -- counters ---------------------------------------------------------------------------
@@ -294,6 +347,7 @@ class H2ScriptServer(_ThreadedServer):
     def _zero_counters(self) -> None:
         self._streams_received = 0
         self._reset_codes: list[int] = []
+        self._rst_frames: list[tuple[int, int]] = []
         self._window_updates = 0
         self._window_updates_sent = 0
         self._max_open = 0
@@ -332,6 +386,13 @@ class H2ScriptServer(_ThreadedServer):
         """Their error codes, in order (8 is CANCEL)."""
         with self._lock:
             return list(self._reset_codes)
+
+    @property
+    def rst_frames_received(self) -> list[tuple[int, int]]:
+        """Every RST_STREAM frame from the client as (stream_id, error_code), in order: also
+        those for streams already closed, which ``reset_codes`` does not see."""
+        with self._lock:
+            return list(self._rst_frames)
 
     @property
     def window_updates_received(self) -> int:
@@ -434,7 +495,6 @@ class H2ScriptServer(_ThreadedServer):
         conn.local_settings = h2.settings.Settings(client=False)
         conn.initiate_connection()
         conn.data_to_send()  # (h2's preface: one SETTINGS frame stating every default)
-        session.writer.write(SettingsFrame(0).serialize())
         stated: dict[h2.settings.SettingCodes | int, int] = {
             h2.settings.SettingCodes.MAX_FRAME_SIZE: script.max_frame_size
         }
@@ -447,10 +507,18 @@ class H2ScriptServer(_ThreadedServer):
             conn.increment_flow_control_window(script.connection_window - 65535)
         if script.ping_on_connect:
             conn.ping(_PING_PAYLOAD)
-        session.flush()
+        # One write for the preface and what follows, as before: a client that has read only
+        # the first SETTINGS would not yet know the stream limit in the second.
+        preface = conn.data_to_send()
+        session.writer.write(SettingsFrame(0).serialize() + preface)
+        if updates := _count_frames(preface, _WINDOW_UPDATE):
+            session.on_window_updates(updates)
         try:
             async with asyncio.timeout(None) as session.read_deadline:
                 while not session.terminated and (data := await reader.read(_READ_SIZE)):
+                    if resets := session.scanner.feed(data):
+                        with self._lock:
+                            self._rst_frames += resets
                     try:
                         events = conn.receive_data(data)
                     except h2.exceptions.ProtocolError as exc:
@@ -519,6 +587,12 @@ class H2ScriptServer(_ThreadedServer):
             session.writer.write(frame.serialize())
         session.goaway_last = last_stream_id
         self._count("_goaways_sent")
+        if session.script.close_on_goaway and not session.write_closed:
+            # Go's way: close at once, GOAWAY sent. Frames of the client's still unread (or
+            # still arriving) make the kernel answer with an RST instead of a FIN.
+            session.write_closed = session.terminated = True
+            session.writer.close()
+            return
         self._maybe_finish(session)
 
     def _maybe_finish(self, session: _Session) -> None:
@@ -632,6 +706,7 @@ class H2ScriptServer(_ThreadedServer):
         if event.remote_reset:
             with self._lock:
                 self._reset_codes.append(int(event.error_code))
+            self._send_late_data(session, event.stream_id)
         stream = session.streams.get(event.stream_id)
         if stream is None:
             return
@@ -641,6 +716,17 @@ class H2ScriptServer(_ThreadedServer):
             stream.task.cancel()
         session.wake_senders(stream.id)
         self._maybe_finish(session)
+
+    def _send_late_data(self, session: _Session, stream_id: int) -> None:
+        """``data_after_reset``: DATA the client must take as having crossed its reset."""
+        count = session.script.data_after_reset
+        if not count or session.write_closed or session.writer.transport.is_closing():
+            return
+        session.flush()  # (h2's pending frames go first)
+        for _ in range(count):
+            session.writer.write(DataFrame(stream_id, data=_LATE_DATA).serialize())
+            # Past h2, so its count of the client's connection window is kept by hand.
+            session.h2.outbound_flow_control_window -= len(_LATE_DATA)
 
     # -- streams ----------------------------------------------------------------------------
 
