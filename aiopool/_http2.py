@@ -580,6 +580,8 @@ class HTTP2Connection:
                     raise RemoteProtocolError(f"HTTP/2 protocol error from server: {exc}") from exc
                 for event in events:
                     self._dispatch(event)
+                if self.closed:
+                    return  # (a GOAWAY with an error code: see `_on_goaway`)
                 self._flush()
                 if self.draining and not self._streams:
                     self.close()
@@ -725,11 +727,17 @@ class HTTP2Connection:
                 exc.unprocessed = True
                 s.error = exc
                 wake(s)
-            elif code != ErrorCodes.NO_ERROR and not s.ended:
-                s.error = RemoteProtocolError(f"server sent GOAWAY with {code!r}")
-                wake(s)
-        if self._reader is not None:  # (in the preface, `start()` refuses the socket)
-            self._owner.capacity_changed(self)
+        if self._reader is None:
+            return  # (in the preface: `start()` refuses the socket)
+        if code != ErrorCodes.NO_ERROR:
+            # A connection error (RFC 9113 section 5.4.1): the server closes the socket at
+            # once, so close it now. Streams at or below `last_stream_id` without their whole
+            # response fail; one that got no response byte on a reused socket is then retried
+            # by the client if it is safe to replay (DESIGN invariant 6), as for any socket
+            # that died under it. (Apache answers a storm of cancellations this way.)
+            self._die(RemoteProtocolError(f"server sent GOAWAY with {code!r}"))
+            return
+        self._owner.capacity_changed(self)
 
     def _wake_senders(self) -> None:
         for s in self._streams.values():

@@ -453,3 +453,26 @@ async def test_streams_above_goaway_are_retried_though_the_socket_closes_at_once
     assert server.goaways_sent == 1
     closed = [e.info["reason"] for e in events if e.name == "conn_closed"]
     assert closed[0] == "goaway"
+
+
+async def test_goaway_with_an_error_code_retries_what_is_safe_to_replay(
+    server: H2ScriptServer,
+) -> None:
+    # Apache answers a cancellation storm with GOAWAY and an error code, then closes: a
+    # connection error. Streams 3 and 5 (at or below last_stream_id) had no response byte
+    # yet on a reused socket: GETs, so sent again on a new socket (DESIGN invariant 6);
+    # streams above were never processed. No request that was not cancelled fails.
+    server.script(
+        goaway_after_streams=3,
+        goaway_error_code=ErrorCodes.INTERNAL_ERROR,
+        scripted_connections=1,
+    )
+    async with h2_client() as client:
+        warm = await client.get(f"{server.url}/echo?id=warm")  # stream 1
+        responses = await asyncio.gather(
+            *(client.get(f"{server.url}/echo?id={i}") for i in range(4))
+        )
+        assert [r.text for r in responses] == [str(i) for i in range(4)]
+        assert any(r.headers["x-conn-id"] != warm.headers["x-conn-id"] for r in responses)
+        assert_settled(client)
+    assert server.goaways_sent == 1

@@ -77,6 +77,8 @@ class H2Knobs(TypedDict, total=False):
     """Send a PING right after SETTINGS; ACKs are counted in ``pings_acked`` (False)."""
     refuse_first_n: int
     """RST_STREAM(REFUSED_STREAM) the first N streams of each connection (0)."""
+    goaway_error_code: int
+    """The error code of the ``goaway_after_streams`` GOAWAY (0, NO_ERROR)."""
     close_on_goaway: bool
     """Close the connection right after a ``goaway_after_streams`` GOAWAY, reading nothing
     more and leaving the streams at or below its last_stream_id unanswered, as Go's server
@@ -101,6 +103,7 @@ _DEFAULT_KNOBS: H2Knobs = {
     "drop_after_streams": None,
     "ping_on_connect": False,
     "refuse_first_n": 0,
+    "goaway_error_code": 0,
     "close_on_goaway": False,
     "data_after_reset": 0,
     "scripted_connections": None,
@@ -121,6 +124,7 @@ class _Script:
     drop_after_streams: int | None
     ping_on_connect: bool
     refuse_first_n: int
+    goaway_error_code: int
     close_on_goaway: bool
     data_after_reset: int
 
@@ -287,6 +291,7 @@ class H2ScriptServer(_ThreadedServer):
         self.drop_after_streams: int | None = None
         self.ping_on_connect: bool = False
         self.refuse_first_n: int = 0
+        self.goaway_error_code: int = 0
         self.close_on_goaway: bool = False
         self.data_after_reset: int = 0
         self.scripted_connections: int | None = None
@@ -338,6 +343,7 @@ class H2ScriptServer(_ThreadedServer):
                 drop_after_streams=self.drop_after_streams if faulty else None,
                 ping_on_connect=self.ping_on_connect and faulty,
                 refuse_first_n=self.refuse_first_n if faulty else 0,
+                goaway_error_code=self.goaway_error_code,
                 close_on_goaway=self.close_on_goaway and faulty,
                 data_after_reset=self.data_after_reset,
             )
@@ -582,7 +588,8 @@ class H2ScriptServer(_ThreadedServer):
     def _send_goaway(self, session: _Session, last_stream_id: int) -> None:
         # Written past h2 (see the module docstring); h2's pending bytes go first to keep order.
         session.flush()
-        frame = GoAwayFrame(0, last_stream_id=last_stream_id, error_code=ErrorCodes.NO_ERROR)
+        code = session.script.goaway_error_code
+        frame = GoAwayFrame(0, last_stream_id=last_stream_id, error_code=code)
         if not session.write_closed and not session.writer.transport.is_closing():
             session.writer.write(frame.serialize())
         session.goaway_last = last_stream_id
