@@ -186,10 +186,11 @@ class _StreamProtocol(asyncio.Protocol):
 class AsyncioStream:
     """`NetworkStream` over an asyncio transport and `_StreamProtocol`."""
 
-    __slots__ = ("_loop", "_proto", "_transport")
+    __slots__ = ("_loop", "_proto", "_socket_transport", "_transport")
 
     def __init__(self, transport: asyncio.Transport, proto: _StreamProtocol) -> None:
         self._transport = transport
+        self._socket_transport = _socket_transport(transport)
         self._proto = proto
         self._loop = proto._loop
 
@@ -230,7 +231,11 @@ class AsyncioStream:
         return b""
 
     def write_nowait(self, data: bytes) -> None:
-        if self._proto.closed or self._transport.is_closing():
+        if (
+            self._proto.closed
+            or self._transport.is_closing()
+            or self._socket_transport.is_closing()
+        ):
             exc = self._proto._exc
             raise WriteError(f"connection closed: {exc}" if exc else "connection closed")
         self._transport.write(data)
@@ -315,6 +320,20 @@ class AsyncioStream:
             raise ConnectError(f"connection to {target} closed during the TLS handshake")
         proto.transport = transport
         return AsyncioStream(transport, proto)
+
+
+def _socket_transport(transport: asyncio.Transport) -> asyncio.BaseTransport:
+    """The transport under asyncio's TLS layer (`transport` itself if there is none).
+
+    When the socket fails (the peer reset it), the socket transport is closing at once, but
+    the TLS transport above says so only a loop iteration or two later, once the loss has
+    been passed up; every write meanwhile went down to the dead socket, and asyncio logs
+    "socket.send() raised exception." from the sixth on. Asking the socket transport stops
+    them at the first. (uvloop's TLS transport keeps its layers private: nothing to ask.)
+    """
+    ssl_protocol = getattr(transport, "_ssl_protocol", None)
+    below = getattr(ssl_protocol, "_transport", None)
+    return below if isinstance(below, asyncio.BaseTransport) else transport
 
 
 def _expire_quietly(waiter: asyncio.Future[None]) -> None:

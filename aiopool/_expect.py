@@ -7,8 +7,13 @@ A server that refuses thus costs one round trip instead of a wasted upload. A 41
 like any other answer, as Go does: RFC 9110 says a client SHOULD then repeat the request without
 the expectation (curl does), but whether a body may be sent twice is the caller's to decide.
 
-When: whenever the caller sets the header on a request with a body, and automatically for a
-body whose size is known and at least `expect_continue_threshold`. Defaults:
+When: whenever the caller sets the header on a request with a body (over either protocol), and
+automatically, over HTTP/1.1 only, for a body whose size is known and at least
+`expect_continue_threshold`. Not automatically over HTTP/2: nginx, h2o, hypercorn and granian
+never answer an expectation with 100 over HTTP/2, so each upload would wait the full timeout,
+and a stream is cheap to reset if the server refuses (curl sends none over HTTP/2 either). The
+pool picks the protocol after `prepare_expect` ran, so the automatic header is a marked one
+(`AUTO_EXPECT`, told apart by identity) that `HTTP2Connection` leaves out. Defaults:
 - threshold 1 MiB: curl's (`EXPECT_100_THRESHOLD`); below that, an upload costs less than the
   round trip the question costs. A streamed body of unknown size is not asked about
   automatically (curl does ask): a server that ignores expectations would stall every such
@@ -27,6 +32,7 @@ if TYPE_CHECKING:
     from ._models import Request
 
 __all__ = (
+    "AUTO_EXPECT",
     "DEFAULT_EXPECT_CONTINUE_THRESHOLD",
     "DEFAULT_EXPECT_CONTINUE_TIMEOUT",
     "interim_verdict",
@@ -36,7 +42,9 @@ __all__ = (
 DEFAULT_EXPECT_CONTINUE_THRESHOLD = 1024 * 1024
 DEFAULT_EXPECT_CONTINUE_TIMEOUT = 1.0
 
-_EXPECT = (b"expect", b"100-continue")
+# The header field `prepare_expect` adds on its own, this very tuple: HTTP/2 drops it (and its
+# wait) by identity, while an expectation the caller set, an equal but other tuple, is kept.
+AUTO_EXPECT = (b"expect", b"100-continue")
 # How many response bytes `interim_verdict` looks at before leaving the verdict to the parser
 # (which enforces the real head limits): more than any honest run of interim responses.
 _MAX_LOOKAHEAD = 64 * 1024
@@ -45,7 +53,8 @@ _MAX_LOOKAHEAD = 64 * 1024
 def prepare_expect(request: Request, threshold: int | None, timeout: float) -> None:
     """Decide whether `request` waits for `100 Continue`; add the header if automatic.
 
-    Sets `request._expect_wait` (seconds to wait, or None). A request without a body never
+    Sets `request._expect_wait` (seconds to wait, or None); an automatic expectation is the
+    `AUTO_EXPECT` field, which HTTP/2 leaves out. A request without a body never
     waits (RFC 9110: a client must not send the expectation without content; one the caller
     set anyway is sent as given, and ignored here).
     """
@@ -64,7 +73,7 @@ def prepare_expect(request: Request, threshold: int | None, timeout: float) -> N
             size = int(value) if value.isdigit() else -1
     if threshold is not None and size >= threshold:
         # (`raw` is the request's own list; its lookup index is built lazily, not yet.)
-        raw.append(_EXPECT)
+        raw.append(AUTO_EXPECT)
         request._expect_wait = timeout
 
 

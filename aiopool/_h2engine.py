@@ -11,7 +11,21 @@ Either way the connection class gets two fixes, confined to a subclass:
    the peer complete the streams at or below `last_stream_id` (nginx does exactly that after
    `keepalive_requests`). We keep the state machine open; `HTTP2Connection.draining` is what
    stops new streams.
-2. (h2 only) h2 formats every received frame for a trace log (`repr(frame)`) even when nothing
+2. The peer's settings start at RFC 9113's defaults (section 6.5.2: INITIAL_WINDOW_SIZE 65,535,
+   HEADER_TABLE_SIZE 4,096, MAX_FRAME_SIZE 16,384, MAX_CONCURRENT_STREAMS unbounded), whatever
+   the library assumes. jh2 starts the peer at INITIAL_WINDOW_SIZE 6,291,456 and
+   HEADER_TABLE_SIZE 65,536 (browsers' values) until the peer's SETTINGS say otherwise; a peer
+   whose SETTINGS state only what differs from the RFC, as Apache's do, then gets uploads that
+   overrun the 65,535-byte windows it actually gave, and answers FLOW_CONTROL_ERROR.
+3. No RST_STREAM in answer to frames on a stream we reset. A server's HEADERS or DATA for a
+   stream we just cancelled are still on their way when our RST_STREAM leaves; RFC 9113
+   section 5.1 says an endpoint "MUST ignore frames that it receives on closed streams after it
+   has sent a RST_STREAM frame", but h2 and jh2 answer each with RST_STREAM(STREAM_CLOSED), so
+   one cancellation cost up to three resets. Servers count client resets since the "rapid
+   reset" attack (CVE-2023-44487): Apache's mod_http2 lowers its mood with each and ends the
+   connection, nghttp2 (node, Apache) has a reset budget. Go's client and curl (nghttp2) send
+   one reset per cancelled stream and ignore what follows; so do we now.
+4. (h2 only) h2 formats every received frame for a trace log (`repr(frame)`) even when nothing
    logs, and a DATA frame's repr serialises and hex-encodes its whole payload: half of h2's
    per-frame cost. Received DATA frames get a cheap repr instead. (jh2 dropped that log line.)
 """
@@ -25,6 +39,8 @@ from types import ModuleType
 from typing import Any, Literal
 
 __all__ = ("H2Engine", "H2EngineName", "load_engine", "select_engine")
+
+_RST_STREAM = 0x3  # frame type (RFC 9113 section 6.4)
 
 H2EngineName = Literal["auto", "h2", "jh2"]
 # What "auto" means; tests switch it to run the HTTP/2 suites on each engine.
@@ -70,13 +86,20 @@ def load_engine(name: Literal["h2", "jh2"]) -> H2Engine:
     config = importlib.import_module(f"{name}.config")
     events = importlib.import_module(f"{name}.events")
     exceptions = importlib.import_module(f"{name}.exceptions")
+    settings = importlib.import_module(f"{name}.settings")
+    stream = importlib.import_module(f"{name}.stream")
     data_frame: type[Any] | None = None
     if name == "h2":
         data_frame = importlib.import_module("hyperframe.frame").DataFrame
     return H2Engine(
         name=name,
         connection_class=_connection_class(
-            connection.H2Connection, connection.ConnectionState.CLOSED, data_frame
+            connection.H2Connection,
+            connection.ConnectionState.CLOSED,
+            data_frame,
+            settings.Settings,
+            settings.SettingCodes,
+            stream.StreamClosedBy.SEND_RST_STREAM,
         ),
         config_class=config.H2Configuration,
         events=events,
@@ -85,7 +108,24 @@ def load_engine(name: Literal["h2", "jh2"]) -> H2Engine:
     )
 
 
-def _connection_class(base: type[Any], closed: Any, data_frame: type[Any] | None) -> type[Any]:
+def _connection_class(
+    base: type[Any],
+    closed: Any,
+    data_frame: type[Any] | None,
+    settings_class: type[Any],
+    codes: Any,
+    closed_by_our_reset: Any,
+) -> type[Any]:
+    # RFC 9113 section 6.5.2's initial values, stated explicitly so that no library default
+    # can stand in for them (MAX_CONCURRENT_STREAMS: absent means unbounded).
+    rfc_defaults = {
+        codes.HEADER_TABLE_SIZE: 4096,
+        codes.ENABLE_PUSH: 0,  # (a server's is never used; RFC 9113 section 6.5.2)
+        codes.INITIAL_WINDOW_SIZE: 65_535,
+        codes.MAX_FRAME_SIZE: 16_384,
+    }
+    unbounded = (codes.MAX_CONCURRENT_STREAMS, codes.MAX_HEADER_LIST_SIZE)
+
     quiet_frame: type[Any] | None = None
     if data_frame is not None:
 
@@ -100,13 +140,38 @@ def _connection_class(base: type[Any], closed: Any, data_frame: type[Any] | None
     class Connection(base):  # type: ignore[misc]
         def __init__(self, config: Any) -> None:
             super().__init__(config=config)
+            self._ignoring = 0  # the stream whose RST_STREAM(STREAM_CLOSED) is not sent
+            remote = settings_class(client=False, initial_values=rfc_defaults)
+            for code in unbounded:  # (jh2 presumes a MAX_HEADER_LIST_SIZE)
+                remote.pop(code, None)
+            self.remote_settings = remote
+            self.max_outbound_frame_size = remote.max_frame_size
+            if self.encoder.header_table_size != remote.header_table_size:  # (both: 4,096)
+                self.encoder.header_table_size = remote.header_table_size
             if quiet_frame is not None:
                 self._frame_dispatch_table[quiet_frame] = self._receive_data_frame
 
         def _receive_frame(self, frame: Any) -> Any:
             if quiet_frame is not None and frame.__class__ is data_frame:
                 frame.__class__ = quiet_frame
-            return super()._receive_frame(frame)
+            stream_id = frame.stream_id
+            if not stream_id or self._stream_closed_by(stream_id) is not closed_by_our_reset:
+                return super()._receive_frame(frame)
+            # A frame on a stream we reset (h2 also marks a stream it resets for a peer's
+            # error so, but only while handling that frame: an answer to a later one is
+            # equally ignorable). The connection's flow control still counts its DATA.
+            self._ignoring = stream_id
+            try:
+                return super()._receive_frame(frame)
+            finally:
+                self._ignoring = 0
+
+        def _prepare_for_sending(self, frames: list[Any]) -> None:
+            ignoring = self._ignoring
+            if ignoring:
+                # (Drops h2's answer to a frame on a stream we reset; see point 3 above.)
+                frames = [f for f in frames if f.type != _RST_STREAM or f.stream_id != ignoring]
+            super()._prepare_for_sending(frames)
 
         def _receive_goaway_frame(self, frame: Any) -> Any:
             before = self.state_machine.state

@@ -85,6 +85,7 @@ class Connection(Protocol):
     closed: bool
     http_version: str
     multiplexed: bool
+    goaway_received: bool  # HTTP/2: the peer sent GOAWAY (always False for HTTP/1.1)
     requests: int  # requests started on it
     idle_since: float
     got_response_bytes: bool
@@ -142,6 +143,7 @@ class HTTP11Connection:
 
     http_version = "HTTP/1.1"
     multiplexed = False
+    goaway_received = False
 
     __slots__ = (
         "_forward",

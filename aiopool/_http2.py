@@ -3,9 +3,9 @@
 Rules kept here:
 - one reader task per socket (owned by the pool, not by any request) feeds the h2 state machine
   and wakes only the stream an event is for; a stream's task waits on its own future alone;
-- capacity is the peer's SETTINGS_MAX_CONCURRENT_STREAMS (100 assumed until its first SETTINGS
-  arrive, as Go does) minus the streams reserved or open; the pool reserves a stream
-  synchronously when it hands the connection out, so no request can ever hit h2's
+- capacity is the peer's SETTINGS_MAX_CONCURRENT_STREAMS (100 if it states none, as curl) minus
+  the streams reserved or open; the pool reserves a stream synchronously when it hands the
+  connection out, so no request can ever hit h2's
   "too many streams" error; if the peer lowers its limit between reservation and send, the
   request goes back to the pool without a byte sent (`TransportError.unprocessed`);
 - receive windows are large (16 MiB per stream, 16 MiB for the connection) and credited as the
@@ -13,9 +13,12 @@ Rules kept here:
   a slow consumer still bounds what the server may push at us;
 - uploads wait for window updates on their stream's own future, never by polling;
 - GOAWAY: no new streams; streams above `last_stream_id` fail as `unprocessed` (the client retries
-  them on another socket); streams at or below finish. REFUSED_STREAM is `unprocessed` too;
+  them on another socket); streams at or below finish. REFUSED_STREAM is `unprocessed` too. The
+  socket's end after a GOAWAY, clean or not, is the GOAWAY's ("goaway"), not an error;
 - closing a response early, a read timeout, or cancelling its task sends RST_STREAM(CANCEL),
-  credits the connection window for what was buffered, and frees the slot; the socket stays up;
+  credits the connection window for what was buffered, and frees the slot; the socket stays up.
+  One reset per stream, none once its response ended, and none in answer to frames that cross
+  ours (see `_h2engine`): servers count client resets against rapid-reset limits;
 - a socket that dies fails every open stream at once with a typed error; none waits for a
   timeout.
 """
@@ -40,6 +43,7 @@ from ._exceptions import (
     TransportError,
     WriteTimeout,
 )
+from ._expect import AUTO_EXPECT
 from ._h2engine import H2Engine, load_engine
 from ._headers import Headers
 from ._http2_stream import H2Body, Stream, reason_phrase, wake
@@ -62,8 +66,14 @@ _CODES = frozenset(int(code) for code in ErrorCodes)
 STREAM_WINDOW = 16 * 1024 * 1024
 CONNECTION_WINDOW = 16 * 1024 * 1024
 # When the server's SETTINGS state no SETTINGS_MAX_CONCURRENT_STREAMS, RFC 9113 section 6.5.2
-# leaves the limit unbounded; like Go (defaultMaxConcurrentStreams) we still stop at 1,000.
-UNSTATED_MAX_STREAMS = 1000
+# leaves the limit unbounded, but a server's resources are not (node states none, then resets
+# streams with ENHANCE_YOUR_CALM once a socket carries ~1,000 and its session memory runs
+# out). We stop at 100, as curl does (CURLMOPT_MAX_CONCURRENT_STREAMS) and as most servers
+# state (Apache, nginx 128, h2o, Go 250 are near it); RFC 9113 asks servers to allow at least
+# 100. (Go's client would go to 1,000.) More requests open more sockets.
+UNSTATED_MAX_STREAMS = 100
+# A stated limit is taken as stated, up to Go's bound (defaultMaxConcurrentStreams).
+MAX_STREAMS = 1000
 # RFC 9113 section 8.2.2: connection-specific header fields must not be sent over HTTP/2.
 _CONNECTION_HEADERS = frozenset(
     {b"host", b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
@@ -100,7 +110,9 @@ class HTTP2Connection:
         self.on_idle_event: Any = None
         self.reserved = 0  # streams promised to requests (opened or about to be)
         self.draining = False  # GOAWAY received or sent: no new streams
+        self.goaway_received = False  # ... and the socket's end is expected: not an error
         self._settings_received = False
+        self._max_streams = UNSTATED_MAX_STREAMS  # until the peer states its own
         self._stream = stream
         self._owner = owner
         self._streams: dict[int, Stream] = {}
@@ -202,9 +214,7 @@ class HTTP2Connection:
         """How many more streams this socket can take now (0 while draining or closed)."""
         if self.closed or self.draining:
             return 0
-        limit: int = self._h2.remote_settings.max_concurrent_streams
-        limit = min(limit, UNSTATED_MAX_STREAMS)
-        return limit - self.reserved
+        return self._max_streams - self.reserved
 
     @property
     def open_streams(self) -> int:
@@ -253,12 +263,17 @@ class HTTP2Connection:
         await self._stream.wait_closed(timeout)
 
     def _die(self, exc: TransportError) -> None:
-        """The socket failed or the peer broke the protocol: fail everything, leave the pool."""
+        """The socket failed or the peer broke the protocol: fail everything, leave the pool.
+
+        After the peer's GOAWAY this is how the socket was announced to end (servers close
+        right after it, over TLS often without close_notify): the close reason is "goaway"
+        however the end shows. Streams above its `last_stream_id` already failed as
+        `unprocessed` (the first error a stream is given is the one it keeps)."""
         if not self.closed:
             self.closed = True
             self._stream.abort()
         self._fail_streams(exc)
-        self._owner.discard(self)
+        self._owner.discard(self, "goaway" if self.goaway_received else "error")
 
     def _fail_streams(self, exc: TransportError | ClientClosed) -> None:
         for stream in list(self._streams.values()):
@@ -293,7 +308,8 @@ class HTTP2Connection:
         try:
             content = request.content
             end = content is None or (isinstance(content, bytes) and not content)
-            conn.send_headers(stream_id, self._request_headers(request), end_stream=end)
+            headers, asked = self._request_headers(request)
+            conn.send_headers(stream_id, headers, end_stream=end)
             try:
                 self._flush()
             except TransportError as exc:
@@ -315,7 +331,7 @@ class HTTP2Connection:
                 )
             try:
                 if not end:
-                    wait = request._expect_wait
+                    wait = request._expect_wait if asked else None
                     if wait is not None and not await self._await_continue(stream, wait, timeout):
                         stream.withheld = True  # reset once the response is read
                     else:
@@ -369,15 +385,24 @@ class HTTP2Connection:
                 handle.cancel()
         return True
 
-    def _request_headers(self, request: Request) -> list[tuple[bytes, bytes]]:
+    def _request_headers(self, request: Request) -> tuple[list[tuple[bytes, bytes]], bool]:
+        """The HEADERS fields, and whether they carry an `Expect: 100-continue` to wait on.
+
+        The automatic expectation (`AUTO_EXPECT`) is left out: over HTTP/2 it is asked only
+        when the caller asks (see `_expect`)."""
         url = request.url
+        asked = True
         headers = [
             (b":method", request.method.encode("ascii")),
             (b":scheme", url.scheme.encode("ascii")),
             (b":authority", url.host_header),
             (b":path", url.target),
         ]
-        for name, value in request.headers.raw:
+        for field in request.headers.raw:
+            if field is AUTO_EXPECT:
+                asked = False
+                continue
+            name, value = field
             lowered = name.lower()
             if lowered in _CONNECTION_HEADERS:
                 if lowered == b"host":
@@ -386,7 +411,7 @@ class HTTP2Connection:
             if lowered == b"te" and value.lower() != b"trailers":
                 continue
             headers.append((lowered, value))
-        return headers
+        return headers, asked
 
     async def _send_body(self, stream: Stream, request: Request, timeout: Timeout) -> None:
         content = request.content
@@ -559,6 +584,8 @@ class HTTP2Connection:
                     raise RemoteProtocolError(f"HTTP/2 protocol error from server: {exc}") from exc
                 for event in events:
                     self._dispatch(event)
+                if self.closed:
+                    return  # (a GOAWAY with an error code: see `_on_goaway`)
                 self._flush()
                 if self.draining and not self._streams:
                     self.close()
@@ -680,7 +707,11 @@ class HTTP2Connection:
     def _on_settings(self, event: Any) -> None:
         first = not self._settings_received
         self._settings_received = True
-        if SettingCodes.INITIAL_WINDOW_SIZE in event.changed_settings:
+        changed = event.changed_settings
+        if SettingCodes.MAX_CONCURRENT_STREAMS in changed:
+            stated = changed[SettingCodes.MAX_CONCURRENT_STREAMS].new_value
+            self._max_streams = min(stated, MAX_STREAMS)
+        if SettingCodes.INITIAL_WINDOW_SIZE in changed:
             self._wake_senders()
         if not first:  # (the first comes in `start()`, before the pool has the socket)
             self._owner.capacity_changed(self)
@@ -689,7 +720,7 @@ class HTTP2Connection:
         self._h2.reset_stream(event.pushed_stream_id or 0, ErrorCodes.REFUSED_STREAM)
 
     def _on_goaway(self, event: Any) -> None:
-        self.draining = True
+        self.draining = self.goaway_received = True
         last = event.last_stream_id or 0
         code = event.error_code
         for s in list(self._streams.values()):
@@ -700,11 +731,17 @@ class HTTP2Connection:
                 exc.unprocessed = True
                 s.error = exc
                 wake(s)
-            elif code != ErrorCodes.NO_ERROR and not s.ended:
-                s.error = RemoteProtocolError(f"server sent GOAWAY with {code!r}")
-                wake(s)
-        if self._reader is not None:  # (in the preface, `start()` refuses the socket)
-            self._owner.capacity_changed(self)
+        if self._reader is None:
+            return  # (in the preface: `start()` refuses the socket)
+        if code != ErrorCodes.NO_ERROR:
+            # A connection error (RFC 9113 section 5.4.1): the server closes the socket at
+            # once, so close it now. Streams at or below `last_stream_id` without their whole
+            # response fail; one that got no response byte on a reused socket is then retried
+            # by the client if it is safe to replay (DESIGN invariant 6), as for any socket
+            # that died under it. (Apache answers a storm of cancellations this way.)
+            self._die(RemoteProtocolError(f"server sent GOAWAY with {code!r}"))
+            return
+        self._owner.capacity_changed(self)
 
     def _wake_senders(self) -> None:
         for s in self._streams.values():

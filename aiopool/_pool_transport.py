@@ -217,9 +217,13 @@ class PoolTransport(Transport):
                 if (
                     stale_retries < _MAX_STALE_RETRIES
                     and info.reused
-                    # HTTP/2: the race is the same only for a socket taken while idle that
-                    # died, not a stream reset, nor a busy socket lost under many streams.
-                    and (not conn.multiplexed or (conn.closed and info.was_idle))
+                    # HTTP/2: the socket died, not just this stream; and either it was taken
+                    # idle (the keep-alive race) or the server ended it with a GOAWAY (Apache
+                    # answers a storm of resets so), not a busy socket that merely dropped.
+                    and (
+                        not conn.multiplexed
+                        or (conn.closed and (info.was_idle or conn.goaway_received))
+                    )
                     and not conn.got_response_bytes
                     and request.replayable
                     and not isinstance(exc, TimeoutException | LocalProtocolError)

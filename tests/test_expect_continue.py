@@ -29,6 +29,7 @@ Events = list[aiopool.TraceEvent]
 
 MIB = 1024 * 1024
 BIG = bytes(range(256)) * (2 * MIB // 256)  # 2 MiB: over the 1 MiB default threshold
+EXPECT = {"Expect": "100-continue"}  # the caller's own: asked over both protocols
 
 
 @pytest.fixture
@@ -171,9 +172,8 @@ async def test_cancelled_while_waiting_for_100_leaks_nothing(server: FaultServer
     events: Events = []
     async with aiopool.Client(expect_continue_timeout=3600, trace=events.append) as client:
         body = Body(BIG)
-        expect = {"Expect": "100-continue"}
         task = asyncio.create_task(
-            client.post(f"{server.url}/expect-silent", content=body, headers=expect)
+            client.post(f"{server.url}/expect-silent", content=body, headers=EXPECT)
         )
         await eventually(lambda: "wait_100_continue" in names(events))
         task.cancel()
@@ -240,15 +240,35 @@ async def test_an_early_rejection_of_a_bytes_body(server: FaultServer) -> None:
 
 
 @both_engines
+async def test_h2_asks_only_when_the_caller_does(fresh_h2_server: H2ScriptServer) -> None:
+    # nginx, h2o, hypercorn and granian never answer 100 over HTTP/2: an automatic expectation
+    # would stall every large upload by the whole wait. The rig would answer this one, so a
+    # question asked would show as `got_100_continue`.
+    events: Events = []
+    async with aiopool.Client(
+        http1=False, expect_continue_timeout=3600, trace=events.append
+    ) as client:
+        response = await client.post(f"{fresh_h2_server.url}/upload", content=BIG)
+        assert response.text == digest(BIG)
+        assert "wait_100_continue" not in names(events)
+        assert "got_100_continue" not in names(events)
+        asked = await client.post(f"{fresh_h2_server.url}/upload", content=BIG, headers=EXPECT)
+        assert asked.text == digest(BIG)
+        assert names(events).count("got_100_continue") == 1
+        assert_settled(client)
+
+
+@both_engines
 async def test_h2_a_large_body_goes_on_100_continue(fresh_h2_server: H2ScriptServer) -> None:
     events: Events = []
     async with aiopool.Client(http1=False, trace=events.append) as client:
-        response = await client.post(f"{fresh_h2_server.url}/upload", content=BIG)
-        streamed = await client.post(f"{fresh_h2_server.url}/upload", content=Body(BIG, 7))
+        url = f"{fresh_h2_server.url}/upload"
+        response = await client.post(url, content=BIG, headers=EXPECT)
+        streamed = await client.post(url, content=Body(BIG, 7))
         assert_settled(client)
     assert response.http_version == "HTTP/2"
     assert response.text == streamed.text == digest(BIG)
-    assert names(events).count("got_100_continue") == 1  # the second is under the threshold
+    assert names(events).count("got_100_continue") == 1  # the second did not ask
     first = names(events)[: names(events).index("get_conn", 1)]
     assert first[first.index("wrote_headers") :] == [
         "wrote_headers",
@@ -265,7 +285,8 @@ async def test_h2_silence_sends_the_body_anyway(fresh_h2_server: H2ScriptServer)
     async with aiopool.Client(
         http1=False, expect_continue_timeout=0.1, trace=events.append
     ) as client:
-        response = await client.post(f"{fresh_h2_server.url}/expect-silent", content=BIG)
+        url = f"{fresh_h2_server.url}/expect-silent"
+        response = await client.post(url, content=BIG, headers=EXPECT)
         assert_settled(client)
     assert response.status_code == 200 and response.text == digest(BIG)
     assert "wait_100_continue" in names(events) and "got_100_continue" not in names(events)
@@ -282,7 +303,7 @@ async def test_h2_an_early_final_response_resets_the_stream_and_keeps_the_socket
         response = await client.post(
             f"{server.url}/expect-reject?status=417",
             content=body,
-            headers={"content-length": str(len(BIG))},
+            headers={"content-length": str(len(BIG)), **EXPECT},
         )
         assert response.status_code == 417 and response.text == "rejected: 417\n"
         assert not body.started
@@ -306,7 +327,7 @@ async def test_h2_a_rejected_stream_read_only_in_part_is_reset_too(
     server = fresh_h2_server
     async with aiopool.Client(http1=False) as client:
         async with client.stream(
-            "POST", f"{server.url}/expect-reject?status=413", content=BIG
+            "POST", f"{server.url}/expect-reject?status=413", content=BIG, headers=EXPECT
         ) as response:
             assert response.status_code == 413  # left without reading the body
         await eventually(lambda: server.reset_codes == [8])
@@ -333,20 +354,24 @@ async def test_hypercorn_http11_answers_100_and_gets_the_body(
     assert "got_100_continue" in names(events)
 
 
-async def test_hypercorn_http2_gets_the_body_after_the_wait(
+async def test_hypercorn_http2_is_asked_only_explicitly_and_gets_the_body_after_the_wait(
     hypercorn_server: HypercornServer, ca_path: str
 ) -> None:
-    # hypercorn answers no expectation over HTTP/2: the body goes when the wait runs out.
+    # hypercorn answers no expectation over HTTP/2: the automatic one is not asked at all,
+    # and the body of an explicit one goes when the wait runs out.
     events: Events = []
     async with aiopool.Client(
         verify=ca_path, expect_continue_timeout=0.1, trace=events.append
     ) as client:
-        response = await client.post(f"{hypercorn_server.url}/upload", content=BIG)
-        streamed = await client.post(f"{hypercorn_server.url}/upload", content=Body(BIG))
+        url = f"{hypercorn_server.url}/upload"
+        response = await client.post(url, content=BIG)
+        assert "wait_100_continue" not in names(events)
+        asked = await client.post(url, content=Body(BIG), headers=EXPECT)
         assert_settled(client)
     assert response.http_version == "HTTP/2"
-    assert response.text == streamed.text == digest(BIG)
-    assert names(events).count("wait_100_continue") == 1  # the stream has no known length
+    assert response.text == asked.text == digest(BIG)
+    assert names(events).count("wait_100_continue") == 1
+    assert "got_100_continue" not in names(events)
 
 
 # Settings ---------------------------------------------------------------------------------------
@@ -455,7 +480,7 @@ async def test_h2_a_response_then_reset_no_error_is_the_answer(
         response = await client.post(
             f"{server.url}/expect-reject?status=413&rst=1",
             content=Body(BIG),
-            headers={"content-length": str(len(BIG))},
+            headers={"content-length": str(len(BIG)), **EXPECT},
         )
         assert (response.status_code, response.text) == (413, "rejected: 413\n")
         assert_settled(client)
@@ -498,9 +523,8 @@ async def test_h2_cancelled_while_waiting_for_100_resets_only_the_stream(
         http1=False, expect_continue_timeout=3600, trace=events.append
     ) as client:
         body = Body(BIG)
-        expect = {"Expect": "100-continue"}
         task = asyncio.create_task(
-            client.post(f"{server.url}/expect-silent", content=body, headers=expect)
+            client.post(f"{server.url}/expect-silent", content=body, headers=EXPECT)
         )
         await eventually(lambda: "wait_100_continue" in names(events))
         await eventually(lambda: server.streams_received == 1)

@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import hashlib
+from collections.abc import AsyncIterator
 
 import pytest
 from h2.errors import ErrorCodes
 
 import aiopool
+from aiopool._h2engine import select_engine
 from tests.helpers import assert_settled, eventually, pool_of
 from tests.rig.h2_server import H2ScriptServer
 from tests.rig.hypercorn_app import HypercornServer
@@ -321,3 +323,156 @@ async def test_upload_stuck_on_a_closed_window_is_a_write_timeout(server: H2Scri
             await client.post(f"{server.url}/upload", content=b"x" * 300_000)
         stats = assert_settled(client)
         assert stats.connections_closed == 0  # only the stream was reset
+
+
+async def test_settings_a_server_leaves_unstated_are_the_rfc_defaults(
+    server: H2ScriptServer,
+) -> None:
+    # Apache's SETTINGS state no INITIAL_WINDOW_SIZE (and it opens the connection's window
+    # wide): its stream windows are RFC 9113's 65,535 bytes (section 6.5.2), whatever the
+    # engine presumes (jh2: 6,291,456). A 1 MiB upload must stay inside them, not end in
+    # FLOW_CONTROL_ERROR. (The server returns window only after 10 ms, so what overruns it
+    # cannot hide behind quick WINDOW_UPDATEs.)
+    server.script(initial_window_size=None, connection_window=2**24, ack_delay=0.01)
+    payload = bytes(range(256)) * 4096
+    async with h2_client() as client:
+        resp = await client.post(f"{server.url}/upload", content=payload)
+        assert resp.text == f"{len(payload)} {hashlib.sha256(payload).hexdigest()}"
+        assert assert_settled(client).connections_opened == 1
+    assert server.protocol_errors == []
+    engine = select_engine("auto")  # (the engine this test runs on)
+    fresh = engine.connection_class(engine.config_class(client_side=True)).remote_settings
+    assert (fresh.initial_window_size, fresh.header_table_size) == (65_535, 4_096)
+
+
+async def test_nothing_is_written_once_the_peer_is_gone(
+    fresh_tls_h2_server: H2ScriptServer, ca_path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # 20 uploads in full flow when the server resets the TCP connection: every task that
+    # writes before the loop has told the TLS layer the socket is lost used to reach the dead
+    # socket (asyncio logs "socket.send() raised exception." from the sixth such write on).
+    server = fresh_tls_h2_server
+    server.script(drop_after_streams=20, initial_window_size=2**24, connection_window=2**30)
+
+    async def body() -> AsyncIterator[bytes]:
+        while True:
+            yield b"x" * 4096
+            await asyncio.sleep(0)
+
+    async with h2_client(verify=ca_path) as client:
+        results = await asyncio.gather(
+            *(client.post(f"{server.url}/upload", content=body()) for _ in range(20)),
+            return_exceptions=True,
+        )
+        assert all(isinstance(r, aiopool.TransportError) for r in results), results
+        assert_settled(client)
+    assert "socket.send() raised exception" not in caplog.text
+
+
+# Cancellation storms (CVE-2023-44487 defences) and GOAWAY -------------------------------------
+
+
+async def test_frames_crossing_our_reset_are_ignored_not_reset_again(
+    server: H2ScriptServer,
+) -> None:
+    # RFC 9113 section 5.1: after sending RST_STREAM, ignore what still comes on the stream.
+    # Servers count client resets against rapid-reset limits; one cancellation, one reset.
+    server.script(data_after_reset=3)
+    async with h2_client() as client:
+        async with client.stream("GET", f"{server.url}/stall") as resp:
+            assert resp.status_code == 200  # left unread: RST_STREAM(CANCEL)
+        # The late DATA precedes this answer on the wire, so the client has handled it.
+        after = await client.get(f"{server.url}/echo?id=after")
+        assert after.conn_info.reused
+        stats = assert_settled(client)
+        assert stats.connections_closed == 0
+    await eventually(lambda: server.goaways_received == 1)  # all the client sent has arrived
+    assert server.rst_frames_received == [(1, ErrorCodes.CANCEL)]
+
+
+async def test_no_reset_for_a_stream_whose_response_ended(server: H2ScriptServer) -> None:
+    # The whole response is in (END_STREAM) but unread when the caller leaves: the stream is
+    # closed on both sides, and a reset would only count against us.
+    async with h2_client() as client:
+        async with client.stream("GET", f"{server.url}/bytes/100") as resp:
+            await eventually(lambda: client.stats().hosts[server.url].streams == 1)
+            await asyncio.sleep(0.05)  # (let the DATA with END_STREAM arrive)
+            assert resp.status_code == 200
+        await client.get(f"{server.url}/echo?id=after")
+        assert_settled(client)
+    await eventually(lambda: server.goaways_received == 1)
+    assert server.rst_frames_received == []
+
+
+async def test_streams_per_socket_are_capped_when_the_server_states_no_limit(
+    server: H2ScriptServer,
+) -> None:
+    # No SETTINGS_MAX_CONCURRENT_STREAMS (node's default): unbounded by the letter of RFC 9113,
+    # but node resets streams past what its session memory allows. 100 per socket, as curl.
+    server.script(max_concurrent_streams=None)
+    async with h2_client(max_connections_per_host=None) as client:
+        responses = await asyncio.gather(
+            *(client.get(f"{server.url}/slow?chunks=2&delay=0.05") for _ in range(150))
+        )
+        assert all(r.status_code == 200 for r in responses)
+        assert len({r.headers["x-conn-id"] for r in responses}) == 2
+        assert_settled(client)
+    assert 1 < server.max_open_streams_seen <= 100
+
+
+async def test_a_stated_limit_above_the_default_cap_is_used(server: H2ScriptServer) -> None:
+    server.script(max_concurrent_streams=128)  # nginx's default
+    async with h2_client(max_connections_per_host=None) as client:
+        responses = await asyncio.gather(
+            *(client.get(f"{server.url}/slow?chunks=2&delay=0.05") for _ in range(120))
+        )
+        assert len({r.headers["x-conn-id"] for r in responses}) == 1
+        assert_settled(client)
+    assert server.max_open_streams_seen > 100
+
+
+async def test_streams_above_goaway_are_retried_though_the_socket_closes_at_once(
+    server: H2ScriptServer,
+) -> None:
+    # GOAWAY naming stream 1, then the connection is reset at once (Go's server does this
+    # now and then): stream 1 may have been processed and fails; stream 3 was not and goes to
+    # a new socket. The socket's end is the GOAWAY's, however the close shows (over TLS,
+    # nginx and node closing after GOAWAY used to be "error", over h2c "goaway").
+    server.script(goaway_after_streams=1, close_on_goaway=True, scripted_connections=1)
+    events: list[aiopool.TraceEvent] = []
+    async with h2_client(trace=events.append) as client:
+        first, second = await asyncio.gather(
+            client.get(f"{server.url}/echo?id=1"),
+            client.get(f"{server.url}/echo?id=3"),
+            return_exceptions=True,
+        )
+        assert isinstance(first, aiopool.ReadError)
+        assert isinstance(second, aiopool.Response) and second.text == "3"
+        assert second.headers["x-conn-id"] != str(server.requests[0].conn_id)
+        assert_settled(client)
+    assert server.goaways_sent == 1
+    closed = [e.info["reason"] for e in events if e.name == "conn_closed"]
+    assert closed[0] == "goaway"
+
+
+async def test_goaway_with_an_error_code_retries_what_is_safe_to_replay(
+    server: H2ScriptServer,
+) -> None:
+    # Apache answers a cancellation storm with GOAWAY and an error code, then closes: a
+    # connection error. Streams 3 and 5 (at or below last_stream_id) had no response byte
+    # yet on a reused socket: GETs, so sent again on a new socket (DESIGN invariant 6);
+    # streams above were never processed. No request that was not cancelled fails.
+    server.script(
+        goaway_after_streams=3,
+        goaway_error_code=ErrorCodes.INTERNAL_ERROR,
+        scripted_connections=1,
+    )
+    async with h2_client() as client:
+        warm = await client.get(f"{server.url}/echo?id=warm")  # stream 1
+        responses = await asyncio.gather(
+            *(client.get(f"{server.url}/echo?id={i}") for i in range(4))
+        )
+        assert [r.text for r in responses] == [str(i) for i in range(4)]
+        assert any(r.headers["x-conn-id"] != warm.headers["x-conn-id"] for r in responses)
+        assert_settled(client)
+    assert server.goaways_sent == 1

@@ -23,6 +23,7 @@ class FakeConn:
 
     http_version = "HTTP/1.1"
     multiplexed = False
+    goaway_received = False
 
     def __init__(self, origin: Origin) -> None:
         self.id = next(_ids)

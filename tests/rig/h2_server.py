@@ -32,7 +32,7 @@ import h2.events
 import h2.exceptions
 import h2.settings
 from h2.errors import ErrorCodes
-from hyperframe.frame import GoAwayFrame
+from hyperframe.frame import DataFrame, GoAwayFrame, SettingsFrame
 
 from .fault_server import _ThreadedServer, close_writer, pattern
 
@@ -46,15 +46,23 @@ _READ_SIZE = 65536
 _PING_PAYLOAD = b"rig-ping"
 _FRAME_HEADER = 9
 _WINDOW_UPDATE = 0x8
+_RST_STREAM = 0x3
+_PREFACE_SIZE = 24  # the client's connection preface, before its first frame
+_LATE_DATA = b"late-frame"
 
 
 class H2Knobs(TypedDict, total=False):
     """Knobs of ``H2ScriptServer``; each connection takes a snapshot of them when accepted."""
 
-    max_concurrent_streams: int
-    """SETTINGS_MAX_CONCURRENT_STREAMS the server advertises (100)."""
-    initial_window_size: int
-    """The server's per-stream receive window, SETTINGS_INITIAL_WINDOW_SIZE (65535)."""
+    max_concurrent_streams: int | None
+    """SETTINGS_MAX_CONCURRENT_STREAMS the server advertises; None: not stated, so unbounded
+    by RFC 9113 section 6.5.2 (the server then enforces no limit) (100)."""
+    initial_window_size: int | None
+    """The server's per-stream receive window, SETTINGS_INITIAL_WINDOW_SIZE; None: not stated,
+    so the RFC default of 65,535 applies, as with Apache, whose SETTINGS omit it (65535)."""
+    connection_window: int
+    """The server's connection-level receive window: above 65,535 (the RFC's start), a
+    WINDOW_UPDATE on stream 0 right after SETTINGS opens it, as Apache and nginx do (65535)."""
     max_frame_size: int
     """Largest frame the client may send, SETTINGS_MAX_FRAME_SIZE (16384)."""
     ack_delay: float
@@ -69,14 +77,25 @@ class H2Knobs(TypedDict, total=False):
     """Send a PING right after SETTINGS; ACKs are counted in ``pings_acked`` (False)."""
     refuse_first_n: int
     """RST_STREAM(REFUSED_STREAM) the first N streams of each connection (0)."""
+    goaway_error_code: int
+    """The error code of the ``goaway_after_streams`` GOAWAY (0, NO_ERROR)."""
+    close_on_goaway: bool
+    """Close the connection right after a ``goaway_after_streams`` GOAWAY, reading nothing
+    more and leaving the streams at or below its last_stream_id unanswered, as Go's server
+    now and then does; what the client sent meanwhile makes it an RST (False)."""
+    data_after_reset: int
+    """Answer a client's RST_STREAM with N more 10-byte DATA frames on that stream, written
+    past h2 as if they had crossed the reset on the wire (0)."""
     scripted_connections: int | None
-    """Apply the five fault knobs above only to the first N connections accepted after
+    """Apply the fault knobs above (all but the SETTINGS, ``ack_delay`` and
+    ``data_after_reset``) only to the first N connections accepted after
     ``script()`` / ``reset_script()``; later ones behave normally. None: all (None)."""
 
 
 _DEFAULT_KNOBS: H2Knobs = {
     "max_concurrent_streams": 100,
     "initial_window_size": 65535,
+    "connection_window": 65535,
     "max_frame_size": 16384,
     "ack_delay": 0.0,
     "goaway_after_streams": None,
@@ -84,6 +103,9 @@ _DEFAULT_KNOBS: H2Knobs = {
     "drop_after_streams": None,
     "ping_on_connect": False,
     "refuse_first_n": 0,
+    "goaway_error_code": 0,
+    "close_on_goaway": False,
+    "data_after_reset": 0,
     "scripted_connections": None,
 }
 
@@ -92,8 +114,9 @@ _DEFAULT_KNOBS: H2Knobs = {
 class _Script:
     """What one connection does: the knobs as they were when it was accepted."""
 
-    max_concurrent_streams: int
-    initial_window_size: int
+    max_concurrent_streams: int | None
+    initial_window_size: int | None
+    connection_window: int
     max_frame_size: int
     ack_delay: float
     goaway_after_streams: int | None
@@ -101,6 +124,9 @@ class _Script:
     drop_after_streams: int | None
     ping_on_connect: bool
     refuse_first_n: int
+    goaway_error_code: int
+    close_on_goaway: bool
+    data_after_reset: int
 
 
 class ReceivedStream(NamedTuple):
@@ -142,6 +168,7 @@ class _Session:
     goaway_last: int | None = None  # last_stream_id of the GOAWAY we sent
     held: int = 0
     window_waiters: dict[int, asyncio.Event] = field(default_factory=dict)
+    scanner: _ResetScanner = field(default_factory=lambda: _ResetScanner())
     timers: set[asyncio.TimerHandle] = field(default_factory=set)
     read_deadline: asyncio.Timeout | None = None
     write_closed: bool = False
@@ -170,6 +197,39 @@ class _Session:
 
 
 _Handler = Callable[[_Session, _Stream], Awaitable[None]]
+
+
+class _ResetScanner:
+    """Finds the RST_STREAM frames in what the client sends, as (stream_id, error_code).
+
+    h2 reports no event for a reset of a stream that is already closed, so its events alone
+    cannot tell how many resets a client sent.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._preface = _PREFACE_SIZE
+
+    def feed(self, data: bytes) -> list[tuple[int, int]]:
+        buffer = self._buffer
+        buffer += data
+        if self._preface:
+            skipped = min(self._preface, len(buffer))
+            del buffer[:skipped]
+            self._preface -= skipped
+        found: list[tuple[int, int]] = []
+        offset = 0
+        while offset + _FRAME_HEADER <= len(buffer):
+            length = int.from_bytes(buffer[offset : offset + 3], "big")
+            end = offset + _FRAME_HEADER + length
+            if end > len(buffer):
+                break
+            if buffer[offset + 3] == _RST_STREAM and length == 4:
+                stream_id = int.from_bytes(buffer[offset + 5 : offset + 9], "big") & 0x7FFFFFFF
+                found.append((stream_id, int.from_bytes(buffer[offset + 9 : end], "big")))
+            offset = end
+        del buffer[:offset]
+        return found
 
 
 class H2ScriptServer(_ThreadedServer):
@@ -221,8 +281,9 @@ class H2ScriptServer(_ThreadedServer):
         _check_knobs(defaults)
         self._defaults: H2Knobs = {**_DEFAULT_KNOBS, **defaults}
         # Declared one by one (not just via setattr) so that attribute access type-checks.
-        self.max_concurrent_streams: int = 100
-        self.initial_window_size: int = 65535
+        self.max_concurrent_streams: int | None = 100
+        self.initial_window_size: int | None = 65535
+        self.connection_window: int = 65535
         self.max_frame_size: int = 16384
         self.ack_delay: float = 0.0
         self.goaway_after_streams: int | None = None
@@ -230,6 +291,9 @@ class H2ScriptServer(_ThreadedServer):
         self.drop_after_streams: int | None = None
         self.ping_on_connect: bool = False
         self.refuse_first_n: int = 0
+        self.goaway_error_code: int = 0
+        self.close_on_goaway: bool = False
+        self.data_after_reset: int = 0
         self.scripted_connections: int | None = None
         self._scripted_so_far = 0
         self.reset_script()
@@ -271,6 +335,7 @@ class H2ScriptServer(_ThreadedServer):
             return _Script(
                 max_concurrent_streams=self.max_concurrent_streams,
                 initial_window_size=self.initial_window_size,
+                connection_window=self.connection_window,
                 max_frame_size=self.max_frame_size,
                 ack_delay=self.ack_delay,
                 goaway_after_streams=self.goaway_after_streams if faulty else None,
@@ -278,6 +343,9 @@ class H2ScriptServer(_ThreadedServer):
                 drop_after_streams=self.drop_after_streams if faulty else None,
                 ping_on_connect=self.ping_on_connect and faulty,
                 refuse_first_n=self.refuse_first_n if faulty else 0,
+                goaway_error_code=self.goaway_error_code,
+                close_on_goaway=self.close_on_goaway and faulty,
+                data_after_reset=self.data_after_reset,
             )
 
     # -- counters ---------------------------------------------------------------------------
@@ -285,6 +353,7 @@ class H2ScriptServer(_ThreadedServer):
     def _zero_counters(self) -> None:
         self._streams_received = 0
         self._reset_codes: list[int] = []
+        self._rst_frames: list[tuple[int, int]] = []
         self._window_updates = 0
         self._window_updates_sent = 0
         self._max_open = 0
@@ -323,6 +392,13 @@ class H2ScriptServer(_ThreadedServer):
         """Their error codes, in order (8 is CANCEL)."""
         with self._lock:
             return list(self._reset_codes)
+
+    @property
+    def rst_frames_received(self) -> list[tuple[int, int]]:
+        """Every RST_STREAM frame from the client as (stream_id, error_code), in order: also
+        those for streams already closed, which ``reset_codes`` does not see."""
+        with self._lock:
+            return list(self._rst_frames)
 
     @property
     def window_updates_received(self) -> int:
@@ -415,25 +491,40 @@ class H2ScriptServer(_ThreadedServer):
 
     async def _serve(self, session: _Session, reader: asyncio.StreamReader) -> None:
         script, conn = session.script, session.h2
-        # The first SETTINGS frame carries only RFC defaults; the real values follow in a
+        # The first SETTINGS frame is empty (the RFC defaults hold); the real values follow in a
         # second one via update_settings(), which h2 enforces only once the client ACKs it.
         # Enforcing them from the start, as initiate_connection() would, punishes a client for
         # using the defaults before our SETTINGS could reach it (RFC 9113, section 6.5.3).
+        # h2 would state every default in that first frame; real servers state only what
+        # differs (Apache omits INITIAL_WINDOW_SIZE and HEADER_TABLE_SIZE), and a client must
+        # then assume the RFC defaults, not its library's.
         conn.local_settings = h2.settings.Settings(client=False)
         conn.initiate_connection()
-        conn.update_settings(
-            {
-                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: script.max_concurrent_streams,
-                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: script.initial_window_size,
-                h2.settings.SettingCodes.MAX_FRAME_SIZE: script.max_frame_size,
-            }
-        )
+        conn.data_to_send()  # (h2's preface: one SETTINGS frame stating every default)
+        stated: dict[h2.settings.SettingCodes | int, int] = {
+            h2.settings.SettingCodes.MAX_FRAME_SIZE: script.max_frame_size
+        }
+        if script.max_concurrent_streams is not None:
+            stated[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = script.max_concurrent_streams
+        if script.initial_window_size is not None:
+            stated[h2.settings.SettingCodes.INITIAL_WINDOW_SIZE] = script.initial_window_size
+        conn.update_settings(stated)
+        if script.connection_window > 65535:
+            conn.increment_flow_control_window(script.connection_window - 65535)
         if script.ping_on_connect:
             conn.ping(_PING_PAYLOAD)
-        session.flush()
+        # One write for the preface and what follows, as before: a client that has read only
+        # the first SETTINGS would not yet know the stream limit in the second.
+        preface = conn.data_to_send()
+        session.writer.write(SettingsFrame(0).serialize() + preface)
+        if updates := _count_frames(preface, _WINDOW_UPDATE):
+            session.on_window_updates(updates)
         try:
             async with asyncio.timeout(None) as session.read_deadline:
                 while not session.terminated and (data := await reader.read(_READ_SIZE)):
+                    if resets := session.scanner.feed(data):
+                        with self._lock:
+                            self._rst_frames += resets
                     try:
                         events = conn.receive_data(data)
                     except h2.exceptions.ProtocolError as exc:
@@ -497,11 +588,18 @@ class H2ScriptServer(_ThreadedServer):
     def _send_goaway(self, session: _Session, last_stream_id: int) -> None:
         # Written past h2 (see the module docstring); h2's pending bytes go first to keep order.
         session.flush()
-        frame = GoAwayFrame(0, last_stream_id=last_stream_id, error_code=ErrorCodes.NO_ERROR)
+        code = session.script.goaway_error_code
+        frame = GoAwayFrame(0, last_stream_id=last_stream_id, error_code=code)
         if not session.write_closed and not session.writer.transport.is_closing():
             session.writer.write(frame.serialize())
         session.goaway_last = last_stream_id
         self._count("_goaways_sent")
+        if session.script.close_on_goaway and not session.write_closed:
+            # Go's way: close at once, GOAWAY sent. Frames of the client's still unread (or
+            # still arriving) make the kernel answer with an RST instead of a FIN.
+            session.write_closed = session.terminated = True
+            session.writer.close()
+            return
         self._maybe_finish(session)
 
     def _maybe_finish(self, session: _Session) -> None:
@@ -615,6 +713,7 @@ class H2ScriptServer(_ThreadedServer):
         if event.remote_reset:
             with self._lock:
                 self._reset_codes.append(int(event.error_code))
+            self._send_late_data(session, event.stream_id)
         stream = session.streams.get(event.stream_id)
         if stream is None:
             return
@@ -624,6 +723,17 @@ class H2ScriptServer(_ThreadedServer):
             stream.task.cancel()
         session.wake_senders(stream.id)
         self._maybe_finish(session)
+
+    def _send_late_data(self, session: _Session, stream_id: int) -> None:
+        """``data_after_reset``: DATA the client must take as having crossed its reset."""
+        count = session.script.data_after_reset
+        if not count or session.write_closed or session.writer.transport.is_closing():
+            return
+        session.flush()  # (h2's pending frames go first)
+        for _ in range(count):
+            session.writer.write(DataFrame(stream_id, data=_LATE_DATA).serialize())
+            # Past h2, so its count of the client's connection window is kept by hand.
+            session.h2.outbound_flow_control_window -= len(_LATE_DATA)
 
     # -- streams ----------------------------------------------------------------------------
 
@@ -757,8 +867,16 @@ def _check_knobs(knobs: H2Knobs) -> None:
     window = knobs.get("initial_window_size", 65535)
     frame = knobs.get("max_frame_size", 16384)
     streams = knobs.get("max_concurrent_streams", 100)
+    window = 65535 if window is None else window
+    streams = 0 if streams is None else streams
+    opened = knobs.get("connection_window", 65535)
     # Checked here so a bad value fails in the test, not later in the server thread.
-    if not 0 <= window < 2**31 or not 2**14 <= frame < 2**24 or not 0 <= streams < 2**32:
+    if (
+        not 65535 <= opened < 2**31
+        or not 0 <= window < 2**31
+        or not 2**14 <= frame < 2**24
+        or not 0 <= streams < 2**32
+    ):
         raise ValueError(f"invalid SETTINGS value in {knobs}")
 
 
