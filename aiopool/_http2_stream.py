@@ -12,7 +12,7 @@ from collections import deque
 from http import HTTPStatus
 from typing import TYPE_CHECKING
 
-from ._exceptions import ClientClosed, TransportError
+from ._exceptions import ClientClosed, TransportError, in_phase
 
 if TYPE_CHECKING:
     from ._http2 import HTTP2Connection
@@ -75,7 +75,8 @@ class H2Body:
             return b""
         try:
             return await self._conn._receive_chunk(stream)
-        except BaseException:
+        except BaseException as exc:
+            in_phase(exc, "reading the response body")
             self._conn._abort_stream(stream)
             raise
 

@@ -24,7 +24,7 @@ import anyio
 
 from ._backend import NetworkStream, open_stream
 from ._config import DEFAULT_HEAD_LIMITS, HeadLimits, Timeout
-from ._exceptions import AiopoolError, ClientClosed, ConnectError, PoolTimeout
+from ._exceptions import AiopoolError, ClientClosed, ConnectError, PoolTimeout, seconds
 from ._h2engine import H2Engine, load_engine
 from ._http2 import HTTP2Connection
 from ._http11 import ConnState, HTTP11Connection
@@ -196,7 +196,7 @@ class ConnectionPool:
     async def _wait(self, waiter: Waiter, pool_timeout: float | None) -> Connection:
         fut = waiter.fut
         handle = (
-            self._loop.call_later(pool_timeout, self._expire_waiter, waiter)  # type: ignore[union-attr]
+            self._loop.call_later(pool_timeout, self._expire_waiter, waiter, pool_timeout)  # type: ignore[union-attr]
             if pool_timeout is not None
             else None
         )
@@ -218,7 +218,7 @@ class ConnectionPool:
             if handle is not None:
                 handle.cancel()
 
-    def _expire_waiter(self, waiter: Waiter) -> None:
+    def _expire_waiter(self, waiter: Waiter, pool_timeout: float) -> None:
         if waiter.live and not waiter.fut.done():
             if waiter.host.connect_timeout is not None and self._state.awaits_a_dial(waiter):
                 # The request is no longer waiting for the pool but for a dial that will serve
@@ -228,7 +228,10 @@ class ConnectionPool:
                 return
             self._state.abandon(waiter)
             waiter.fut.set_exception(
-                PoolTimeout(f"no connection to {waiter.host.key} became available in time")
+                PoolTimeout(
+                    f"no connection to {waiter.host.key} became available within the pool "
+                    f"timeout ({seconds(pool_timeout)})"
+                )
             )
 
     # ConnectionOwner ---------------------------------------------------------------------------
