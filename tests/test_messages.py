@@ -197,3 +197,19 @@ def test_response_repr(reason: str, shown: str) -> None:
     request = aiopool.Request("GET", aiopool.URL("http://example.test/"), aiopool.Headers())
     info = aiopool.ConnInfo(1, False, False, 0.0, "HTTP/1.1")
     assert repr(aiopool.Response(200, reason=reason, request=request, conn_info=info)) == shown
+
+
+async def test_a_silent_proxy_names_the_origin_and_the_proxy_without_credentials(
+    blackhole: BlackholeServer,
+) -> None:
+    proxy = f"http://user:secret@127.0.0.1:{blackhole.port}"
+    async with aiopool.Client(proxy=proxy, timeout=aiopool.Timeout(5, connect=0.2)) as c:
+        with pytest.raises(aiopool.ConnectTimeout) as info:
+            await c.get("https://example.org/")
+        assert str(info.value) == (
+            "GET https://example.org:443: proxy handshake and TLS with https://example.org:443 "
+            f"via http://127.0.0.1:{blackhole.port} not done within the connect timeout (0.2 s)"
+        )
+        assert "secret" not in str(info.value)
+        assert info.value.request is not None
+        assert_settled(c)
