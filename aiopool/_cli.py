@@ -419,29 +419,32 @@ async def _fetch(
                         f"* TLS: {tls.get('version')}, ALPN {tls.get('alpn') or '-'}, "
                         f"cipher {tls.get('cipher')}\n"
                     )
-        # -o FILE takes what stdout would have taken, the -i head included (as curl). Blocking
-        # writes, as curl's: this loop runs one request at a time and nothing else.
-        with ExitStack() as stack:
-            sink: BinaryIO = out
-            if target is not None and target != "-":
-                sink = stack.enter_context(open(target, "wb"))  # noqa: ASYNC230
-            for hop in [*response.history, response]:
-                if info is not None:
-                    _show_exchange(hop, info)
-                    if hop is not response:
-                        reused = "true" if hop.conn_info.reused else "false"
-                        info.write(
-                            f"* redirect to {hop.headers.get('location', '?')} "
-                            f"(conn {hop.conn_info.id} reused: {reused})\n"
-                        )
+        hops = [*response.history, response]
+        if info is not None:
+            for hop in hops:
+                _show_exchange(hop, info)
+                if hop is not response:
+                    reused = "true" if hop.conn_info.reused else "false"
+                    info.write(
+                        f"* redirect to {hop.headers.get('location', '?')} "
+                        f"(conn {hop.conn_info.id} reused: {reused})\n"
+                    )
+        # --fail: nothing of an error response is output, not even a file (curl's -f).
+        if not (args.fail and response.status_code >= 400):
+            # -o FILE takes what stdout would have taken, the -i head included (as curl).
+            # Blocking writes, as curl's: this loop runs one request at a time, nothing else.
+            with ExitStack() as stack:
+                sink: BinaryIO = out
+                if target is not None and target != "-":
+                    sink = stack.enter_context(open(target, "wb"))  # noqa: ASYNC230
                 if include:
-                    sink.write(_head_bytes(hop))
-            failed = args.fail and response.status_code >= 400
-            if not args.head and not failed:
-                # The binary guard only for a terminal not chosen explicitly (`-o -`).
-                guard = target is None and sink.isatty()
-                await _write_body(response, sink, guard=guard, quiet=args.silent)
-            sink.flush()
+                    for hop in hops:
+                        sink.write(_head_bytes(hop))
+                if not args.head:
+                    # The binary guard only for a terminal not chosen explicitly (`-o -`).
+                    guard = target is None and sink.isatty()
+                    await _write_body(response, sink, guard=guard, quiet=args.silent)
+                sink.flush()
     total = loop.time() - start
     if info is not None:
         conn = response.conn_info

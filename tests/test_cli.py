@@ -522,17 +522,22 @@ def test_get_carries_on_after_a_failed_url(
     assert echoed(out)["id"] == "after"
 
 
-def test_get_fail_flag(capsys: pytest.CaptureFixture[str], fault_server: FaultServer) -> None:
+def test_get_fail_flag(
+    capsys: pytest.CaptureFixture[str], fault_server: FaultServer, tmp_path: Path
+) -> None:
     url = f"{fault_server.url}/status/404"
     status, out, err = run(capsys, "get", "-i", url)
     assert (status, err) == (0, "")  # a response is a success, whatever its status (as curl)
     assert out.startswith("HTTP/1.1 404 Not Found\r\n")
     # --fail: curl's 22, one line on stderr, and the error page is not printed.
-    status, out, err = run(capsys, "get", "--fail", url)
+    status, out, err = run(capsys, "get", "--fail", "-i", url)
     assert (status, out) == (22, "")
     assert err == (
         f"aiopool: error: GET {fault_server.url} answered HTTP/1.1 404 Not Found (--fail)\n"
     )
+    page = tmp_path / "page"
+    assert run(capsys, "get", "-f", "-s", "-o", str(page), url) == (22, "", "")
+    assert not page.exists()
 
 
 def test_help_documents_the_exit_statuses(capsys: pytest.CaptureFixture[str]) -> None:
