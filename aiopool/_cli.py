@@ -364,8 +364,9 @@ async def _get(args: argparse.Namespace, options: dict[str, Any]) -> int:
                 continue
             if args.fail and response.status_code >= 400:
                 if not quiet:
+                    request = response.request  # (after -L, the last hop's)
                     print(
-                        f"aiopool: error: {method} {url.origin} answered "
+                        f"aiopool: error: {request.method} {request.url.origin} answered "
                         f"{_status_line(response)} (--fail)",
                         file=sys.stderr,
                     )
