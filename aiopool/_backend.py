@@ -34,9 +34,24 @@ from ._exceptions import (
     ReadTimeout,
     WriteError,
     WriteTimeout,
+    seconds,
 )
 
-__all__ = ("AsyncioStream", "NetworkStream", "drop_inherited", "expire", "open_stream")
+__all__ = (
+    "READ_STALLED",
+    "WRITE_STALLED",
+    "AsyncioStream",
+    "NetworkStream",
+    "drop_inherited",
+    "expire",
+    "open_stream",
+)
+
+# What a read or write timeout says (with its seconds); the connection that was waiting adds the
+# phase ("while reading the response body") and the client the method and origin: see
+# `TimeoutException`. Both timeouts bound each wait, not the whole exchange, and say so.
+READ_STALLED = "no bytes arrived for {} (the read timeout)"
+WRITE_STALLED = "the peer accepted no bytes for {} (the write timeout)"
 
 # Stop reading from the kernel when this much is buffered and unread (backpressure). asyncio's
 # StreamReader pauses at 128 KiB (2 * its 64 KiB limit); we allow 256 KiB so a fast download is
@@ -202,7 +217,9 @@ class AsyncioStream:
             waiter = self._loop.create_future()
             proto._read_waiter = waiter
             handle = (
-                self._loop.call_at(self._loop.time() + timeout, expire, waiter, ReadTimeout)
+                self._loop.call_at(
+                    self._loop.time() + timeout, expire, waiter, ReadTimeout, READ_STALLED, timeout
+                )
                 if timeout is not None
                 else None
             )
@@ -247,7 +264,9 @@ class AsyncioStream:
         waiter = self._loop.create_future()
         proto._drain_waiters.append(waiter)
         handle = (
-            self._loop.call_at(self._loop.time() + timeout, expire, waiter, WriteTimeout)
+            self._loop.call_at(
+                self._loop.time() + timeout, expire, waiter, WriteTimeout, WRITE_STALLED, timeout
+            )
             if timeout is not None
             else None
         )
@@ -309,8 +328,11 @@ class AsyncioStream:
                     ssl_shutdown_timeout=_TLS_SHUTDOWN_TIMEOUT,
                 )
         except TimeoutError:
-            raise ConnectTimeout(f"TLS handshake with {target} timed out") from None
-        except ssl.SSLError as exc:
+            raise ConnectTimeout(
+                f"TLS handshake with {target} not done within the connect timeout "
+                f"({seconds(timeout)})"
+            ) from None
+        except ssl.SSLError as exc:  # (certificate failures too: their verify code is named)
             raise ConnectError(_describe_tls_error(exc, target)) from exc
         except OSError as exc:
             raise ConnectError(_describe_tls_close(exc, target)) from exc
@@ -341,10 +363,13 @@ def _expire_quietly(waiter: asyncio.Future[None]) -> None:
         waiter.set_result(None)
 
 
-def expire(waiter: asyncio.Future[None], exc_type: type[Exception]) -> None:
-    """Timer callback: fail `waiter` with `exc_type("timed out")` unless it already finished."""
+def expire(
+    waiter: asyncio.Future[None], exc_type: type[Exception], message: str, timeout: float
+) -> None:
+    """Timer callback: fail `waiter` with `exc_type(message.format(seconds(timeout)))` unless it
+    already finished. (The text is made only when the timer fires: never on the hot path.)"""
     if not waiter.done():
-        waiter.set_exception(exc_type("timed out"))
+        waiter.set_exception(exc_type(message.format(seconds(timeout))))
 
 
 async def open_stream(
@@ -407,8 +432,16 @@ async def open_stream(
         if connected is not None:
             cast(asyncio.Transport, connected).abort()  # (idempotent)
         if isinstance(exc, TimeoutError):
+            # Which step hung. A one-step TLS dial (no tracing) cannot tell: asyncio reports
+            # neither step apart.
+            if ssl_context is None:
+                step = "TCP connect to"
+            elif connected is not None:
+                step = "TLS handshake with"
+            else:
+                step = "TCP connect and TLS handshake with" if not split else "TCP connect to"
             raise ConnectTimeout(
-                f"connecting to {host}:{port} timed out after {timeout}s"
+                f"{step} {host}:{port} not done within the connect timeout ({seconds(timeout)})"
             ) from None
         if isinstance(exc, ssl.SSLError):
             raise ConnectError(_describe_tls_error(exc, f"{host}:{port}")) from exc

@@ -1,62 +1,79 @@
 """The `aiopool` command (also `python -m aiopool`): `get` to look at responses, `bench` to load a
 server.
 
-    aiopool get https://example.org/ https://example.org/about -v
+    aiopool get https://example.org/api | jq .          # the body alone on stdout
+    aiopool get -v https://example.org/ https://example.org/about   # protocol, reuse, timing
     aiopool bench https://example.org/ -n 10000 -c 50
 
 Standard library only (argparse, asyncio): the command must work on the base install, where
 none of the optional extras (and no third-party CLI framework) is present. Options follow curl's
-names where curl has one (`-H`, `-X`, `-d`, `-L`, `-x`, `--cacert`, `--insecure`, `--fail`), so they
-read as what they do; like curl (and httpie), `get` shows a redirect rather than following it
-unless `-L` says to, since seeing what a URL answers is what the command is for.
+names where curl has one (`-H`, `-X`, `-d`, `--json`, `-o`, `-i`, `-I`, `-s`, `-S`, `-L`, `-x`,
+`--cacert`, `--insecure`, `--fail`), and mean what they mean there, so a command line copied from
+curl does the same thing here.
 
-Exit status: 0 when every request got an HTTP response (whatever its status, as curl; with
-`--fail`, 1 for a 4xx or 5xx); 1 when a request failed (one line on stderr, no traceback);
-2 for bad arguments (argparse's convention); 130 on Ctrl-C (the shell's 128 + SIGINT).
+`get` keeps curl's split of the two output streams: stdout carries the response body, byte for
+byte as received (after Content-Encoding decoding), so it can be piped; everything said *about*
+the exchange (the `-v` lines, errors, notes) goes to stderr. On a terminal a body with a NUL
+byte is not printed (httpie's rule, curl's too): binary output can wreck a terminal. Like curl
+(and httpie), `get` shows a redirect rather than following it unless `-L` says to, since seeing
+what a URL answers is what the command is for.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import codecs
 import os
 import sys
 import warnings
 from collections.abc import Sequence
-from typing import Any, TextIO
+from contextlib import ExitStack
+from http import HTTPStatus
+from typing import Any, BinaryIO, TextIO
 
 from ._client import Client
 from ._config import Timeout
-from ._exceptions import AiopoolError, InsecureRequestWarning
-from ._models import Response
+from ._exceptions import AiopoolError, InsecureRequestWarning, TimeoutException
+from ._models import Request, Response
 from ._trace import TraceEvent
 from ._urls import URL
 from ._version import __version__
 
 __all__ = ("main",)
 
-# A -d body is sent form-encoded unless -H says otherwise: curl's default for -d, so a command
-# line copied from curl means the same thing here.
+# Exit statuses. curl's numbers where curl has the case, so scripts written for curl read them
+# the same way (curl's man page, "EXIT CODES"); 2 is argparse's usage error, 130 the shell's
+# 128 + SIGINT.
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_HTTP_ERROR = 22  # curl: "HTTP page not retrieved" (--fail and a 4xx/5xx)
+EXIT_TIMEOUT = 28  # curl: "Operation timeout"
+EXIT_INTERRUPTED = 130
+
+_EXIT_STATUS = f"""\
+exit status:
+  {EXIT_OK}    every request got an HTTP response (whatever its status, as curl)
+  {EXIT_FAILED}    a request failed (connection, TLS, protocol, proxy, redirect), or a file
+       could not be read or written
+  {EXIT_USAGE}    bad arguments
+  {EXIT_HTTP_ERROR}   with --fail (get): a response had a 4xx or 5xx status
+  {EXIT_TIMEOUT}   get: a request timed out (connect, read, write or pool timeout)
+  {EXIT_INTERRUPTED}  interrupted (Ctrl-C)
+With several URLs, the status of the last one that failed."""
+
+# A -d body is sent form-encoded unless -H says otherwise: curl's default for -d.
 _FORM = "application/x-www-form-urlencoded"
-# Media types shown as text although they are not text/*.
-_TEXT_TYPES = frozenset(
-    {
-        "application/json",
-        "application/xml",
-        "application/javascript",
-        "application/ecmascript",
-        "application/x-www-form-urlencoded",
-        "application/graphql",
-        "application/x-ndjson",
-        "image/svg+xml",
-    }
-)
+_JSON = "application/json"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line `argv` (default: `sys.argv[1:]`); return the exit status."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "get" and len(args.output) > len(args.urls):
+        parser.error("more -o/--output than URLs (one -o per URL, in order, as curl)")
+    quiet = args.command == "get" and args.silent and not args.show_error
     try:
         options = _client_options(args)
         with warnings.catch_warnings():
@@ -69,18 +86,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(bench(args, options))
     except KeyboardInterrupt:
         print("aiopool: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         # The reader went away (`aiopool get URL | head`): nothing left to tell it. Python's
         # documented recipe: point stdout at devnull so the exit-time flush cannot fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
+        return EXIT_FAILED
     except (AiopoolError, OSError, ImportError) as exc:
         # Errors in what the user asked for (a bad URL, an unreadable -d @file, a server that
         # does not answer, a socks5:// proxy without the socks extra) are one line, not a
         # traceback. Bugs still show theirs.
-        error(exc)
-        return 1
+        if not quiet:
+            error(exc)
+        return EXIT_FAILED
 
 
 def error(exc: BaseException) -> None:
@@ -96,6 +114,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="aiopool",
         description="An HTTP/1.1 and HTTP/2 client built on the aiopool connection pool.",
+        epilog=_EXIT_STATUS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"aiopool {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -104,35 +124,79 @@ def _parser() -> argparse.ArgumentParser:
         "get",
         help="send requests and show the responses, protocol, timing and socket reuse",
         description="Send one request per URL, in order, over one connection pool: a URL on "
-        "an origin already visited reuses its socket.",
+        "an origin already visited reuses its socket. The response body goes to stdout as "
+        "received (on a terminal, a body with a NUL byte is held back with a note); with -v, "
+        "the request, the response head, the protocol, socket reuse and timing go to stderr, "
+        "as curl's -v. Status lines read 'HTTP/1.1 200 OK', 'HTTP/2 200 OK': HTTP/2 sends no "
+        "reason phrase, nor may an HTTP/1.1 server, and then the standard one is shown.",
+        epilog=_EXIT_STATUS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     get.add_argument("urls", nargs="+", metavar="URL")
     get.add_argument(
         "-v",
         "--verbose",
         action="store_true",
-        help="show the request headers, "
-        "TLS details and the timing of each phase (connect, TLS, first byte)",
+        help="on stderr: the request ('> '), the response head ('< '), TLS details, the "
+        "protocol and socket reuse, and the timing of each phase ('* ')",
+    )
+    get.add_argument(
+        "-i",
+        "--include",
+        action="store_true",
+        help="print the response head (status line and headers) on stdout before the body",
+    )
+    get.add_argument(
+        "-o",
+        "--output",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="write the body to FILE instead of stdout; one -o per URL, in order, as curl; "
+        "'-o -' is stdout, binary or not",
+    )
+    get.add_argument(
+        "-s",
+        "--silent",
+        action="store_true",
+        help="print no error messages or notes on stderr: the exit status tells (-v lines "
+        "still print if asked for, as curl -sv)",
+    )
+    get.add_argument(
+        "-S", "--show-error", action="store_true", help="with -s, still print error messages"
     )
     get.add_argument(
         "-X",
         "--request",
         dest="method",
         metavar="METHOD",
-        help="the method (default GET, or POST with -d)",
+        help="the method (default GET; POST with -d or --json; HEAD with -I)",
     )
-    get.add_argument(
+    body = get.add_mutually_exclusive_group()
+    body.add_argument(
         "-d",
         "--data",
         metavar="DATA",
         help="request body; @FILE reads a file, "
         f"@- standard input (Content-Type {_FORM} unless -H sets one)",
     )
+    body.add_argument(
+        "--json",
+        metavar="DATA",
+        help=f"JSON request body, as -d (@FILE, @-), with Content-Type and Accept {_JSON} "
+        "unless -H sets them (curl's --json)",
+    )
+    body.add_argument(
+        "-I",
+        "--head",
+        action="store_true",
+        help="send HEAD and print the response head on stdout (curl's -I)",
+    )
     get.add_argument(
         "-L",
         "--location",
         action="store_true",
-        help="follow redirects (at most --max-redirs), showing each one",
+        help="follow redirects (at most --max-redirs); -v and -i show each hop",
     )
     get.add_argument(
         "--max-redirs",
@@ -142,7 +206,11 @@ def _parser() -> argparse.ArgumentParser:
         help="redirects followed in a row with -L (default 10)",
     )
     get.add_argument(
-        "-f", "--fail", action="store_true", help="exit 1 when a response has a 4xx or 5xx status"
+        "-f",
+        "--fail",
+        action="store_true",
+        help=f"a response with a 4xx or 5xx status is an error: its body is not printed, "
+        f"and the exit status is {EXIT_HTTP_ERROR} (curl's -f)",
     )
     _add_common(get)
 
@@ -275,26 +343,38 @@ def _client_options(args: argparse.Namespace) -> dict[str, Any]:
 
 async def _get(args: argparse.Namespace, options: dict[str, Any]) -> int:
     urls = [URL(url) for url in args.urls]  # all refused before anything is sent
-    body = _read_data(args.data)
     headers: list[tuple[str, str]] = list(args.headers)
-    if body is not None and not any(name.lower() == "content-type" for name, _ in headers):
-        headers.append(("Content-Type", _FORM))
-    method = args.method or ("POST" if body is not None else "GET")
-    out = sys.stdout
-    status = 0
+    named = {name.lower() for name, _ in headers}
+    if args.json is not None:
+        body = _read_data(args.json)
+        # curl's --json: both headers, each unless the user set it (httpie sends the same).
+        headers += [(n, _JSON) for n in ("Content-Type", "Accept") if n.lower() not in named]
+    else:
+        body = _read_data(args.data)
+        if body is not None and "content-type" not in named:
+            headers.append(("Content-Type", _FORM))
+    method = args.method or ("HEAD" if args.head else "POST" if body is not None else "GET")
+    quiet = args.silent and not args.show_error
+    status = EXIT_OK
     async with Client(**options) as client:
         for index, url in enumerate(urls):
-            if index:
-                out.write("\n")
+            target = args.output[index] if index < len(args.output) else None
             try:
-                response = await _fetch(client, method, url, headers, body, args)
+                response = await _fetch(client, method, url, headers, body, args, target)
             except AiopoolError as exc:
-                out.flush()
-                error(exc)
-                status = 1
+                if not quiet:
+                    error(exc)
+                status = EXIT_TIMEOUT if isinstance(exc, TimeoutException) else EXIT_FAILED
                 continue
             if args.fail and response.status_code >= 400:
-                status = 1
+                if not quiet:
+                    request = response.request  # (after -L, the last hop's)
+                    print(
+                        f"aiopool: error: {request.method} {request.url.origin} answered "
+                        f"{_status_line(response)} (--fail)",
+                        file=sys.stderr,
+                    )
+                status = EXIT_HTTP_ERROR
     return status
 
 
@@ -317,10 +397,13 @@ async def _fetch(
     headers: list[tuple[str, str]],
     body: bytes | None,
     args: argparse.Namespace,
+    target: str | None,
 ) -> Response:
-    """Send one request (and its redirects with -L) and print what came back."""
-    out = sys.stdout
-    verbose = args.verbose
+    """Send one request (and its redirects with -L); write its body to stdout or `target`, and
+    what -v and -i ask for. Raises the request's `AiopoolError`, or `OSError` for `target`."""
+    out = sys.stdout.buffer
+    info: TextIO | None = sys.stderr if args.verbose else None
+    include = args.include or args.head
     events: list[TraceEvent] = []  # this request's trace, dials included (per-request hook)
     loop = asyncio.get_running_loop()
     start = loop.time()
@@ -333,36 +416,115 @@ async def _fetch(
         max_redirects=args.max_redirs,
         trace=events.append,
     ) as response:
-        for hop in response.history:
-            _print_head(hop, out)
-            info = hop.conn_info
-            out.write(
-                f"* redirect to {hop.headers.get('location', '?')} "
-                f"(conn {info.id} reused: {'true' if info.reused else 'false'})\n\n"
-            )
-        if verbose:
-            request = response.request
-            out.write(f"> {request.method} {request.url}\n")
-            for name, value in request.headers.multi_items():
-                out.write(f"> {name}: {value}\n")
+        if info is not None:
             for event in events:
                 if event.name == "tls_handshake_done":
                     tls = event.info
-                    out.write(
+                    info.write(
                         f"* TLS: {tls.get('version')}, ALPN {tls.get('alpn') or '-'}, "
                         f"cipher {tls.get('cipher')}\n"
                     )
-        _print_head(response, out)
-        await _print_body(response, out)
+        hops = [*response.history, response]
+        if info is not None:
+            for hop in hops:
+                _show_exchange(hop, info)
+                if hop is not response:
+                    reused = "true" if hop.conn_info.reused else "false"
+                    info.write(
+                        f"* redirect to {hop.headers.get('location', '?')} "
+                        f"(conn {hop.conn_info.id} reused: {reused})\n"
+                    )
+        # --fail: nothing of an error response is output, not even a file (curl's -f).
+        if not (args.fail and response.status_code >= 400):
+            # -o FILE takes what stdout would have taken, the -i head included (as curl).
+            # Blocking writes, as curl's: this loop runs one request at a time, nothing else.
+            with ExitStack() as stack:
+                sink: BinaryIO = out
+                if target is not None and target != "-":
+                    sink = stack.enter_context(open(target, "wb"))  # noqa: ASYNC230
+                if include:
+                    for hop in hops:
+                        sink.write(_head_bytes(hop))
+                if not args.head:
+                    # The binary guard only for a terminal not chosen explicitly (`-o -`).
+                    guard = target is None and sink.isatty()
+                    await _write_body(response, sink, guard=guard, quiet=args.silent)
+                sink.flush()
     total = loop.time() - start
-    info = response.conn_info
-    out.write(
-        f"* {response.http_version}, conn {info.id} reused: {'true' if info.reused else 'false'}"
-        f", total {_ms(total)}\n"
-    )
-    if verbose:
-        out.write(f"* timing: {_phases(events, start, total)}\n")
+    if info is not None:
+        conn = response.conn_info
+        info.write(
+            f"* {response.http_version}, conn {conn.id} reused: "
+            f"{'true' if conn.reused else 'false'}, total {_ms(total)}\n"
+        )
+        info.write(f"* timing: {_phases(events, start, total)}\n")
     return response
+
+
+def _show_exchange(response: Response, info: TextIO) -> None:
+    """curl -v's lines: the request sent (`> `) and the response head (`< `)."""
+    request: Request = response.request
+    info.write(f"> {request.method} {request.url}\n")
+    for name, value in request.headers.multi_items():
+        info.write(f"> {name}: {value}\n")
+    info.write(">\n")
+    info.write(f"< {_status_line(response)}\n")
+    for name, value in response.headers.multi_items():
+        info.write(f"< {name}: {value}\n")
+    info.write("<\n")
+
+
+def _status_line(response: Response) -> str:
+    """`HTTP/1.1 200 OK`, `HTTP/2 200 OK`: one form for every protocol. HTTP/2 has no reason
+    phrase and HTTP/1.1 allows an empty one (RFC 9112 section 4); the standard phrase stands in
+    for a missing one (RFC 9110 section 15), so a status line never depends on the protocol."""
+    reason = response.reason
+    if not reason:
+        try:
+            reason = HTTPStatus(response.status_code).phrase
+        except ValueError:  # a code with no registered phrase: say nothing rather than guess
+            reason = ""
+    return f"{response.http_version} {response.status_code} {reason}".rstrip()
+
+
+def _head_bytes(response: Response) -> bytes:
+    """The response head as -i prints it: the status line, then the header fields as they came
+    (names and values unmodified), then an empty line."""
+    lines = [_status_line(response).encode("latin-1", "replace")]
+    lines += [name + b": " + value for name, value in response.headers.raw]
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+async def _write_body(response: Response, out: BinaryIO, *, guard: bool, quiet: bool) -> None:
+    """Write the body to `out` as it arrives, bytes unmodified (after Content-Encoding
+    decoding). With `guard` (stdout is a terminal), a body with a NUL byte is not written from
+    that chunk on, only counted, and a note says so on stderr (unless `quiet`): httpie's rule
+    ("binary data not shown in terminal"), and curl's, which checks for the same byte."""
+    size = 0
+    held = False
+    last = b"\n"
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if held:
+            continue
+        if guard and b"\0" in chunk:
+            held = True
+            continue
+        out.write(chunk)
+        out.flush()  # a streamed body (server-sent events, a slow download) shows as it comes
+        last = chunk[-1:] or last
+    if held:
+        if not quiet:
+            described = response.headers.get("content-type") or "no Content-Type"
+            print(
+                f"aiopool: note: binary body ({size:,} bytes, {described}) not shown on a "
+                "terminal; '-o FILE' saves it, '-o -' prints it anyway",
+                file=sys.stderr,
+            )
+    elif guard and last != b"\n":
+        # On a terminal only: end the line, so the prompt (or the -v lines) start on their
+        # own. A pipe or a file gets the body exactly.
+        out.write(b"\n")
 
 
 def _phases(events: list[TraceEvent], start: float, total: float) -> str:
@@ -392,64 +554,3 @@ def _phases(events: list[TraceEvent], start: float, total: float) -> str:
 
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms"
-
-
-def _print_head(response: Response, out: TextIO) -> None:
-    out.write(f"{response.http_version} {response.status_code} {response.reason}".rstrip() + "\n")
-    for name, value in response.headers.multi_items():
-        out.write(f"{name}: {value}\n")
-    out.write("\n")
-
-
-async def _print_body(response: Response, out: TextIO) -> None:
-    """Text is printed as it arrives (decoded incrementally, so a multi-byte character split
-    between two chunks survives); a binary body is counted, never held, and noted in one line."""
-    content_type = response.headers.get("content-type", "")
-    kind = _body_kind(content_type)
-    decoder = codecs.getincrementaldecoder(response.encoding)(errors="replace")
-    size = 0
-    last = "\n"
-    async for chunk in response.aiter_bytes():
-        size += len(chunk)
-        if kind is None:  # no Content-Type: look at the first bytes
-            kind = "text" if _looks_like_text(chunk) else "binary"
-        if kind == "text" and (text := decoder.decode(chunk)):
-            _write_text(out, text)
-            last = text[-1]
-    if kind == "binary" and size:
-        described = f" of {content_type}" if content_type else ""
-        out.write(f"[binary body: {size:,} bytes{described}, not shown]\n")
-    elif kind == "text":
-        text = decoder.decode(b"", final=True)
-        _write_text(out, text)
-        if (text[-1:] or last) != "\n":
-            out.write("\n")  # so the summary line starts on a line of its own
-
-
-def _body_kind(content_type: str) -> str | None:
-    """ "text", "binary", or None when there is no Content-Type to go by."""
-    media = content_type.partition(";")[0].strip().lower()
-    if not media:
-        return None
-    if media.startswith("text/") or media in _TEXT_TYPES or media.endswith(("+json", "+xml")):
-        return "text"
-    return "binary"
-
-
-def _looks_like_text(sample: bytes) -> bool:
-    """UTF-8 with no control characters but whitespace: what a terminal can show."""
-    head = sample[:4096]
-    try:
-        head.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        if exc.start < len(head) - 3:  # not just a character cut at the sample's end
-            return False
-    return not any(b < 0x20 and b not in b"\t\n\r\f" for b in head) and b"\x7f" not in head
-
-
-def _write_text(out: TextIO, text: str) -> None:
-    try:
-        out.write(text)
-    except UnicodeEncodeError:  # a terminal that cannot show every character
-        encoding = out.encoding or "ascii"
-        out.write(text.encode(encoding, errors="replace").decode(encoding))

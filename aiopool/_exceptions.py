@@ -174,7 +174,27 @@ class TransportError(AiopoolError):
 
 
 class TimeoutException(TransportError):
-    """Base of the four timeouts."""
+    """Base of the four timeouts.
+
+    The message reads `METHOD ORIGIN: what did not happen in how long, which timeout [while
+    PHASE]`, e.g. `GET https://example.org:443: no bytes arrived for 30 s (the read timeout)
+    while waiting for the response head`. Each part is supplied where it is known, once: the
+    wait and its timeout where the timer fires (`_backend`, the pool, the HTTP/2 stream), the
+    phase by the connection that was waiting (`phase`), the method and origin by `request`
+    once the client attaches it. The origin is scheme, host and port only: no credentials, no
+    path or query (they may carry secrets).
+    """
+
+    phase: str | None = None  # e.g. "reading the response body"; set by the connection
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if self.phase is not None:
+            text = f"{text} while {self.phase}"
+        request = self.request
+        if request is not None:
+            text = f"{request.method} {request.url.origin}: {text}"
+        return text
 
 
 class ConnectTimeout(TimeoutException):
@@ -191,6 +211,18 @@ class WriteTimeout(TimeoutException):
 
 class PoolTimeout(TimeoutException):
     """No connection could be leased within `Timeout.pool`."""
+
+
+def in_phase(exc: BaseException, phase: str) -> None:
+    """Say which phase of the exchange `exc` cut short, if it is a timeout not yet placed (the
+    innermost phase wins: a body read inside a send keeps its own)."""
+    if isinstance(exc, TimeoutException) and exc.phase is None:
+        exc.phase = phase
+
+
+def seconds(value: float | None) -> str:
+    """A timeout as a person reads it: `30 s`, `0.25 s`."""
+    return "no limit" if value is None else f"{value:g} s"
 
 
 class NetworkError(TransportError):

@@ -34,6 +34,7 @@ from ._exceptions import (
     ReadTimeout,
     RemoteProtocolError,
     TransportError,
+    in_phase,
 )
 from ._expect import interim_verdict
 from ._headers import Headers
@@ -266,6 +267,7 @@ class HTTP11Connection:
         self.requests += 1
         self.got_response_bytes = False
         tracer = self._tracer = request._tracer
+        phase = "writing the request"
         try:
             try:
                 body_sent = await self._send_request(request, timeout)
@@ -276,8 +278,10 @@ class HTTP11Connection:
             if tracer is not None:
                 withheld = not body_sent
                 tracer("wrote_request", self.origin, self.id, error=None, body_withheld=withheld)
+            phase = "waiting for the response head"
             head = await self._receive_head(timeout)
         except BaseException as exc:
+            in_phase(exc, phase)
             self._fail()
             self._raise_if_shut(exc)
             raise
@@ -554,6 +558,7 @@ class HTTP11Body:
         try:
             chunk = await conn._receive_body_chunk(self._read_timeout)
         except BaseException as exc:
+            in_phase(exc, "reading the response body")
             self._done = True
             conn._fail()
             conn._raise_if_shut(exc)

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
 
-from ._backend import expire
+from ._backend import READ_STALLED, expire
 from ._config import DEFAULT_HEAD_LIMITS, MAX_INTERIM_RESPONSES, HeadLimits
 from ._exceptions import (
     ClientClosed,
@@ -42,6 +42,8 @@ from ._exceptions import (
     RemoteProtocolError,
     TransportError,
     WriteTimeout,
+    in_phase,
+    seconds,
 )
 from ._expect import AUTO_EXPECT
 from ._h2engine import H2Engine, load_engine
@@ -59,6 +61,8 @@ if TYPE_CHECKING:
 __all__ = ("HTTP2Connection",)
 
 _CODES = frozenset(int(code) for code in ErrorCodes)
+# An upload waiting for the peer's WINDOW_UPDATE: the socket is fine, the peer's window shut.
+_WINDOW_SHUT = "the server opened no flow-control window for {} (the write timeout)"
 
 # Receive windows. RFC 9113's defaults (64 KiB) cap a download at 64 KiB per round trip; Go's
 # transport uses 4 MiB per stream and 1 GiB per connection. 16 MiB for both keeps a 10 MB
@@ -169,7 +173,8 @@ class HTTP2Connection:
                 data = await self._stream.read(remaining)
             except ReadTimeout:
                 raise ConnectTimeout(
-                    f"{self.origin} sent no HTTP/2 SETTINGS within {timeout}s"
+                    f"no HTTP/2 SETTINGS from {self.origin} within the connect timeout "
+                    f"({seconds(timeout)})"
                 ) from None
             except TransportError as exc:
                 raise ConnectError(f"HTTP/2 preface from {self.origin} failed: {exc}") from exc
@@ -305,6 +310,7 @@ class HTTP2Connection:
         stream = Stream(stream_id, timeout.read)
         tracer = stream.tracer = request._tracer
         self._streams[stream_id] = stream
+        phase = "writing the request"
         try:
             content = request.content
             end = content is None or (isinstance(content, bytes) and not content)
@@ -344,9 +350,11 @@ class HTTP2Connection:
             if tracer is not None:
                 withheld = stream.withheld
                 tracer("wrote_request", self.origin, self.id, error=None, body_withheld=withheld)
+            phase = "waiting for the response head"
             while stream.headers is None:
                 await self._wait(stream, stream.read_timeout)
-        except BaseException:
+        except BaseException as exc:
+            in_phase(exc, phase)
             self._abort_stream(stream)
             raise
         head = ResponseHead(
@@ -447,7 +455,7 @@ class HTTP2Connection:
             if window <= 0:
                 # The peer's window is shut: wait for its WINDOW_UPDATE (or SETTINGS) on this
                 # stream's own future; other streams carry on meanwhile.
-                await self._wait(stream, timeout.write, WriteTimeout)
+                await self._wait(stream, timeout.write, WriteTimeout, _WINDOW_SHUT)
                 continue
             conn.send_data(stream.id, view[:window].tobytes())
             view = view[window:]
@@ -466,12 +474,13 @@ class HTTP2Connection:
         stream: Stream,
         timeout: float | None,
         timeout_exc: type[TransportError] = ReadTimeout,
+        stalled: str = READ_STALLED,
     ) -> None:
         if stream.error is not None:
             raise stream.error
         waiter = stream.waiter = self._loop.create_future()
         handle = (
-            self._loop.call_later(timeout, expire, waiter, timeout_exc)
+            self._loop.call_later(timeout, expire, waiter, timeout_exc, stalled, timeout)
             if timeout is not None
             else None
         )

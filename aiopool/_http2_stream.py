@@ -11,7 +11,7 @@ import asyncio
 from collections import deque
 from typing import TYPE_CHECKING
 
-from ._exceptions import ClientClosed, TransportError
+from ._exceptions import ClientClosed, TransportError, in_phase
 from ._models import reason_phrase
 
 if TYPE_CHECKING:
@@ -75,7 +75,8 @@ class H2Body:
             return b""
         try:
             return await self._conn._receive_chunk(stream)
-        except BaseException:
+        except BaseException as exc:
+            in_phase(exc, "reading the response body")
             self._conn._abort_stream(stream)
             raise
 

@@ -536,6 +536,10 @@ class Response:
             stream.abort()
 
     def __repr__(self) -> str:
+        # requests' and httpx's form; an empty reason phrase (HTTP/1.1 allows one) leaves no
+        # dangling space.
+        if not self.reason:
+            return f"<Response [{self.status_code}]>"
         return f"<Response [{self.status_code} {self.reason}]>"
 
     def __del__(self) -> None:

@@ -30,7 +30,7 @@ import anyio
 
 from ._backend import NetworkStream, drop_inherited, open_stream
 from ._config import DEFAULT_HEAD_LIMITS, HeadLimits, Timeout
-from ._exceptions import AiopoolError, ClientClosed, ConnectError, PoolTimeout
+from ._exceptions import AiopoolError, ClientClosed, ConnectError, PoolTimeout, seconds
 from ._h2engine import H2Engine, load_engine
 from ._http2 import HTTP2Connection
 from ._http11 import ConnState, HTTP11Connection
@@ -126,7 +126,7 @@ class ConnectionPool:
         self._trace = trace  # the client's hook
         # Waiters whose pool timeout passed while a dial in flight covered them: checked again
         # whenever a dial of their host ends (see `_expire_waiter`).
-        self._overdue: dict[HostPool, list[Waiter]] = {}
+        self._overdue: dict[HostPool, list[tuple[Waiter, float]]] = {}
         self._conn_ids = itertools.count(1)
         self._dials: set[asyncio.Task[None]] = set()
         self._readers: set[asyncio.Task[None]] = set()  # one per HTTP/2 socket
@@ -289,7 +289,7 @@ class ConnectionPool:
     async def _wait(self, waiter: Waiter, pool_timeout: float | None) -> Connection:
         fut = waiter.fut
         handle = (
-            self._loop.call_later(pool_timeout, self._expire_waiter, waiter)  # type: ignore[union-attr]
+            self._loop.call_later(pool_timeout, self._expire_waiter, waiter, pool_timeout)  # type: ignore[union-attr]
             if pool_timeout is not None
             else None
         )
@@ -311,7 +311,7 @@ class ConnectionPool:
             if handle is not None:
                 handle.cancel()
 
-    def _expire_waiter(self, waiter: Waiter) -> None:
+    def _expire_waiter(self, waiter: Waiter, pool_timeout: float) -> None:
         if waiter.live and not waiter.fut.done():
             if self._state.awaits_a_dial(waiter):
                 # The request is no longer waiting for the pool but for a dial that will serve
@@ -322,14 +322,17 @@ class ConnectionPool:
                 # handshake as a `PoolTimeout`. A dial can end without serving the waiter
                 # it covered (an h2 socket with no stream to spare), so the waiter is checked
                 # again when a dial of its host ends: never left waiting uncovered.
-                self._overdue.setdefault(waiter.host, []).append(waiter)
+                self._overdue.setdefault(waiter.host, []).append((waiter, pool_timeout))
                 return
-            self._time_out(waiter)
+            self._time_out(waiter, pool_timeout)
 
-    def _time_out(self, waiter: Waiter) -> None:
+    def _time_out(self, waiter: Waiter, pool_timeout: float) -> None:
         self._state.abandon(waiter)
         waiter.fut.set_exception(
-            PoolTimeout(f"no connection to {waiter.host.key} became available in time")
+            PoolTimeout(
+                f"no connection to {waiter.host.key} became available within the pool "
+                f"timeout ({seconds(pool_timeout)})"
+            )
         )
 
     def _recheck_overdue(self, host: HostPool) -> None:
@@ -339,13 +342,13 @@ class ConnectionPool:
         if overdue is None:
             return
         still = []
-        for waiter in overdue:
+        for waiter, pool_timeout in overdue:
             if not waiter.live or waiter.fut.done():
                 continue
             if self._state.awaits_a_dial(waiter):
-                still.append(waiter)
+                still.append((waiter, pool_timeout))
             else:
-                self._time_out(waiter)
+                self._time_out(waiter, pool_timeout)
         if still:
             self._overdue[host] = still
 

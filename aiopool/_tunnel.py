@@ -28,7 +28,14 @@ from typing import TYPE_CHECKING
 
 import h11
 
-from ._exceptions import ConnectError, ConnectTimeout, ProxyError, ReadError, WriteError
+from ._exceptions import (
+    ConnectError,
+    ConnectTimeout,
+    ProxyError,
+    ReadError,
+    WriteError,
+    seconds,
+)
 
 if TYPE_CHECKING:
     from ._backend import NetworkStream
@@ -73,7 +80,8 @@ async def open_through_proxy(
         )
     except ConnectTimeout:
         raise ConnectTimeout(
-            f"connecting to the proxy {proxy} timed out after {timeout}s"
+            f"connecting to the proxy {proxy} not done within the connect timeout "
+            f"({seconds(timeout)})"
         ) from None
     except ConnectError as exc:
         raise ConnectError(f"could not connect to the proxy {proxy}: {exc}") from exc
@@ -94,7 +102,8 @@ async def open_through_proxy(
     except TimeoutError:
         stream.abort()
         raise ConnectTimeout(
-            f"connecting to {origin} timed out after {timeout}s (proxy handshake and TLS)"
+            f"proxy handshake and TLS with {origin} not done within the connect timeout "
+            f"({seconds(timeout)})"
         ) from None
     except BaseException:
         stream.abort()

@@ -1,9 +1,11 @@
 """The `aiopool` command: `get` and `bench`, in-process through `main(argv)` and as a subprocess
-(`python -m aiopool`), against the fault server and nginx (HTTP/1.1, and h2 over TLS with the
-rig's CA passed by `--cacert`)."""
+(`python -m aiopool`, with a pseudo-terminal where the terminal matters), against the fault
+server, nginx (HTTP/1.1, and h2 over TLS with the rig's CA passed by `--cacert`), hypercorn, and
+a small `http.server` for bodies whose Content-Type the other servers cannot choose."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import pty
@@ -11,15 +13,15 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 
 import pytest
 
-import aiopool
 from aiopool import _cli_bench
-from aiopool._cli import _print_body, main
+from aiopool._cli import main
 from tests.conftest import _running_under_ci
 from tests.rig import encodings
 from tests.rig.fault_server import BlackholeServer, FaultServer
@@ -40,16 +42,60 @@ def tinyproxy() -> Iterator[Tinyproxy]:
         yield proxy
 
 
+# path -> (status line reason, Content-Type, body)
+_TYPED: dict[str, tuple[str, str, bytes]] = {
+    "/hello": ("OK", "application/octet-stream", b"hello"),  # text, whatever its label
+    "/binary": ("OK", "application/octet-stream", b"GIF89a\x01\x00\x01\x00\x00\xff\x00,"),
+    "/no-newline": ("OK", "text/plain", b"no newline at the end"),
+    "/no-reason": ("", "text/plain", b"ok\n"),  # "HTTP/1.1 200 " on the wire
+}
+
+
+class _TypedHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        reason, content_type, body = _TYPED[self.path]
+        self.send_response(200, reason)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass  # quiet
+
+
+@pytest.fixture(scope="module")
+def typed() -> Iterator[str]:
+    """Base URL of a server answering `_TYPED`'s paths."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _TypedHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     status = main(list(argv))
     out, err = capsys.readouterr()
     return status, out, err
 
 
-def summaries(out: str) -> list[tuple[str, int, bool]]:
-    """(protocol, conn id, reused) from each request's summary line, in order."""
+def run_binary(capsysbinary: pytest.CaptureFixture[bytes], *argv: str) -> tuple[int, bytes, str]:
+    status = main(list(argv))
+    out, err = capsysbinary.readouterr()
+    return status, out, err.decode()
+
+
+def summaries(err: str) -> list[tuple[str, int, bool]]:
+    """(protocol, conn id, reused) from each request's -v summary line, in order."""
     found = []
-    for line in out.splitlines():
+    for line in err.splitlines():
         match = _REUSE.match(line)
         if match:
             found.append((match[1], int(match[2]), match[3] == "true"))
@@ -67,37 +113,83 @@ def python_m_aiopool(*argv: str, stdin: str = "") -> subprocess.CompletedProcess
     )
 
 
-# get -------------------------------------------------------------------------------------------
+def documents(out: str) -> list[dict[str, object]]:
+    """The JSON bodies printed one after another (as curl, nothing between them)."""
+    decoder, found, at = json.JSONDecoder(), [], 0
+    while at < len(out):
+        document, at = decoder.raw_decode(out, at)
+        found.append(document)
+    return found
 
 
-def test_get_prints_status_headers_body_and_reuse(
+def echoed(out: str) -> dict[str, object]:
+    (document,) = documents(out)
+    return document
+
+
+def on_a_terminal(*argv: str) -> tuple[subprocess.CompletedProcess[bytes], bytes]:
+    """Run `python -m aiopool ARGV` with stdout on a pseudo-terminal (stderr piped); return the
+    process and what the terminal showed."""
+    controller, terminal = pty.openpty()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "aiopool", *argv],
+            stdout=terminal,
+            stderr=subprocess.PIPE,
+            timeout=60,
+            check=False,
+        )
+        os.close(terminal)
+        terminal = -1
+        shown = b""
+        while True:
+            try:
+                piece = os.read(controller, 65536)
+            except OSError:  # EIO: the terminal's last writer is gone
+                break
+            if not piece:
+                break
+            shown += piece
+    finally:
+        if terminal != -1:
+            os.close(terminal)
+        os.close(controller)
+    return done, shown
+
+
+# get: what goes where ------------------------------------------------------------------------
+
+
+def test_get_prints_the_body_alone_on_stdout(
     capsys: pytest.CaptureFixture[str], fresh_fault_server: FaultServer
 ) -> None:
+    # As curl: stdout is the body, so `aiopool get URL | jq` works; stderr is empty.
     url = fresh_fault_server.url
     status, out, err = run(capsys, "get", f"{url}/echo?id=first", f"{url}/echo?id=second")
     assert (status, err) == (0, "")
-    assert out.startswith("HTTP/1.1 200 OK\n")
-    assert "content-type: application/json\n" in out
-    bodies = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-    assert [b["id"] for b in bodies] == ["first", "second"]
-    assert bodies[0]["conn"] == bodies[1]["conn"]  # the server saw one socket
-    # The client says so too: conn 1 fresh, then the same conn reused.
-    assert summaries(out) == [("HTTP/1.1", 1, False), ("HTTP/1.1", 1, True)]
-    assert fresh_fault_server.connections_accepted == 1
+    first, second = documents(out)
+    assert (first["id"], second["id"]) == ("first", "second")
+    assert first["conn"] == second["conn"]  # one pool: the second request reused the socket
 
 
-def test_get_verbose_shows_request_headers_and_phases(
-    capsys: pytest.CaptureFixture[str], fault_server: FaultServer
+def test_get_verbose_goes_to_stderr(
+    capsys: pytest.CaptureFixture[str], fresh_fault_server: FaultServer
 ) -> None:
-    url = fault_server.url
-    status, out, _ = run(
-        capsys, "get", "-v", "-H", "X-Hello: there", f"{url}/empty", f"{url}/empty"
+    url = fresh_fault_server.url
+    status, out, err = run(
+        capsys, "get", "-v", "-H", "X-Hello: there", f"{url}/echo?id=a", f"{url}/echo?id=b"
     )
     assert status == 0
-    assert f"> GET {url}/empty\n" in out
-    assert "> user-agent: aiopool/" in out
-    assert "> X-Hello: there\n" in out or "> x-hello: there\n" in out
-    timings = [line for line in out.splitlines() if line.startswith("* timing: ")]
+    assert [body["id"] for body in documents(out)] == ["a", "b"]  # only the bodies
+    assert f"> GET {url}/echo?id=a\n" in err
+    assert "> user-agent: aiopool/" in err
+    assert "> X-Hello: there\n" in err or "> x-hello: there\n" in err
+    assert "< HTTP/1.1 200 OK\n" in err
+    assert "< content-type: application/json\n" in err
+    # The client says which socket: conn 1 fresh, then the same conn reused.
+    assert summaries(err) == [("HTTP/1.1", 1, False), ("HTTP/1.1", 1, True)]
+    assert fresh_fault_server.connections_accepted == 1
+    timings = [line for line in err.splitlines() if line.startswith("* timing: ")]
     assert len(timings) == 2
     # First request: a dial; second: no dial at all. Plain HTTP: no TLS phase.
     assert re.fullmatch(
@@ -114,14 +206,14 @@ def test_get_http2_over_tls_with_cacert(
 ) -> None:
     url = f"{nginx.https_url}/small.txt"
     status, out, err = run(capsys, "get", "-v", "--cacert", ca_path, url, url)
-    assert (status, err) == (0, "")
-    assert out.count("HTTP/2 200 OK\n") == 2
-    assert out.count("Hello, world\n") == 2
-    assert "content-type: text/plain\n" in out
-    assert summaries(out) == [("HTTP/2", 1, False), ("HTTP/2", 1, True)]
+    assert status == 0
+    assert out == "Hello, world\n" * 2
+    assert err.count("< HTTP/2 200 OK\n") == 2
+    assert "< content-type: text/plain\n" in err
+    assert summaries(err) == [("HTTP/2", 1, False), ("HTTP/2", 1, True)]
     # The handshake is described, and timed, once: the second request rode the same socket.
-    assert len(re.findall(r"^\* TLS: TLSv1\.[23], ALPN h2, cipher \S+$", out, re.M)) == 1
-    timings = [line for line in out.splitlines() if line.startswith("* timing: ")]
+    assert len(re.findall(r"^\* TLS: TLSv1\.[23], ALPN h2, cipher \S+$", err, re.M)) == 1
+    timings = [line for line in err.splitlines() if line.startswith("* timing: ")]
     assert re.fullmatch(
         r"\* timing: connect [\d.]+ ms, TLS [\d.]+ ms, first byte [\d.]+ ms, total [\d.]+ ms",
         timings[0],
@@ -129,29 +221,226 @@ def test_get_http2_over_tls_with_cacert(
     assert timings[1].startswith("* timing: connect none (socket reused), first byte")
 
 
-def test_get_http1_only_over_tls(
+def test_get_include_prints_the_head_on_stdout(
     capsys: pytest.CaptureFixture[str], nginx: Nginx, ca_path: str
 ) -> None:
+    url = f"{nginx.https_url}/small.txt"
+    status, out, err = run(capsys, "get", "-i", "--http1-only", "--cacert", ca_path, url)
+    assert (status, err) == (0, "")
+    head, _, body = out.partition("\r\n\r\n")
+    assert head.startswith("HTTP/1.1 200 OK\r\n")
+    assert "\r\nContent-Type: text/plain" in head or "\r\ncontent-type: text/plain" in head
+    assert body == "Hello, world\n"
+
+
+def test_status_lines_have_one_form(
+    capsys: pytest.CaptureFixture[str], nginx: Nginx, typed: str
+) -> None:
+    # HTTP/2 has no reason phrase, an HTTP/1.1 server may send an empty one: the standard
+    # phrase stands in for both, so every status line reads VERSION CODE PHRASE.
+    status, out, _ = run(capsys, "get", "-I", "--http2-only", f"{nginx.h2c_url}/small.txt")
+    assert status == 0
+    assert out.startswith("HTTP/2 200 OK\r\n")
+    status, out, err = run(capsys, "get", "-i", "-v", f"{typed}/no-reason")
+    assert status == 0
+    assert out.startswith("HTTP/1.1 200 OK\r\n")
+    assert "< HTTP/1.1 200 OK\n" in err
+
+
+def test_get_head_prints_the_head_only(
+    capsys: pytest.CaptureFixture[str], fault_server: FaultServer
+) -> None:
+    status, out, err = run(capsys, "get", "-I", f"{fault_server.url}/bytes/100")
+    assert (status, err) == (0, "")
+    assert out.startswith("HTTP/1.1 200 OK\r\n")
+    assert out.endswith("\r\n\r\n")
+    assert "content-length: 100\r\n" in out.lower()
+    assert "xxxx" not in out
+
+
+def test_get_binary_body_is_written_unmodified_to_a_pipe(
+    capsysbinary: pytest.CaptureFixture[bytes], nginx: Nginx
+) -> None:
+    status, out, err = run_binary(capsysbinary, "get", f"{nginx.http_url}/1k.bin")
+    assert (status, err) == (0, "")
+    assert out == nginx.file_bytes("1k.bin")
+
+
+def test_get_octet_stream_text_is_shown(
+    capsysbinary: pytest.CaptureFixture[bytes], typed: str
+) -> None:
+    # 5 bytes of "hello" labelled application/octet-stream: shown, not hidden as "binary".
+    status, out, err = run_binary(capsysbinary, "get", f"{typed}/hello")
+    assert (status, out, err) == (0, b"hello", "")
+
+
+def test_get_on_a_terminal_shows_text_and_holds_back_binary(typed: str) -> None:
+    done, shown = on_a_terminal("get", f"{typed}/hello")
+    assert done.returncode == 0
+    assert shown == b"hello\r\n"  # a line ended for the prompt (the pty shows \n as \r\n)
+    assert done.stderr == b""
+
+    done, shown = on_a_terminal("get", f"{typed}/binary")
+    assert done.returncode == 0
+    assert shown == b""
+    assert done.stderr.decode() == (
+        "aiopool: note: binary body (14 bytes, application/octet-stream) not shown on a "
+        "terminal; '-o FILE' saves it, '-o -' prints it anyway\n"
+    )
+
+    done, shown = on_a_terminal("get", "-o", "-", f"{typed}/binary")  # asked for: printed
+    assert (done.returncode, done.stderr) == (0, b"")
+    assert shown.startswith(b"GIF89a")
+
+    done, shown = on_a_terminal("get", "-s", f"{typed}/binary")  # -s: no note either
+    assert (done.returncode, done.stderr, shown) == (0, b"", b"")
+
+
+def test_get_output_to_files(
+    capsysbinary: pytest.CaptureFixture[bytes], nginx: Nginx, typed: str, tmp_path: Path
+) -> None:
+    # One -o per URL in order, as curl; a URL without one goes to stdout.
+    first, second = tmp_path / "1k.bin", tmp_path / "hello.out"
+    status, out, err = run_binary(
+        capsysbinary,
+        "get",
+        "-o",
+        str(first),
+        "-o",
+        str(second),
+        f"{nginx.http_url}/1k.bin",
+        f"{typed}/hello",
+        f"{typed}/no-newline",
+    )
+    assert (status, err) == (0, "")
+    assert first.read_bytes() == nginx.file_bytes("1k.bin")
+    assert second.read_bytes() == b"hello"
+    assert out == b"no newline at the end"  # a pipe: not a byte added
+    # -i with -o: the head goes where the body goes.
+    status, out, _ = run_binary(capsysbinary, "get", "-i", "-o", str(second), f"{typed}/hello")
+    assert (status, out) == (0, b"")
+    assert second.read_bytes().startswith(b"HTTP/1.1 200 OK\r\n")
+    assert second.read_bytes().endswith(b"\r\n\r\nhello")
+
+
+def test_get_prints_an_encoded_body_decoded(
+    capsys: pytest.CaptureFixture[str], fault_server: FaultServer
+) -> None:
+    status, out, err = run(capsys, "get", "-v", f"{fault_server.url}/encoded?coding=br&size=3000")
+    assert status == 0
+    assert "< content-encoding: br\n" in err
+    assert out == encodings.text(3000).decode()
+
+
+# get: requests -----------------------------------------------------------------------------
+
+
+def test_get_sends_data_method_and_headers(
+    capsys: pytest.CaptureFixture[str], fault_server: FaultServer, tmp_path: Path
+) -> None:
+    url = f"{fault_server.url}/echo"
+    status, out, _ = run(capsys, "get", "-d", "a=1&b=2", url)
+    assert status == 0
+    sent = echoed(out)
+    assert (sent["method"], sent["body"]) == ("POST", "a=1&b=2")
+    headers = {name.lower(): value for name, value in sent["headers"]}  # type: ignore[attr-defined]
+    assert headers["content-type"] == "application/x-www-form-urlencoded"
+    assert headers["content-length"] == "7"
+
+    body = tmp_path / "body.json"
+    body.write_bytes(b'{"k": "v"}')
     status, out, _ = run(
-        capsys, "get", "--http1-only", "--cacert", ca_path, f"{nginx.https_url}/small.txt"
+        capsys, "get", "-X", "PUT", "-H", "Content-Type: application/json", "-d", f"@{body}", url
     )
     assert status == 0
-    assert out.startswith("HTTP/1.1 200 OK\n")
-    assert summaries(out) == [("HTTP/1.1", 1, False)]
+    sent = echoed(out)
+    assert (sent["method"], sent["body"]) == ("PUT", '{"k": "v"}')
+    headers = {name.lower(): value for name, value in sent["headers"]}  # type: ignore[attr-defined]
+    assert headers["content-type"] == "application/json"
+
+
+def test_get_json_sends_json_and_asks_for_it(
+    capsys: pytest.CaptureFixture[str], fault_server: FaultServer, tmp_path: Path
+) -> None:
+    url = f"{fault_server.url}/echo"
+    status, out, _ = run(capsys, "get", "--json", '{"a": 1}', url)
+    assert status == 0
+    sent = echoed(out)
+    assert (sent["method"], sent["body"]) == ("POST", '{"a": 1}')
+    headers = [(n.lower(), v) for n, v in sent["headers"]]  # type: ignore[attr-defined]
+    assert ("content-type", "application/json") in headers
+    assert ("accept", "application/json") in headers
+    assert ("accept", "*/*") not in headers  # replaced, not added to
+
+    # @FILE, and a header the user set wins.
+    body = tmp_path / "body.json"
+    body.write_bytes(b"[1, 2]")
+    status, out, _ = run(
+        capsys, "get", "--json", f"@{body}", "-H", "Accept: application/problem+json", url
+    )
+    assert status == 0
+    sent = echoed(out)
+    assert sent["body"] == "[1, 2]"
+    accepts = [v for n, v in sent["headers"] if n.lower() == "accept"]  # type: ignore[attr-defined]
+    assert accepts == ["application/problem+json"]
+
+
+def test_get_shows_a_redirect_and_follows_it_with_location(
+    capsys: pytest.CaptureFixture[str], hypercorn_server: HypercornServer, ca_path: str
+) -> None:
+    url = f"{hypercorn_server.url}/chain/2"
+    status, out, err = run(capsys, "get", "-i", "--cacert", ca_path, url)
+    assert status == 0
+    assert out.startswith("HTTP/2 302 Found\r\n")
+    assert "\r\nlocation: /chain/1\r\n" in out
+
+    status, out, err = run(capsys, "get", "-L", "-v", "--cacert", ca_path, url)
+    assert status == 0
+    assert re.findall(r"^\* redirect to (\S+) \(conn 1 reused: (\w+)\)$", err, re.M) == [
+        ("/chain/1", "false"),
+        ("/chain/0", "true"),
+    ]
+    assert err.count("< HTTP/2 302 Found\n") == 2
+    assert echoed(out)["path"] == "/chain/0"  # stdout: the final body alone
+    assert summaries(err) == [("HTTP/2", 1, True)]  # three hops, one socket
+
+    status, _, err = run(capsys, "get", "-L", "--max-redirs", "1", "--cacert", ca_path, url)
+    assert status == 1
+    assert err.startswith("aiopool: error: TooManyRedirects: ")
+
+
+def test_get_through_a_proxy(
+    capsys: pytest.CaptureFixture[str], tinyproxy: Tinyproxy, nginx: Nginx, ca_path: str
+) -> None:
+    url = f"{nginx.https_url}/small.txt"
+    status, out, err = run(capsys, "get", "-v", "-x", tinyproxy.url, "--cacert", ca_path, url, url)
+    assert status == 0
+    assert out == "Hello, world\n" * 2
+    # h2 negotiated with nginx inside the CONNECT tunnel, and the tunnel reused.
+    assert summaries(err) == [("HTTP/2", 1, False), ("HTTP/2", 1, True)]
+    assert tinyproxy.log().count(f"CONNECT localhost:{nginx.https_port} HTTP/1.1") == 1
+
+    anonymous = f"http://127.0.0.1:{tinyproxy.port}"
+    status, out, err = run(capsys, "get", "-x", anonymous, "--cacert", ca_path, url)
+    assert (status, out) == (1, "")
+    assert err.startswith("aiopool: error: ProxyError: ")
+    assert "407" in err
+
+
+def test_get_insecure_skips_verification(capsys: pytest.CaptureFixture[str], nginx: Nginx) -> None:
+    status, out, _ = run(capsys, "get", "--insecure", f"{nginx.https_url}/small.txt")
+    assert (status, out) == (0, "Hello, world\n")
 
 
 def test_get_http2_only_speaks_h2c_on_http(
     capsys: pytest.CaptureFixture[str], nginx: Nginx
 ) -> None:
-    status, out, _ = run(capsys, "get", "--http2-only", f"{nginx.h2c_url}/small.txt")
+    status, _, err = run(capsys, "get", "-v", "--http2-only", f"{nginx.h2c_url}/small.txt")
     assert status == 0
-    assert out.startswith("HTTP/2 200 OK\n")
+    assert summaries(err) == [("HTTP/2", 1, False)]
 
 
-def test_get_insecure_skips_verification(capsys: pytest.CaptureFixture[str], nginx: Nginx) -> None:
-    status, out, _ = run(capsys, "get", "--insecure", f"{nginx.https_url}/small.txt")
-    assert status == 0
-    assert "Hello, world\n" in out
+# get: failures and exit statuses -------------------------------------------------------------
 
 
 def test_get_untrusted_certificate_is_one_line_and_exit_1(
@@ -166,151 +455,49 @@ def test_get_untrusted_certificate_is_one_line_and_exit_1(
     assert "certificate" in err.lower()
 
 
-def test_get_binary_body_is_counted_not_printed(
-    capsys: pytest.CaptureFixture[str], nginx: Nginx
-) -> None:
-    status, out, _ = run(capsys, "get", f"{nginx.http_url}/1k.bin")
-    assert status == 0
-    assert "[binary body: 1,024 bytes of application/octet-stream, not shown]\n" in out
-    assert nginx.file_bytes("1k.bin")[:16].decode("latin-1") not in out
-
-
-def test_get_without_content_type_sniffs_the_body(
-    capsys: pytest.CaptureFixture[str], fault_server: FaultServer
-) -> None:
-    # /bytes/N has no Content-Type; its x's look like text, so they are shown.
-    status, out, _ = run(capsys, "get", f"{fault_server.url}/bytes/12")
-    assert status == 0
-    assert "\nxxxxxxxxxxxx\n" in out
-
-
-def test_get_prints_an_encoded_body_decoded(
-    capsys: pytest.CaptureFixture[str], fault_server: FaultServer
-) -> None:
-    status, out, _ = run(capsys, "get", f"{fault_server.url}/encoded?coding=br&size=3000")
-    assert status == 0
-    assert "content-encoding: br\n" in out
-    assert f"\n{encodings.text(3000).decode()}\n* HTTP/1.1" in out
-
-
-def test_get_sends_data_method_and_headers(
-    capsys: pytest.CaptureFixture[str], fault_server: FaultServer, tmp_path: Path
-) -> None:
-    url = f"{fault_server.url}/echo"
-    status, out, _ = run(capsys, "get", "-d", "a=1&b=2", url)
-    assert status == 0
-    echoed = json.loads(next(line for line in out.splitlines() if line.startswith("{")))
-    assert (echoed["method"], echoed["body"]) == ("POST", "a=1&b=2")
-    headers = {name.lower(): value for name, value in echoed["headers"]}
-    assert headers["content-type"] == "application/x-www-form-urlencoded"
-    assert headers["content-length"] == "7"
-
-    body = tmp_path / "body.json"
-    body.write_bytes(b'{"k": "v"}')
-    status, out, _ = run(
-        capsys, "get", "-X", "PUT", "-H", "Content-Type: application/json", "-d", f"@{body}", url
-    )
-    assert status == 0
-    echoed = json.loads(next(line for line in out.splitlines() if line.startswith("{")))
-    assert (echoed["method"], echoed["body"]) == ("PUT", '{"k": "v"}')
-    headers = {name.lower(): value for name, value in echoed["headers"]}
-    assert headers["content-type"] == "application/json"
-
-
-def test_get_shows_a_redirect_and_follows_it_with_location(
-    capsys: pytest.CaptureFixture[str], hypercorn_server: HypercornServer, ca_path: str
-) -> None:
-    url = f"{hypercorn_server.url}/chain/2"
-    status, out, _ = run(capsys, "get", "--cacert", ca_path, url)
-    assert status == 0
-    assert out.startswith("HTTP/2 302 Found\n")
-    assert "location: /chain/1\n" in out
-    assert summaries(out) == [("HTTP/2", 1, False)]
-
-    status, out, _ = run(capsys, "get", "-L", "--cacert", ca_path, url)
-    assert status == 0
-    assert re.findall(r"^\* redirect to (\S+) \(conn 1 reused: (\w+)\)$", out, re.M) == [
-        ("/chain/1", "false"),
-        ("/chain/0", "true"),
-    ]
-    final = out.rpartition("HTTP/2 200 OK\n")[2]
-    landed = json.loads(next(line for line in final.splitlines() if line.startswith("{")))
-    assert landed["path"] == "/chain/0"
-    assert summaries(out) == [("HTTP/2", 1, True)]  # three hops, one socket
-
-    status, _, err = run(capsys, "get", "-L", "--max-redirs", "1", "--cacert", ca_path, url)
-    assert status == 1
-    assert err.startswith("aiopool: error: TooManyRedirects: ")
-
-
-def test_get_through_a_proxy(
-    capsys: pytest.CaptureFixture[str], tinyproxy: Tinyproxy, nginx: Nginx, ca_path: str
-) -> None:
-    url = f"{nginx.https_url}/small.txt"
-    status, out, _ = run(capsys, "get", "-x", tinyproxy.url, "--cacert", ca_path, url, url)
-    assert status == 0
-    assert out.count("Hello, world\n") == 2
-    # h2 negotiated with nginx inside the CONNECT tunnel, and the tunnel reused.
-    assert summaries(out) == [("HTTP/2", 1, False), ("HTTP/2", 1, True)]
-    assert tinyproxy.log().count(f"CONNECT localhost:{nginx.https_port} HTTP/1.1") == 1
-
-    anonymous = f"http://127.0.0.1:{tinyproxy.port}"
-    status, out, err = run(capsys, "get", "-x", anonymous, "--cacert", ca_path, url)
-    assert (status, out) == (1, "")
-    assert err.startswith("aiopool: error: ProxyError: ")
-    assert "407" in err
-
-
-class _Chunks:
-    """A response body arriving in the given pieces (a `BodyStream` without a socket)."""
-
-    def __init__(self, *chunks: bytes) -> None:
-        self._chunks = list(chunks)
-
-    async def receive(self) -> bytes:
-        return self._chunks.pop(0) if self._chunks else b""
-
-    async def aclose(self) -> None:
-        self._chunks.clear()
-
-    def abort(self) -> None:
-        self._chunks.clear()
-
-
-async def test_text_is_printed_as_it_arrives_even_split_inside_a_character(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    response = aiopool.Response(
-        200,
-        headers=aiopool.Headers({"content-type": "text/plain; charset=utf-8"}),
-        request=aiopool.Request("GET", aiopool.URL("http://example.test/"), aiopool.Headers()),
-        conn_info=aiopool.ConnInfo(1, False, False, 0.0, "HTTP/1.1"),
-        stream=_Chunks(b"caf\xc3", b"\xa9 cr\xc3", b"\xa8me"),
-    )
-    await _print_body(response, sys.stdout)
-    assert capsys.readouterr().out == "caf\u00e9 cr\u00e8me\n"
-
-
 @pytest.mark.parametrize(
-    ("path", "options", "expected"),
+    ("path", "options", "expected", "code"),
     [
-        ("/malformed-status", [], "RemoteProtocolError"),
-        ("/truncated", [], "RemoteProtocolError"),
-        ("/stall-headers", ["--timeout", "0.2"], "ReadTimeout"),
+        ("/malformed-status", [], "RemoteProtocolError", 1),
+        ("/truncated", [], "RemoteProtocolError", 1),
+        ("/stall-headers", ["--timeout", "0.2"], "ReadTimeout", 28),
     ],
 )
-def test_get_failures_are_one_line_and_exit_1(
+def test_get_failures_are_one_line(
     capsys: pytest.CaptureFixture[str],
     fault_server: FaultServer,
     path: str,
     options: list[str],
     expected: str,
+    code: int,
 ) -> None:
     status, _, err = run(capsys, "get", *options, f"{fault_server.url}{path}")
-    assert status == 1
+    assert status == code  # curl's 28 for a timeout
     assert err.startswith(f"aiopool: error: {expected}: ")
     assert err.count("\n") == 1
     assert "Traceback" not in err
+
+
+def test_get_timeout_message_names_method_origin_and_phase(
+    capsys: pytest.CaptureFixture[str], fault_server: FaultServer
+) -> None:
+    status, _, err = run(capsys, "get", "--timeout", "0.2", f"{fault_server.url}/stall?sent=10")
+    assert status == 28
+    assert err == (
+        f"aiopool: error: ReadTimeout: GET {fault_server.url}: no bytes arrived for 0.2 s "
+        "(the read timeout) while reading the response body\n"
+    )
+
+
+def test_get_silent_says_nothing_but_the_exit_status(
+    capsys: pytest.CaptureFixture[str], fault_server: FaultServer
+) -> None:
+    url = f"{fault_server.url}/stall-headers"
+    assert run(capsys, "get", "-s", "--timeout", "0.2", url) == (28, "", "")
+    status, _, err = run(capsys, "get", "-s", "-S", "--timeout", "0.2", url)
+    assert status == 28
+    assert err.startswith("aiopool: error: ReadTimeout: ")
+    assert run(capsys, "get", "-s", "--cacert", "/nonexistent/ca.pem", url) == (1, "", "")
 
 
 def test_get_connect_refused_and_bad_urls(capsys: pytest.CaptureFixture[str]) -> None:
@@ -332,18 +519,35 @@ def test_get_carries_on_after_a_failed_url(
     status, out, err = run(capsys, "get", f"{url}/garbage", f"{url}/echo?id=after")
     assert status == 1
     assert err.startswith("aiopool: error: RemoteProtocolError: ")
-    assert '"id": "after"' in out
+    assert echoed(out)["id"] == "after"
 
 
-def test_get_fail_flag_turns_4xx_into_exit_1(
-    capsys: pytest.CaptureFixture[str], fault_server: FaultServer
+def test_get_fail_flag(
+    capsys: pytest.CaptureFixture[str], fault_server: FaultServer, tmp_path: Path
 ) -> None:
     url = f"{fault_server.url}/status/404"
-    status, out, _ = run(capsys, "get", url)
-    assert status == 0  # a response is a success, whatever its status (as curl)
-    assert out.startswith("HTTP/1.1 404 Not Found\n")
-    status, _, _ = run(capsys, "get", "--fail", url)
-    assert status == 1
+    status, out, err = run(capsys, "get", "-i", url)
+    assert (status, err) == (0, "")  # a response is a success, whatever its status (as curl)
+    assert out.startswith("HTTP/1.1 404 Not Found\r\n")
+    # --fail: curl's 22, one line on stderr, and the error page is not printed.
+    status, out, err = run(capsys, "get", "--fail", "-i", url)
+    assert (status, out) == (22, "")
+    assert err == (
+        f"aiopool: error: GET {fault_server.url} answered HTTP/1.1 404 Not Found (--fail)\n"
+    )
+    page = tmp_path / "page"
+    assert run(capsys, "get", "-f", "-s", "-o", str(page), url) == (22, "", "")
+    assert not page.exists()
+
+
+def test_help_documents_the_exit_statuses(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["--help"], ["get", "--help"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+        shown = capsys.readouterr().out
+        assert "exit status:" in shown
+        assert re.search(r"^  28 +get: a request timed out", shown, re.M)
+        assert re.search(r"^  22 +with --fail", shown, re.M)
 
 
 @pytest.mark.parametrize(
@@ -354,6 +558,9 @@ def test_get_fail_flag_turns_4xx_into_exit_1(
         ["get", "--cacert", "x.pem", "--insecure", "http://x/"],
         ["get", "--http1-only", "--http2-only", "http://x/"],
         ["get", "-H", "no colon", "http://x/"],
+        ["get", "-d", "a", "--json", "{}", "http://x/"],
+        ["get", "-I", "-d", "a", "http://x/"],
+        ["get", "-o", "a", "-o", "b", "http://x/"],
         ["bench", "http://x/", "-n", "0"],
         ["bench", "http://x/", "-c", "many"],
         ["get", "--timeout", "-1", "http://x/"],
@@ -537,23 +744,23 @@ def test_bench_progress_bar_on_a_terminal(fault_server: FaultServer) -> None:
 
 def test_python_m_aiopool(fault_server: FaultServer) -> None:
     url = f"{fault_server.url}/echo?id=sub"
-    done = python_m_aiopool("get", url, url)
+    done = python_m_aiopool("get", "-v", url, url)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("HTTP/1.1 200 OK\n")
-    assert summaries(done.stdout) == [("HTTP/1.1", 1, False), ("HTTP/1.1", 1, True)]
+    assert [body["id"] for body in documents(done.stdout)] == ["sub", "sub"]
+    assert summaries(done.stderr) == [("HTTP/1.1", 1, False), ("HTTP/1.1", 1, True)]
 
 
 def test_python_m_aiopool_reads_data_from_stdin(fault_server: FaultServer) -> None:
     done = python_m_aiopool("get", "-d", "@-", f"{fault_server.url}/echo", stdin="from a pipe")
     assert done.returncode == 0, done.stderr
-    echoed = json.loads(next(x for x in done.stdout.splitlines() if x.startswith("{")))
-    assert (echoed["method"], echoed["body"]) == ("POST", "from a pipe")
+    sent = echoed(done.stdout)
+    assert (sent["method"], sent["body"]) == ("POST", "from a pipe")
     assert python_m_aiopool("--version").stdout.startswith("aiopool ")
 
 
 def test_python_m_aiopool_error_has_no_traceback(blackhole: BlackholeServer) -> None:
     done = python_m_aiopool("get", "--timeout", "0.2", f"{blackhole.url}/")
-    assert done.returncode == 1
+    assert done.returncode == 28
     assert done.stdout == ""
     assert done.stderr.startswith("aiopool: error: ReadTimeout: ")
     assert done.stderr.count("\n") == 1
