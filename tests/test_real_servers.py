@@ -55,9 +55,7 @@ class Target:
 def _params(*, limited: bool) -> list[object]:
     params: list[object] = []
     for name, kind in SERVERS.items():
-        if limited and not kind.LIMITED:
-            continue
-        for protocol in kind.PROTOCOLS:
+        for protocol in kind.LIMITED if limited else kind.PROTOCOLS:
             engines = ["h2", "jh2"] if protocol != "h1-tls" else [None]
             for engine in engines:
                 params.append(
@@ -176,10 +174,7 @@ async def test_requests_beyond_the_per_connection_limit(
     async with limited_target.client(ca_path) as client:
         for batch in range(0, total, 4):
             responses = await asyncio.gather(
-                *(
-                    client.get(f"{endpoint.limited_url}/small")
-                    for _ in range(min(4, total - batch))
-                )
+                *(client.get(f"{endpoint.limited_url}/small") for _ in range(min(4, total - batch)))
             )
             assert {r.content for r in responses} == {limited_target.body("small")}
             assert {r.http_version for r in responses} == {endpoint.http_version}

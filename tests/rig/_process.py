@@ -138,8 +138,8 @@ class ProcessServer(Service):
     PORTS: ClassVar[int]
     # The keys of endpoints(), known before the server starts (for test parametrisation).
     PROTOCOLS: ClassVar[tuple[str, ...]] = ("h1-tls", "h2-tls", "h2c")
-    # Whether the endpoints have a limited_url.
-    LIMITED: ClassVar[bool] = False
+    # The protocols whose endpoints have a limited_url.
+    LIMITED: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, ca: trustme.CA, docroot: Docroot) -> None:
         self.ca = ca

@@ -27,8 +27,9 @@ _MODULES: Final = {
     "socache_shmcb_module": "mod_socache_shmcb.so",
     "http2_module": "mod_http2.so",
 }
-# Requests per connection on the limited listeners: Apache closes an HTTP/1.1 connection after
-# MaxKeepAliveRequests, and mod_http2 sends GOAWAY after as many streams on one session.
+# Requests per HTTP/1.1 connection on the limited listener (MaxKeepAliveRequests). mod_http2
+# (2.4.71) does not apply it to HTTP/2 sessions, and has no other limit on the streams of one
+# session (H2MaxSessionStreams limits concurrent ones), so HTTP/2 has no limited endpoint.
 LIMIT: Final = 20
 
 # The upload endpoint (mod_cgid): Apache passes the request body (Content-Length or chunked,
@@ -67,32 +68,35 @@ def _worker_identity() -> tuple[str, str]:
 
 
 class Apache(ProcessServer):
-    """Apache on four ports: TLS (ALPN h2, http/1.1), h2c (prior knowledge; HTTP/1.1 too), and
-    the same two again with ``LIMIT`` requests per connection.
+    """Apache on three ports: TLS (ALPN h2, http/1.1), h2c (prior knowledge; HTTP/1.1 too), and
+    TLS again with ``LIMIT`` requests per HTTP/1.1 connection.
 
     Serves the docroot's files at ``/<name>`` and ``/upload`` (POST; replies
     ``<count> <sha256>`` of the body, from a CGI script).
     """
 
     BINARY = "apache2"
-    PORTS = 4
-    LIMITED = True
+    PORTS = 3
+    LIMITED = ("h1-tls",)
 
     def endpoints(self) -> dict[str, Endpoint]:
-        tls, h2c, tls_limited, h2c_limited = self.ports
+        tls, h2c, tls_limited = self.ports
         proof: UploadProof = "count-sha256"
         return {
             "h1-tls": Endpoint(
-                f"https://localhost:{tls}", "HTTP/1.1", http1=True, http2=False,
-                upload_proof=proof, limited_url=f"https://localhost:{tls_limited}", limit=LIMIT,
+                f"https://localhost:{tls}",
+                "HTTP/1.1",
+                http1=True,
+                http2=False,
+                upload_proof=proof,
+                limited_url=f"https://localhost:{tls_limited}",
+                limit=LIMIT,
             ),
             "h2-tls": Endpoint(
-                f"https://localhost:{tls}", "HTTP/2", http1=False, http2=True,
-                upload_proof=proof, limited_url=f"https://localhost:{tls_limited}", limit=LIMIT,
+                f"https://localhost:{tls}", "HTTP/2", http1=False, http2=True, upload_proof=proof
             ),
             "h2c": Endpoint(
-                f"http://127.0.0.1:{h2c}", "HTTP/2", http1=False, http2=True,
-                upload_proof=proof, limited_url=f"http://127.0.0.1:{h2c_limited}", limit=LIMIT,
+                f"http://127.0.0.1:{h2c}", "HTTP/2", http1=False, http2=True, upload_proof=proof
             ),
         }
 
@@ -107,7 +111,7 @@ class Apache(ProcessServer):
         (cgi / "upload").write_text(_UPLOAD_CGI)
         (cgi / "upload").chmod(0o755)
         user, group = _worker_identity()
-        tls, h2c, tls_limited, h2c_limited = self.ports
+        tls, h2c, tls_limited = self.ports
         modules = "\n".join(
             f"LoadModule {name} {_quote(module_dir / so)}" for name, so in _MODULES.items()
         )
@@ -148,7 +152,6 @@ SSLProtocol -all +TLSv1.2 +TLSv1.3
 Listen 127.0.0.1:{tls}
 Listen 127.0.0.1:{h2c}
 Listen 127.0.0.1:{tls_limited}
-Listen 127.0.0.1:{h2c_limited}
 
 DocumentRoot {_quote(self.docroot.path)}
 <Directory />
@@ -168,10 +171,6 @@ ScriptAlias /upload {_quote(cgi / "upload")}
     Protocols h2c http/1.1
 </VirtualHost>
 <VirtualHost 127.0.0.1:{tls_limited}>{certificate}
-    MaxKeepAliveRequests {LIMIT}
-</VirtualHost>
-<VirtualHost 127.0.0.1:{h2c_limited}>
-    Protocols h2c http/1.1
     MaxKeepAliveRequests {LIMIT}
 </VirtualHost>
 """

@@ -22,23 +22,38 @@ class Node(ProcessServer):
 
     BINARY = "node"
     PORTS = 4
-    LIMITED = True
+    LIMITED = ("h1-tls", "h2-tls", "h2c")
 
     def endpoints(self) -> dict[str, Endpoint]:
         tls, h2c, tls_limited, h2c_limited = self.ports
         proof: UploadProof = "count-sha256"
         return {
             "h1-tls": Endpoint(
-                f"https://localhost:{tls}", "HTTP/1.1", http1=True, http2=False,
-                upload_proof=proof, limited_url=f"https://localhost:{tls_limited}", limit=LIMIT,
+                f"https://localhost:{tls}",
+                "HTTP/1.1",
+                http1=True,
+                http2=False,
+                upload_proof=proof,
+                limited_url=f"https://localhost:{tls_limited}",
+                limit=LIMIT,
             ),
             "h2-tls": Endpoint(
-                f"https://localhost:{tls}", "HTTP/2", http1=False, http2=True,
-                upload_proof=proof, limited_url=f"https://localhost:{tls_limited}", limit=LIMIT,
+                f"https://localhost:{tls}",
+                "HTTP/2",
+                http1=False,
+                http2=True,
+                upload_proof=proof,
+                limited_url=f"https://localhost:{tls_limited}",
+                limit=LIMIT,
             ),
             "h2c": Endpoint(
-                f"http://127.0.0.1:{h2c}", "HTTP/2", http1=False, http2=True,
-                upload_proof=proof, limited_url=f"http://127.0.0.1:{h2c_limited}", limit=LIMIT,
+                f"http://127.0.0.1:{h2c}",
+                "HTTP/2",
+                http1=False,
+                http2=True,
+                upload_proof=proof,
+                limited_url=f"http://127.0.0.1:{h2c_limited}",
+                limit=LIMIT,
             ),
         }
 
@@ -49,7 +64,12 @@ class Node(ProcessServer):
             "key": str(self.key_path),
             "cert": str(self.chain_path),
             "limit": LIMIT,
-            "ports": {"tls": tls, "h2c": h2c, "tls_limited": tls_limited, "h2c_limited": h2c_limited},
+            "ports": {
+                "tls": tls,
+                "h2c": h2c,
+                "tls_limited": tls_limited,
+                "h2c_limited": h2c_limited,
+            },
         }
         path = self.prefix / "config.json"
         path.write_text(json.dumps(config, indent=2))
