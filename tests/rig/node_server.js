@@ -78,8 +78,8 @@ const servers = [
 ];
 for (const server of servers) {
   server.on("error", (error) => {
-    // EADDRINUSE and the like: say so on stderr (the rig retries on "in use") and exit.
-    console.error(`listen failed: ${error.message} (address in use: ${error.code === "EADDRINUSE"})`);
+    // EADDRINUSE ("address already in use": the rig retries on other ports) and the like.
+    console.error(`listen failed: ${error.message}`);
     process.exit(1);
   });
 }
