@@ -30,6 +30,9 @@ from tests.rig.h2_server import H2ScriptServer
 from tests.rig.hypercorn_app import HypercornServer
 from tests.rig.nginx import Nginx, find_nginx
 
+# Apache httpd, caddy, h2o, nghttpd and node: session fixtures and their markers.
+pytest_plugins = ["tests.rig.fixtures"]
+
 
 def _running_under_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false")
