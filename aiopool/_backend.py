@@ -90,6 +90,11 @@ class NetworkStream(Protocol):
         """Wait up to `timeout` for a `close()` to complete (TLS close_notify), then abort."""
         ...
 
+    @property
+    def closed(self) -> bool:
+        """True once the socket is really gone (a `close()` may still be finishing: TLS)."""
+        ...
+
     def is_idle_clean(self) -> bool:
         """True if nothing arrived and nothing closed while we were not reading."""
         ...
@@ -286,6 +291,10 @@ class AsyncioStream:
     def abort(self) -> None:
         self._proto._idle_callback = None
         self._transport.abort()
+
+    @property
+    def closed(self) -> bool:
+        return self._proto.closed
 
     async def wait_closed(self, timeout: float) -> None:
         proto = self._proto

@@ -116,6 +116,11 @@ class Connection(Protocol):
 
     async def wait_closed(self, timeout: float) -> None: ...
 
+    @property
+    def network_stream(self) -> NetworkStream:
+        """The socket under the connection (what the pool waits on once it closes)."""
+        ...
+
     async def send(self, request: Request, timeout: Timeout) -> tuple[ResponseHead, BodyStream]:
         """Send `request`, return the response head and its body stream (see HTTP11Connection)."""
         ...
@@ -247,6 +252,10 @@ class HTTP11Connection:
     async def wait_closed(self, timeout: float) -> None:
         """After `close()`: wait up to `timeout` for the socket to finish closing, then abort."""
         await self._stream.wait_closed(timeout)
+
+    @property
+    def network_stream(self) -> NetworkStream:
+        return self._stream
 
     def _fail(self) -> None:
         """Abort the socket and tell the owner; for every error and cancellation path."""

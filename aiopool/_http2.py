@@ -267,6 +267,10 @@ class HTTP2Connection:
     async def wait_closed(self, timeout: float) -> None:
         await self._stream.wait_closed(timeout)
 
+    @property
+    def network_stream(self) -> NetworkStream:
+        return self._stream
+
     def _die(self, exc: TransportError) -> None:
         """The socket failed or the peer broke the protocol: fail everything, leave the pool.
 

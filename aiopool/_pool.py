@@ -127,6 +127,8 @@ class ConnectionPool:
         # Waiters whose pool timeout passed while a dial in flight covered them: checked again
         # whenever a dial of their host ends (see `_expire_waiter`).
         self._overdue: dict[HostPool, list[tuple[Waiter, float]]] = {}
+        # Sockets closed but perhaps still closing (TLS): `aclose()` waits for them too.
+        self._closing: set[NetworkStream] = set()
         self._conn_ids = itertools.count(1)
         self._dials: set[asyncio.Task[None]] = set()
         self._readers: set[asyncio.Task[None]] = set()  # one per HTTP/2 socket
@@ -377,6 +379,8 @@ class ConnectionPool:
         self._drop_h2_timer(conn)
         if was_open and conn not in state.to_close:  # it closed itself: `_apply` won't see it
             self._trace_closed((conn,), reason)
+            if conn.closed:
+                self._note_closing(conn)
         self._apply(reason)
 
     # Effects -----------------------------------------------------------------------------------
@@ -394,14 +398,14 @@ class ConnectionPool:
             if released is not None and released in to_close:
                 to_close.remove(released)
                 unfit = not released.is_reusable()  # (asked before it is closed)
-                released.close()
+                self._close(released)
                 self._drop_h2_timer(released)
                 why = reason
                 if unfit:  # (an HTTP/2 socket is unfit only once it drains after a GOAWAY)
                     why = "goaway" if released.multiplexed else "not_reusable"
                 self._trace_closed((released,), why)
             for closing in to_close:
-                closing.close()
+                self._close(closing)
                 self._drop_h2_timer(closing)
             self._trace_closed(to_close, reason)
         if state.to_dial:
@@ -411,6 +415,23 @@ class ConnectionPool:
                 task = self._loop.create_task(self._dial(host, waiter))
                 self._dials.add(task)
                 task.add_done_callback(self._dials.discard)
+
+    def _close(self, conn: Connection) -> None:
+        conn.close()
+        self._note_closing(conn)
+
+    def _note_closing(self, conn: Connection) -> None:
+        """`conn` was closed, but a TLS socket takes a while to finish (close_notify): keep its
+        socket until then, so `aclose()` can wait for it (or abort it) and no socket outlives
+        the client. Only the socket is kept, not the connection and its protocol state; pruned
+        as the set grows, so a long-lived client keeps about as many as are still closing."""
+        closing = self._closing
+        if len(closing) >= 64:
+            for done in [s for s in closing if s.closed]:
+                closing.discard(done)
+        stream = conn.network_stream
+        if not stream.closed:
+            closing.add(stream)
 
     async def _dial(self, host: HostPool, waiter: Waiter | None) -> None:
         """Dial for `waiter` (its connect timeout and tracer; the socket goes to whoever the
@@ -673,11 +694,16 @@ class ConnectionPool:
         """
         conns, dials = self._shut()
         self._trace_closed(conns, "client_closed")
+        closing = [s for s in self._closing if not s.closed]
+        self._closing.clear()
         with anyio.CancelScope(shield=True):
             if dials:
                 await asyncio.gather(*dials, return_exceptions=True)
-            if conns:
-                await asyncio.gather(*(c.wait_closed(_CLOSE_GRACE) for c in conns))
+            # (Sockets closed before, a surplus h2 one say, may still be closing: TLS.)
+            if conns or closing:
+                waits = [c.wait_closed(_CLOSE_GRACE) for c in conns]
+                waits += [s.wait_closed(_CLOSE_GRACE) for s in closing]
+                await asyncio.gather(*waits)
 
     # Tracing -----------------------------------------------------------------------------------
 

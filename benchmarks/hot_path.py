@@ -40,6 +40,8 @@ RESPONSE = (
 class InstantStream:
     """A `NetworkStream` whose peer answers each request head at once with `RESPONSE`."""
 
+    closed = False
+
     def __init__(self) -> None:
         self._pending: list[bytes] = []
 

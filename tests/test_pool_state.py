@@ -12,6 +12,7 @@ from aiopool._http11 import ConnState, ResponseHead
 from aiopool._models import BodyStream, Request
 from aiopool._pool_state import MAX_EMPTY_HOSTS, PoolState, Waiter
 from aiopool._urls import Origin
+from tests.mock_backend import MockStream
 
 A = Origin("http", "a.test", 80)
 B = Origin("http", "b.test", 80)
@@ -30,6 +31,7 @@ class FakeConn:
         self.origin = origin
         self.state = ConnState.ACTIVE
         self.closed = False
+        self.socket = MockStream([])
         self.requests = 0
         self.idle_since = 0.0
         self.got_response_bytes = False
@@ -41,6 +43,7 @@ class FakeConn:
 
     def close(self) -> None:
         self.closed = True
+        self.socket.close()
 
     def shut_down(self) -> None:
         self.close()
@@ -53,6 +56,10 @@ class FakeConn:
 
     async def wait_closed(self, timeout: float) -> None:
         raise NotImplementedError  # the books never wait
+
+    @property
+    def network_stream(self) -> MockStream:
+        return self.socket
 
     def capacity(self) -> int:
         return 0
