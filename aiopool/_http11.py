@@ -1,6 +1,6 @@
 """HTTP/1.1 over h11: one request at a time on one socket.
 
-The rules this module keeps (DESIGN invariant 4, "return only when clean"):
+The rules this module keeps (docs/design.md invariant 4, "return only when clean"):
 - the socket goes back to the pool only when h11 says both sides are DONE, i.e. the request was
   sent whole, the response body was read to its end, and neither side said `Connection: close`
   (nor is the response HTTP/1.0 without keep-alive, nor a read-until-EOF body);

@@ -1,4 +1,4 @@
-"""HTTP/2: many concurrent streams on one socket (DESIGN invariant 5), on h2 or jh2.
+"""HTTP/2: many concurrent streams on one socket (docs/design.md invariant 5), on h2 or jh2.
 
 Rules kept here:
 - one reader task per socket (owned by the pool, not by any request) feeds the h2 state machine
@@ -750,7 +750,7 @@ class HTTP2Connection:
             # A connection error (RFC 9113 section 5.4.1): the server closes the socket at
             # once, so close it now. Streams at or below `last_stream_id` without their whole
             # response fail; one that got no response byte on a reused socket is then retried
-            # by the client if it is safe to replay (DESIGN invariant 6), as for any socket
+            # by the client if it is safe to replay (docs/design.md invariant 6), as for any socket
             # that died under it. (Apache answers a storm of cancellations this way.)
             self._die(RemoteProtocolError(f"server sent GOAWAY with {code!r}"))
             return

@@ -4,7 +4,7 @@ A `Response` from `await client.get()` arrives with its body read and its connec
 in the pool. A streamed one (from `client.stream()`) holds a `BodyStream` until its body is read to
 the end or it is closed; closing releases the connection on every path (drained and pooled, or
 closed). One garbage-collected while still open emits a `ResourceWarning` naming where it was
-opened, and its socket is closed, never pooled (DESIGN invariant 8).
+opened, and its socket is closed, never pooled (docs/design.md invariant 8).
 """
 
 from __future__ import annotations

@@ -72,8 +72,9 @@ QueryParams = (
 class Origin(NamedTuple):
     """Where a connection goes: the part of a URL a socket is made for, and the route to it.
 
-    `proxy` is part of the key (DESIGN invariant 1): a socket made through one proxy is never
-    handed to a request for another proxy, other proxy credentials, or a direct connection.
+    `proxy` is part of the key (docs/design.md invariant 1): a socket made through one proxy is
+    never handed to a request for another proxy, other proxy credentials, or a direct
+    connection.
     `str()` reads "http://example.org:80 via http://proxy:3128", never with credentials.
     """
 

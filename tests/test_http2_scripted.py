@@ -460,7 +460,7 @@ async def test_goaway_with_an_error_code_retries_what_is_safe_to_replay(
 ) -> None:
     # Apache answers a cancellation storm with GOAWAY and an error code, then closes: a
     # connection error. Streams 3 and 5 (at or below last_stream_id) had no response byte
-    # yet on a reused socket: GETs, so sent again on a new socket (DESIGN invariant 6);
+    # yet on a reused socket: GETs, so sent again on a new socket (docs/design.md invariant 6);
     # streams above were never processed. No request that was not cancelled fails.
     server.script(
         goaway_after_streams=3,

@@ -1,4 +1,4 @@
-"""A body left after a partial read is drained and its socket reused (DESIGN invariant 4).
+"""A body left after a partial read is drained and its socket reused (docs/design.md invariant 4).
 
 The natural way to stop reading, `async for chunk in resp.aiter_bytes(): break`, abandons an async
 generator suspended at its `yield`. CPython finalises it (asyncio's async-generator hook schedules

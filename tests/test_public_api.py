@@ -1,4 +1,5 @@
-"""The public surface fixed by DESIGN.md: names, fields, the exception tree, the lifecycle."""
+"""The public surface fixed by the design contract: names, fields, the exception tree, the
+lifecycle."""
 
 from __future__ import annotations
 
@@ -145,7 +146,7 @@ def test_version_is_a_string() -> None:
     assert aiopool.__version__.count(".") >= 1
 
 
-# Names fixed by DESIGN.md ----------------------------------------------------------------------
+# Names fixed by the design contract ------------------------------------------------------------
 
 
 def test_client_constructor_options() -> None:

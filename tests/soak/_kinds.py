@@ -8,8 +8,8 @@ body, the worst thing a pool can do, and fails the run.
 A kind that injects a fault names it (``fault``) and lists the exceptions it may legitimately
 end with (``expected``). Faults aimed at the *next* request on a socket (``/drop-next``,
 ``/reset-next``, ``/close-idle``, ``/408-idle``) expect nothing: the request they hit is
-replayable and on a reused socket, so the client must retry it silently (DESIGN invariant 6) or
-never hand the socket out (invariant 3).
+replayable and on a reused socket, so the client must retry it silently (docs/design.md
+invariant 6) or never hand the socket out (invariant 3).
 """
 
 from __future__ import annotations
