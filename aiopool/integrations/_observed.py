@@ -64,6 +64,12 @@ class ObservedClients:
             if entry is not None and entry[0]() is client:
                 del self._entries[id(client)]
 
+    def labels(self) -> set[str]:
+        """The labels of the clients watched and still alive."""
+        with self._lock:
+            entries = list(self._entries.values())
+        return {label for ref, _, label in entries if ref() is not None}
+
     def __len__(self) -> int:
         return len(self._entries)
 
