@@ -146,9 +146,7 @@ def test_prometheus_stats_example_serves_metrics() -> None:
     assert "-> 200 text/plain; version=0.0.4; charset=utf-8" in out
     # prometheus_client writes sample values as floats ("60.0").
     samples = dict(
-        re.findall(
-            r'^(aiopool_\w+)\{[^}]*origin="http://127\.0\.0\.1:\d+"\} (\d+)\.0$', out, re.M
-        )
+        re.findall(r'^(aiopool_\w+)\{[^}]*origin="http://127\.0\.0\.1:\d+"\} (\d+)\.0$', out, re.M)
     )
     assert int(samples["aiopool_requests_total"]) == 60
     opened = int(samples["aiopool_connections_opened_total"])

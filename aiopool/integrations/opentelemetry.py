@@ -120,10 +120,10 @@ _MAX_TRACKED_CONNECTIONS = 4096
 
 _PROTOCOL_VERSIONS: Final = {"HTTP/1.1": "1.1", "HTTP/2": "2", "HTTP/1.0": "1.0"}
 
-try:  # The key OpenTelemetry's exporters set so their own HTTP calls are not traced.
-    from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY as _SUPPRESS_KEY
-except ImportError:  # Defensive: a private name of the API, present since 1.0
-    _SUPPRESS_KEY = None
+# The key OpenTelemetry's exporters set in the context around their own HTTP calls so that
+# instrumented clients do not trace them (what the contrib instrumentations check). A private
+# name of the API, present since 1.0: looked up, not imported, in case it moves.
+_SUPPRESS_KEY: str | None = getattr(otel_context, "_SUPPRESS_INSTRUMENTATION_KEY", None)
 
 
 class _HeadersSetter(Setter[Headers]):
