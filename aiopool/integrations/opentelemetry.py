@@ -118,6 +118,9 @@ CONNECTION_DURATION_BUCKETS: Final = (
 # table is bounded: past this, the oldest entry is forgotten.
 _MAX_TRACKED_CONNECTIONS = 4096
 
+# Given at span creation; not set again when the response's attributes are added.
+_CREATION_ATTRIBUTES: Final = frozenset({"http.request.method", "server.address", "server.port"})
+
 _PROTOCOL_VERSIONS: Final = {"HTTP/1.1": "1.1", "HTTP/2": "2", "HTTP/1.0": "1.0"}
 
 # The key OpenTelemetry's exporters set in the context around their own HTTP calls so that
@@ -270,18 +273,18 @@ class OpenTelemetryMiddleware:
         elapsed = default_timer() - start
         status = response.status_code
         version = _PROTOCOL_VERSIONS.get(response.http_version)
-        span.set_attribute("http.response.status_code", status)
+        # Gathered first and set at once: the SDK takes a lock and checks the value per call.
         metric_attributes["http.response.status_code"] = status
         if version is not None:
-            span.set_attribute("network.protocol.version", version)
             metric_attributes["network.protocol.version"] = version
         if status >= 400:
             # 4xx and 5xx: ERROR for a CLIENT span, with no description (the status code
             # says it), and error.type the code as a string (semconv http-spans, "Status").
-            error = str(status)
-            span.set_attribute("error.type", error)
+            metric_attributes["error.type"] = str(status)
             span.set_status(Status(StatusCode.ERROR))
-            metric_attributes["error.type"] = error
+        span.set_attributes(
+            {k: v for k, v in metric_attributes.items() if k not in _CREATION_ATTRIBUTES}
+        )
         span.end()
         self._request_duration.record(elapsed, metric_attributes)
         return response
