@@ -375,3 +375,12 @@ async def test_suppressed_instrumentation_records_nothing(
             context.detach(token)
     assert otel.finished() == []
     assert "traceparent" not in dict(resp.json()["headers"])
+
+
+def test_annotations_resolve_at_runtime() -> None:
+    from aiopool.integrations import opentelemetry
+    from tests.test_public_api import _unresolvable
+
+    failures, checked = _unresolvable(opentelemetry, "integrations.opentelemetry.")
+    assert failures == []
+    assert checked > 3

@@ -174,3 +174,12 @@ async def test_request_duration_histogram_by_method_origin_code_and_error(
         if sample == "aiopool_request_duration_seconds_bucket" and dict(labels)["code"] == "503"
     )
     assert tuple(buckets[:-1]) == DEFAULT_BUCKETS and buckets[-1] == float("inf")
+
+
+def test_annotations_resolve_at_runtime() -> None:
+    from aiopool.integrations import prometheus
+    from tests.test_public_api import _unresolvable
+
+    failures, checked = _unresolvable(prometheus, "integrations.prometheus.")
+    assert failures == []
+    assert checked > 3
