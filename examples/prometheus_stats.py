@@ -1,18 +1,23 @@
 """Export the pool's statistics to Prometheus: ``client.stats()`` as a ``/metrics`` page.
 
-``render(client.stats())`` returns the Prometheus text exposition format (version 0.0.4): for
+The installed way is ``aiopool.integrations.prometheus`` (``pip install aiopool[prometheus]``):
+``PoolCollector`` reads a fresh ``client.stats()`` at each scrape, ``RequestDurationMiddleware``
+adds a request-duration histogram, and ``prometheus_client`` renders and serves them. That is
+what running this file shows: it starts a local HTTP server (no internet needed), sends some
+traffic through one client, then serves that client's metrics on a local ``/metrics`` endpoint
+(``prometheus_client.generate_latest`` of a registry of its own) and prints one scrape of it.
+``--serve`` keeps serving (with a trickle of traffic) until Ctrl-C, for a real Prometheus to
+scrape::
+
+    python examples/prometheus_stats.py [--requests 200] [--serve] [--port 0]
+
+Without ``prometheus_client``, ``render(client.stats())`` here returns the same pool metrics in
+the text exposition format (version 0.0.4) with no dependency (``web_app.py`` serves it): for
 each metric a ``# HELP`` and a ``# TYPE`` line, then one sample per origin, e.g.
 ``aiopool_connections_active{origin="https://example.org:443"} 3``. Gauges say what the pool
 holds now (active, idle, connecting sockets, waiting requests, open HTTP/2 streams); counters
 only grow (requests, sockets opened and closed, requests on a reused socket), so Prometheus'
 ``rate()`` turns them into per-second figures. Label values are escaped as the format asks.
-
-Run it: it starts a local HTTP server (no internet needed), sends some traffic through one
-client, then serves that client's metrics on a local ``/metrics`` endpoint and prints one
-scrape of it. ``--serve`` keeps serving (with a trickle of traffic) until Ctrl-C, for a real
-Prometheus to scrape::
-
-    python examples/prometheus_stats.py [--requests 200] [--serve] [--port 0]
 """
 
 from __future__ import annotations
@@ -29,8 +34,10 @@ from types import TracebackType
 sys.path.append(str(Path(__file__).resolve().parent.parent))  # run from a plain checkout too
 
 from _local_server import LocalServer
+from prometheus_client import CollectorRegistry, generate_latest
 
 import aiopool
+from aiopool.integrations.prometheus import PoolCollector, RequestDurationMiddleware
 
 __all__ = ["CONTENT_TYPE", "MetricsServer", "render"]
 
@@ -112,9 +119,13 @@ class MetricsServer:
         host: str = "127.0.0.1",
         port: int = 0,
         labels: Mapping[str, str] | None = None,
+        exposition: Callable[[], tuple[str, bytes]] | None = None,
     ) -> None:
+        """`exposition`, when given, makes the page instead of `render`: it returns the
+        content type and the body (a `prometheus_client` registry's, say)."""
         self._get_stats = get_stats
         self._labels = labels
+        self._exposition = exposition
         self.host = host
         self.port = port
         self._server: asyncio.Server | None = None
@@ -140,8 +151,11 @@ class MetricsServer:
             head = await reader.readuntil(b"\r\n\r\n")
             method, target, _ = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)
             if method == "GET" and target.split("?", 1)[0] == "/metrics":
-                status, ctype = "200 OK", CONTENT_TYPE
-                body = render(self._get_stats(), self._labels).encode()
+                status = "200 OK"
+                if self._exposition is not None:
+                    ctype, body = self._exposition()
+                else:
+                    ctype, body = CONTENT_TYPE, render(self._get_stats(), self._labels).encode()
             else:
                 status, ctype, body = "404 Not Found", "text/plain", b"not found\n"
             writer.write(
@@ -163,11 +177,22 @@ async def traffic(client: aiopool.Client, url: str, n: int) -> None:
 
 
 async def main(n: int, serve: bool, port: int) -> int:
+    # A registry of our own (prometheus_client's global REGISTRY would do as well; it also
+    # carries the process metrics).
+    registry = CollectorRegistry()
+    collector = PoolCollector(registry)
+    durations = RequestDurationMiddleware(registry)
+
+    def exposition() -> tuple[str, bytes]:
+        # The 0.0.4 text format, which every Prometheus reads.
+        return CONTENT_TYPE, generate_latest(registry)
+
     async with (
         LocalServer() as server,
-        aiopool.Client(max_connections_per_host=10) as client,
-        MetricsServer(client.stats, port=port, labels={"client": "example"}) as metrics,
+        aiopool.Client(max_connections_per_host=10, middleware=[durations]) as client,
+        MetricsServer(client.stats, port=port, exposition=exposition) as metrics,
     ):
+        collector.add(client, name="example")
         await traffic(client, f"{server.url}/small.txt", n)
         # Scrape it as Prometheus would, with a separate client (its own pool, its own stats).
         async with aiopool.Client() as scraper:

@@ -144,8 +144,9 @@ def test_http2_multiplexing_one_socket_many_streams() -> None:
 def test_prometheus_stats_example_serves_metrics() -> None:
     out, _ = run_example("prometheus_stats", "--requests", "60")
     assert "-> 200 text/plain; version=0.0.4; charset=utf-8" in out
+    # prometheus_client writes sample values as floats ("60.0").
     samples = dict(
-        re.findall(r'^(aiopool_\w+)\{[^}]*origin="http://127\.0\.0\.1:\d+"\} (\d+)$', out, re.M)
+        re.findall(r'^(aiopool_\w+)\{[^}]*origin="http://127\.0\.0\.1:\d+"\} (\d+)\.0$', out, re.M)
     )
     assert int(samples["aiopool_requests_total"]) == 60
     opened = int(samples["aiopool_connections_opened_total"])
@@ -153,7 +154,14 @@ def test_prometheus_stats_example_serves_metrics() -> None:
     assert int(samples["aiopool_requests_reused_total"]) == 60 - opened
     assert int(samples["aiopool_connections_idle"]) == opened
     assert int(samples["aiopool_connections_active"]) == 0
-    assert re.search(r'^aiopool_connections_closed_total\{client="example"\} 0$', out, re.M)
+    assert re.search(r'^aiopool_connections_closed_total\{client="example"\} 0\.0$', out, re.M)
+    # The request-duration histogram of the integration's middleware: every request counted.
+    assert re.search(
+        r'^aiopool_request_duration_seconds_count\{code="200",error="",method="GET",'
+        r'origin="http://127\.0\.0\.1:\d+"\} 60\.0$',
+        out,
+        re.M,
+    )
 
 
 def test_web_app_runs_standalone_under_hypercorn() -> None:
