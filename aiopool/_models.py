@@ -255,6 +255,8 @@ class Response:
         body: bytes | None = None
         if text is not None or json is not _NO_JSON or (content is not None and stream is None):
             stream, body = self._body_given(content, text, json)
+        elif stream is None:
+            body = b""  # made by hand without a body: an empty one, already read
         self._stream = stream
         self._content = body
         self._consumed = body is not None

@@ -493,3 +493,11 @@ def test_read_response_is_collected_silently() -> None:
     resp = make_response(content=b"done")
     del resp
     gc.collect()  # with filterwarnings=error, a warning here would fail the test
+
+
+async def test_a_response_made_without_a_body_has_an_empty_one() -> None:
+    response = aiopool.Response(204)
+    assert response.reason == "No Content"
+    assert response.content == b"" and await response.aread() == b""
+    assert [chunk async for chunk in response.aiter_bytes()] == []
+    assert response.is_closed
