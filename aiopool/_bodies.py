@@ -145,7 +145,7 @@ class AsyncFileBody(StreamBody):
     def __init__(self, file: AsyncReadable) -> None:
         self._file = file
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:  # type: ignore[override]
+    async def __aiter__(self) -> AsyncIterator[bytes]:
         read = self._file.read
         while True:
             chunk = await read(CHUNK_SIZE)

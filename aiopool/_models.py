@@ -15,7 +15,7 @@ import datetime
 import json as jsonlib
 import re
 import warnings
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
 from http import HTTPStatus
 from typing import Any, Protocol
 
@@ -431,7 +431,7 @@ class Response:
             self._content = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         return self._content
 
-    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+    async def aiter_bytes(self) -> AsyncGenerator[bytes, None]:
         """Yield the body, decoded, as it arrives; once exhausted, the connection is released.
 
         Not capped by `max_response_size` (the caller holds what it keeps), but decoding stays
@@ -474,7 +474,7 @@ class Response:
             raise
         self._stream = None
 
-    async def aiter_raw(self) -> AsyncIterator[bytes]:
+    async def aiter_raw(self) -> AsyncGenerator[bytes, None]:
         """Yield the body as received, Content-Encoding not undone; then release the connection.
 
         Raises `StreamConsumed` if the body was already read or iterated (and decoded).
@@ -498,7 +498,7 @@ class Response:
             raise
         self._stream = None
 
-    async def aiter_text(self) -> AsyncIterator[str]:
+    async def aiter_text(self) -> AsyncGenerator[str, None]:
         """Yield the body as text as it arrives, decoded with the response's charset
         (`encoding`) by an incremental decoder, so a character split across chunks is whole;
         undecodable bytes become U+FFFD. Raises what `aiter_bytes()` raises."""
@@ -514,7 +514,7 @@ class Response:
 
     async def aiter_lines(
         self, *, max_line_length: int | None = DEFAULT_MAX_LINE_LENGTH
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         """Yield the body's lines as they arrive, without their line ends.
 
         A line ends at CRLF, LF or CR (a CRLF split across chunks is one line end; a last line

@@ -72,13 +72,13 @@ class MultipartBody(StreamBody):
         self.content_type = b"multipart/form-data; boundary=" + self.boundary
         dash = b"--" + self.boundary + b"\r\n"
         parts: list[tuple[bytes, bytes | StreamBody]] = []
-        for name, value in _pairs(data) if data is not None else ():
+        for name, field in _pairs(data) if data is not None else ():
             head = dash + _disposition(name, None) + b"\r\n\r\n"
-            value = _value(value)
+            value = _value(field)
             parts.append((head, value if isinstance(value, bytes) else value.encode("utf-8")))
         items = files.items() if isinstance(files, Mapping) else files
-        for name, value in items:
-            parts.append(_file_part(dash, name, value))
+        for name, file in items:
+            parts.append(_file_part(dash, name, file))
         self._parts = parts
         tail = b"--" + self.boundary + b"--\r\n"
         size: int | None = len(tail)
@@ -92,7 +92,7 @@ class MultipartBody(StreamBody):
         self.size = size
         self.replayable = replayable
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:  # type: ignore[override]
+    async def __aiter__(self) -> AsyncIterator[bytes]:
         for head, source in self._parts:
             if isinstance(source, bytes):
                 # Small parts go out with their head in one chunk (one DATA frame, one write).

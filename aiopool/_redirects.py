@@ -38,8 +38,7 @@ The rules, with where they come from:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import cast
+from collections.abc import Awaitable, Callable
 
 from ._bodies import StreamBody
 from ._cookies import Cookies
@@ -168,8 +167,7 @@ async def _release(response: Response) -> Response:
         return response
     chunks: list[bytes] = []
     size = 0
-    # (`aiter_raw` is an async generator; its declared type is the narrower AsyncIterator.)
-    raw = cast("AsyncGenerator[bytes, None]", response.aiter_raw())
+    raw = response.aiter_raw()
     async with contextlib.aclosing(raw):
         async for chunk in raw:
             size += len(chunk)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json as jsonlib
 import re
-from collections.abc import AsyncIterable
 from typing import Any
 
 from ._auth import AuthTypes, basic_auth_header
@@ -118,7 +117,7 @@ class RequestBuilder:
         if params:
             url = url.copy_merge_params(params)
         extra: list[tuple[bytes, bytes]]
-        body: bytes | StreamBody | AsyncIterable[bytes] | str | None
+        body: BodyContent | StreamBody | None
         if data is not None or files is not None:
             if content is not None or json is not UNSET:
                 raise TypeError("pass one of content=, json= and data=/files=, not several")

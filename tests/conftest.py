@@ -28,8 +28,8 @@ import trustme
 from tests.rig.fault_server import BlackholeServer, FaultServer, server_ssl_context
 from tests.rig.h2_server import H2ScriptServer
 from tests.rig.hypercorn_app import HypercornServer, RigApp
-from tests.rig.starlette_app import BodiesApp
 from tests.rig.nginx import Nginx, find_nginx
+from tests.rig.starlette_app import BodiesApp
 
 # Apache httpd, caddy, h2o, nghttpd and node: session fixtures and their markers.
 pytest_plugins = ["tests.rig.fixtures"]

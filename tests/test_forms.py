@@ -26,6 +26,9 @@ from aiopool._multipart import MultipartBody
 from tests.rig.fault_server import pattern
 from tests.rig.hypercorn_app import HypercornServer
 
+# This file, as bytes: a file body the tests upload (read once, not inside the event loop).
+_THIS_FILE = Path(__file__).read_bytes()
+
 HTTP_VERSIONS = pytest.mark.parametrize("http2", [False, True], ids=["http1.1", "http2"])
 
 
@@ -55,7 +58,7 @@ async def _body(source: Any) -> bytes:
     return b"".join([chunk async for chunk in source])
 
 
-# data= ---------------------------------------------------------------------------------------
+# data= --------------------------------------------------------------------------------------------
 
 
 async def test_data_is_an_urlencoded_form() -> None:
@@ -89,7 +92,7 @@ async def test_one_kind_of_body_only() -> None:
             await client.post("http://h/", files={"a": b"1"}, json={})
 
 
-# The multipart encoder --------------------------------------------------------------------------
+# The multipart encoder ----------------------------------------------------------------------------
 
 
 def _parse(body: bytes, boundary: bytes) -> list[tuple[dict[bytes, bytes], bytes]]:
@@ -180,14 +183,13 @@ async def test_part_headers_cannot_inject() -> None:
 
 
 async def test_multipart_with_an_unsized_part_is_chunked() -> None:
-    async with await anyio.open_file(__file__, "rb") as afile:
-        async with _mock() as client:
-            response = await client.post("http://h/", files={"f": ("t.py", afile)})
+    async with await anyio.open_file(__file__, "rb") as afile, _mock() as client:
+        response = await client.post("http://h/", files={"f": ("t.py", afile)})
     assert response.headers["content-length"] == "-"
     assert response.headers["transfer-encoding"] == "chunked"
     boundary = response.headers["content-type"].split("boundary=")[1].encode()
     [(_, content)] = _parse(response.content, boundary)
-    assert content == Path(__file__).read_bytes()
+    assert content == _THIS_FILE
 
 
 async def test_text_mode_file_is_refused(tmp_path: Path) -> None:
@@ -201,7 +203,7 @@ async def test_text_mode_file_is_refused(tmp_path: Path) -> None:
                 await client.post("http://h/", files={"f": text})  # type: ignore[dict-item]
 
 
-# content= file objects ---------------------------------------------------------------------------
+# content= file objects ----------------------------------------------------------------------------
 
 
 class _ThreadRecordingFile(io.BytesIO):
@@ -307,7 +309,7 @@ async def test_async_file_and_iterable_bodies_go_chunked(
                 f"{bodies_server.url}/form", files={"src": ("test_forms.py", afile)}
             )
         entry = response.json()["fields"][0][1]
-        assert entry["sha256"] == hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+        assert entry["sha256"] == hashlib.sha256(_THIS_FILE).hexdigest()
         assert "content-length" not in response.request.headers
         response = await client.post(
             f"{bodies_server.url}/form",
@@ -348,7 +350,7 @@ async def test_seekable_bodies_are_sent_again_for_a_307(
             await client.post(url, content=once())
 
 
-# Large uploads at bounded memory -------------------------------------------------------------------
+# Large uploads at bounded memory ------------------------------------------------------------------
 
 _LARGE = 20 * 1024 * 1024
 

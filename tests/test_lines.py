@@ -28,7 +28,7 @@ def _response(chunks: Iterable[bytes], content_type: str = "text/plain") -> aiop
 
 
 async def _lines(response: aiopool.Response, **kwargs: int | None) -> list[str]:
-    return [line async for line in response.aiter_lines(**kwargs)]  # type: ignore[arg-type]
+    return [line async for line in response.aiter_lines(**kwargs)]
 
 
 # aiter_text / aiter_lines -------------------------------------------------------------------------
@@ -93,7 +93,7 @@ async def test_elapsed_is_set_per_hop() -> None:
     assert aiopool.Response(200).elapsed == datetime.timedelta(0)
 
 
-# Server-sent events and NDJSON over hypercorn ------------------------------------------------------
+# Server-sent events and NDJSON over hypercorn -----------------------------------------------------
 
 
 async def _events(response: aiopool.Response) -> AsyncIterator[str]:
@@ -128,13 +128,16 @@ async def test_server_sent_events(
 async def test_ndjson(
     bodies_server: HypercornServer, client_ssl_context: ssl.SSLContext, http2: bool
 ) -> None:
-    async with aiopool.Client(verify=client_ssl_context, http2=http2) as client:
-        async with client.stream("GET", f"{bodies_server.url}/ndjson?n=50") as response:
-            rows = [json.loads(line) async for line in response.aiter_lines()]
+    url = f"{bodies_server.url}/ndjson?n=50"
+    async with (
+        aiopool.Client(verify=client_ssl_context, http2=http2) as client,
+        client.stream("GET", url) as response,
+    ):
+        rows = [json.loads(line) async for line in response.aiter_lines()]
     assert rows == [{"n": n, "text": "é" * (n % 5)} for n in range(50)]
 
 
-# Handing a streamed body to Starlette ----------------------------------------------------------------
+# Handing a streamed body to Starlette -------------------------------------------------------------
 
 
 async def _proxy_stats(client: aiopool.Client, url: str) -> dict[str, int]:

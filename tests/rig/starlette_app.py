@@ -91,9 +91,7 @@ class BodiesApp:
                 else:
                     entry = {"value": value}
                 fields.append([name, entry])
-        return JSONResponse(
-            {"content_type": request.headers.get("content-type"), "fields": fields}
-        )
+        return JSONResponse({"content_type": request.headers.get("content-type"), "fields": fields})
 
     async def _digest(self, request: Request) -> Response:
         _, params = parse_options_header(request.headers["content-type"])
