@@ -23,7 +23,7 @@ from python_multipart import MultipartParser
 import aiopool
 from aiopool._bodies import FileBody
 from aiopool._multipart import MultipartBody
-from tests.rig.fault_server import pattern
+from tests.rig.fault_server import FaultServer, pattern
 from tests.rig.hypercorn_app import HypercornServer
 
 # This file, as bytes: a file body the tests upload (read once, not inside the event loop).
@@ -391,3 +391,21 @@ async def test_large_multipart_upload_streams_at_bounded_memory(
     # Streamed in 64 KiB reads: a few MiB at most in flight (buffers, flow-control windows),
     # against 20 MiB if the file were read whole.
     assert peak < 4 * 1024 * 1024, peak
+
+
+async def test_a_seekable_file_body_is_replayed_on_a_stale_socket(
+    fresh_fault_server: FaultServer,
+) -> None:
+    """Go's rule (docs/pool.md): an idempotent request that failed on a stale reused socket is
+    sent again, with its body, when the body can be re-read. Before: a file body (like any
+    streamed one) could not be, and the PUT failed."""
+    server = fresh_fault_server
+    file = io.BytesIO(b"--payload--")
+    file.seek(2)
+    async with aiopool.Client() as client:
+        await client.get(f"{server.url}/drop-next")
+        response = await client.put(f"{server.url}/echo?id=f", content=file)
+        assert response.json()["body"] == "payload--"
+        assert not response.conn_info.reused
+    # Seen twice: once dropped on the stale socket, once answered on the fresh one.
+    assert server.requests_seen.count("PUT /echo?id=f") == 2
