@@ -8,14 +8,17 @@ releases the connection on every path.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import functools
 import sys
+import time
 import warnings
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Self, TypedDict, Unpack
 
 from ._auth import AuthTypes
+from ._bodies import BodyContent
 from ._config import (
     DEFAULT_HEAD_LIMITS,
     DEFAULT_MAX_RESPONSE_SIZE,
@@ -28,7 +31,8 @@ from ._exceptions import ClientClosed, TransportError
 from ._expect import DEFAULT_EXPECT_CONTINUE_THRESHOLD, DEFAULT_EXPECT_CONTINUE_TIMEOUT
 from ._h2engine import H2EngineName
 from ._headers import HeaderTypes
-from ._models import Request, RequestContent, Response
+from ._models import Request, Response
+from ._multipart import DataTypes, FilesTypes
 from ._pool import Dialer
 from ._pool_transport import DEFAULT_TIMEOUT, HTTP1Parser, PoolTransport
 from ._redirects import REDIRECT_STATUSES, add_jar_cookie, follow, store_cookies
@@ -48,8 +52,10 @@ class RequestOptions(TypedDict, total=False):
 
     params: QueryParams | None
     headers: HeaderTypes | None
-    content: RequestContent | str | None
+    content: BodyContent | None
     json: Any
+    data: DataTypes | None
+    files: FilesTypes | None
     timeout: TimeoutTypes
     auth: AuthTypes | None
     follow_redirects: bool
@@ -331,8 +337,10 @@ class Client:
         *,
         params: QueryParams | None = None,
         headers: HeaderTypes | None = None,
-        content: RequestContent | str | None = None,
+        content: BodyContent | None = None,
         json: Any = _UNSET,
+        data: DataTypes | None = None,
+        files: FilesTypes | None = None,
         timeout: TimeoutTypes = _UNSET,
         auth: AuthTypes | None = _UNSET,
         follow_redirects: bool = _UNSET,
@@ -346,7 +354,16 @@ class Client:
         `history` lists the redirects that led to it. `auth=(user, password)` overrides the
         client's credentials for this request (`auth=None`: send none).
 
+        The body, one of: `content=` (bytes; str, sent as UTF-8; a sync binary file, read in a
+        worker thread; an async file; an async iterable of bytes), `json=`, `data=` (a mapping
+        or pairs: an application/x-www-form-urlencoded form) or `files=` (with `data=` fields
+        alongside: streamed multipart/form-data; see docs/bodies-and-streaming.md). Bytes,
+        seekable files and forms of those are sent with Content-Length and sent again whole
+        for a 307/308 redirect or a safe retry; an async iterable, async file or pipe goes
+        chunked, once.
+
         Raises `InvalidURL`, `LocalProtocolError` (bad method or header: nothing was sent),
+        `TypeError` for a body of the wrong type (or more than one kind of body),
         `ClientClosed`, the `TransportError` family (timeouts, network and protocol errors),
         and the `RedirectError` family (`TooManyRedirects`, `InvalidRedirect`,
         `RedirectBodyNotReplayable`); `TypeError`/`ValueError` for malformed `auth`.
@@ -355,7 +372,9 @@ class Client:
         """
         if self._closed:
             raise ClientClosed("the client has been closed")
-        request = self._requests.build(method, url, params, headers, content, json, auth)
+        request = self._requests.build(
+            method, url, params, headers, content, json, auth, data=data, files=files
+        )
         return await self._exchange(
             request,
             self._timeout(timeout),
@@ -373,8 +392,10 @@ class Client:
         *,
         params: QueryParams | None = None,
         headers: HeaderTypes | None = None,
-        content: RequestContent | str | None = None,
+        content: BodyContent | None = None,
         json: Any = _UNSET,
+        data: DataTypes | None = None,
+        files: FilesTypes | None = None,
         timeout: TimeoutTypes = _UNSET,
         auth: AuthTypes | None = _UNSET,
         follow_redirects: bool = _UNSET,
@@ -391,7 +412,9 @@ class Client:
         """
         if self._closed:
             raise ClientClosed("the client has been closed")
-        request = self._requests.build(method, url, params, headers, content, json, auth)
+        request = self._requests.build(
+            method, url, params, headers, content, json, auth, data=data, files=files
+        )
         frame = sys._getframe(1)
         opened_at = f"{frame.f_code.co_filename}:{frame.f_lineno}"
         return StreamContext(
@@ -499,7 +522,11 @@ class Client:
         Raises what the transport and the middleware raise (the `TransportError` family)."""
         request.timeout = timeout
         request._trace_hook = trace
+        started = time.perf_counter()
         response = await self._handle(request)
+        # requests' `elapsed`: sending until the head is parsed (lease and dial included), so
+        # it is known while a streamed body is still arriving; httpx's runs to the body's end.
+        response.elapsed = datetime.timedelta(seconds=time.perf_counter() - started)
         # The client's reading limits and the leak warning's "opened at" belong to the
         # response whoever made it (the pool, a mock, a middleware answering by itself).
         response._opened_at = opened_at
@@ -516,6 +543,7 @@ class StreamContext:
         "_follow_redirects",
         "_max_redirects",
         "_max_response_size",
+        "_opened",
         "_opened_at",
         "_request",
         "_response",
@@ -543,8 +571,39 @@ class StreamContext:
         self._trace = trace
         self._max_response_size = max_response_size
         self._response: Response | None = None
+        self._opened = False
+
+    async def open(self) -> Response:
+        """Send the request and return the streamed response, for handing its body to a web
+        framework (no `async with` block: the response outlives this call).
+
+        The connection is released when the body has been iterated to its end, when reading
+        it fails, when the iterator (`aiter_bytes()`, `aiter_text()`, `aiter_lines()`,
+        `aiter_raw()`) is closed or finalised before the end (the framework's client went
+        away: the connection is closed), or by `await response.aclose()`: pass that as the
+        framework's background task so a body never iterated is released too. Starlette::
+
+            upstream = await client.stream("GET", url).open()
+            return StreamingResponse(
+                upstream.aiter_bytes(),
+                status_code=upstream.status_code,
+                background=BackgroundTask(upstream.aclose),
+            )
+
+        Raises what `Client.request()` raises (nothing is then left open). Once only, and not
+        together with `async with` on the same context (`RuntimeError`).
+        """
+        if self._opened:
+            raise RuntimeError("this stream() context was already opened")
+        response = await self.__aenter__()
+        self._response = None  # (this context no longer releases it: the response does)
+        response._detached = True
+        return response
 
     async def __aenter__(self) -> Response:
+        if self._opened:
+            raise RuntimeError("this stream() context was already opened")
+        self._opened = True
         self._response = await self._client._exchange(
             self._request,
             self._timeout,

@@ -10,13 +10,16 @@ opened, and its socket is closed, never pooled (docs/design.md invariant 8).
 from __future__ import annotations
 
 import codecs
+import contextlib
+import datetime
 import json as jsonlib
 import re
 import warnings
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
 from http import HTTPStatus
 from typing import Any, Protocol
 
+from ._bodies import StreamBody
 from ._config import Timeout
 from ._decoders import MAX_RATIO, ContentDecoder, decoder_from
 from ._exceptions import (
@@ -42,6 +45,15 @@ _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 # `Response(json=None)` sends JSON null: "not given" needs its own marker.
 _NO_JSON: Any = object()
 _CHARSET = re.compile(r"charset=\"?([\w.:-]+)\"?", re.IGNORECASE)
+# `aiter_lines()` splits at CRLF, LF or a lone CR: the line ends of server-sent events (WHATWG
+# HTML "event stream" parsing) and of HTTP itself; NDJSON uses LF. Not str.splitlines()'s set,
+# which also splits at VT, FF, NEL, U+2028... inside a JSON string.
+_LINE_END = re.compile(r"\r\n|\r|\n")
+# `aiter_lines()`'s default bound on one line, in characters. Go's bufio.Scanner (64 KiB) and
+# aiohttp's readline (64 KiB) are known to fail on LLM streams whose events carry base64
+# images or long tool-call arguments; 4 MiB holds those while bounding what a server that
+# never sends a line break can make us hold.
+DEFAULT_MAX_LINE_LENGTH = 4 * 1024 * 1024
 
 
 class Request:
@@ -128,9 +140,10 @@ class Request:
 
     @property
     def rereadable(self) -> bool:
-        """Whether the body can be sent again whole: none, bytes, or a streamed body of which
-        no chunk has been taken yet."""
-        return not self.body_started
+        """Whether the body can be sent again whole: none, bytes, a replayable streamed body
+        (a seekable file, a multipart body of such parts: each pass starts from the start), or
+        a one-shot streamed body of which no chunk has been taken yet."""
+        return not self.body_started or _replayable_body(self.content)
 
     @property
     def replayable(self) -> bool:
@@ -142,14 +155,15 @@ class Request:
         (A request the server provably did not process, an HTTP/2 REFUSED_STREAM or a stream
         above a GOAWAY's last_stream_id, needs only `rereadable`.)
         """
-        if self.body_started:
+        if self.body_started and not _replayable_body(self.content):
             return False
         return not self._written or self.idempotent
 
     async def body_chunks(self) -> AsyncIterator[bytes]:
         """The non-empty chunks of a streamed (async iterable) body, as bytes.
 
-        The first one marks the request as no longer replayable. Raises `TypeError` for a chunk
+        The first one marks a one-shot body as no longer replayable; a replayable one (a
+        `StreamBody`) starts a new pass from its start on every call. Raises `TypeError` for a chunk
         that is not bytes-like, and `LocalProtocolError` when the request has a Content-Length
         and the body would go past it (raised before the chunk that would, so no byte beyond
         it is sent) or ends short of it: a server would otherwise read the next request's
@@ -192,6 +206,10 @@ class Request:
         return f"<Request [{self.method} {url}]>"
 
 
+def _replayable_body(content: object) -> bool:
+    return isinstance(content, StreamBody) and content.replayable
+
+
 class BodyStream(Protocol):
     """A response body being received on a connection (HTTP/1.1 or HTTP/2)."""
 
@@ -213,8 +231,11 @@ class Response:
 
     Attributes: `status_code`, `reason`, `headers` (case-insensitive, multi-valued),
     `http_version`, `url`, `request`, `conn_info`, `history` (the redirects that led here,
-    oldest first). The body: `content`, `text`, `json()` once
-    read; `aread()`, `aiter_bytes()` and `aclose()` for streamed responses.
+    oldest first), `elapsed` (a `datetime.timedelta`: from the client sending the request,
+    connection lease included, to the response head's arrival, as requests measures; zero
+    for a response no client sent). The body: `content`, `text`, `json()` once read;
+    `aread()`, `aiter_bytes()`, `aiter_text()`, `aiter_lines()` and `aclose()` for streamed
+    responses.
 
     The body is decoded by its Content-Encoding as it arrives (`content`, `aread()`,
     `aiter_bytes()`); `aiter_raw()` gives the bytes as received. `aread()` buffers at most
@@ -267,6 +288,11 @@ class Response:
         self._raw_kept = True
         # The redirect responses that led here, oldest first (each read, its socket released).
         self.history: list[Response] = []
+        # Set by the client: request sent -> head received.
+        self.elapsed = _ZERO
+        # True for a response handed out by `StreamContext.open()`: no `async with` block will
+        # release it, so an iterator closed early (a framework's client went away) closes it.
+        self._detached = False
 
     def _body_given(
         self, content: bytes | str | AsyncIterable[bytes] | None, text: str | None, json: Any
@@ -407,7 +433,7 @@ class Response:
             self._content = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         return self._content
 
-    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+    async def aiter_bytes(self) -> AsyncGenerator[bytes, None]:
         """Yield the body, decoded, as it arrives; once exhausted, the connection is released.
 
         Not capped by `max_response_size` (the caller holds what it keeps), but decoding stays
@@ -430,6 +456,12 @@ class Response:
                 for piece in decoder.finish():
                     yield piece
         except GeneratorExit:
+            if self._detached and self._stream is stream:
+                # A response from `StreamContext.open()` has no block to release it: an
+                # iterator closed early (the framework's client disconnected, or the iterator
+                # was finalised unfinished) closes the connection, never leaving it leased.
+                self._abort()
+                raise
             # The caller stopped iterating: `break` out of `async for`, the iterator's
             # `aclose()`, or its finalisation by the event loop's async-generator hook, which
             # runs on a later loop turn: while the `stream()` block's exit is draining the
@@ -444,7 +476,7 @@ class Response:
             raise
         self._stream = None
 
-    async def aiter_raw(self) -> AsyncIterator[bytes]:
+    async def aiter_raw(self) -> AsyncGenerator[bytes, None]:
         """Yield the body as received, Content-Encoding not undone; then release the connection.
 
         Raises `StreamConsumed` if the body was already read or iterated (and decoded).
@@ -460,11 +492,75 @@ class Response:
             while chunk := await stream.receive():
                 yield chunk
         except GeneratorExit:
+            if self._detached and self._stream is stream:
+                self._abort()  # see `aiter_bytes`
             raise  # the caller stopped iterating: see `aiter_bytes`
         except BaseException as exc:
             self._broken(stream, exc)
             raise
         self._stream = None
+
+    async def aiter_text(self) -> AsyncGenerator[str, None]:
+        """Yield the body as text as it arrives, decoded with the response's charset
+        (`encoding`) by an incremental decoder, so a character split across chunks is whole;
+        undecodable bytes become U+FFFD. Raises what `aiter_bytes()` raises."""
+        decoder = codecs.getincrementaldecoder(self.encoding)(errors="replace")
+        async with contextlib.aclosing(self.aiter_bytes()) as chunks:
+            async for chunk in chunks:
+                text = decoder.decode(chunk)
+                if text:
+                    yield text
+        text = decoder.decode(b"", final=True)
+        if text:
+            yield text
+
+    async def aiter_lines(
+        self, *, max_line_length: int | None = DEFAULT_MAX_LINE_LENGTH
+    ) -> AsyncGenerator[str, None]:
+        """Yield the body's lines as they arrive, without their line ends.
+
+        A line ends at CRLF, LF or CR (a CRLF split across chunks is one line end; a last line
+        without one is yielded too), as server-sent events and NDJSON streams need. Decoded as
+        `aiter_text()`. Raises `ResponseTooLarge` (its `limit`: `max_line_length`) for a line
+        longer than `max_line_length` characters (4 Mi; None: unbounded), the connection then
+        closed, not drained; and what `aiter_bytes()` raises.
+        """
+        parts: list[str] = []  # the line being received, not yet ended
+        held = 0  # characters in `parts`
+        after_cr = False  # the last chunk ended in CR: a LF starting the next one belongs to it
+        async with contextlib.aclosing(self.aiter_text()) as texts:
+            async for text in texts:
+                if after_cr:
+                    after_cr = False
+                    if text[0] == "\n":
+                        text = text[1:]
+                start = 0
+                for end in _LINE_END.finditer(text):
+                    piece = text[start : end.start()]
+                    if parts:
+                        parts.append(piece)
+                        piece, parts, held = "".join(parts), [], 0
+                    if max_line_length is not None and len(piece) > max_line_length:
+                        raise self._line_too_long(max_line_length)
+                    start = end.end()
+                    after_cr = start == len(text) and end.group() == "\r"
+                    yield piece
+                if start < len(text):
+                    parts.append(text[start:])
+                    held += len(text) - start
+                    if max_line_length is not None and held > max_line_length:
+                        raise self._line_too_long(max_line_length)
+        if parts:
+            yield "".join(parts)
+
+    def _line_too_long(self, limit: int) -> ResponseTooLarge:
+        self._abort()  # (the rest of the body is not wanted: closed, never drained)
+        return ResponseTooLarge(
+            f"a line of the response body from {self.url} is longer than "
+            f"max_line_length={limit} characters",
+            limit=limit,
+            request=self.request,
+        )
 
     def _take_stream(self) -> BodyStream:
         """The body stream, for one reading only."""
@@ -593,6 +689,8 @@ class _IterableBody:
     def abort(self) -> None:
         self._iterator = None
 
+
+_ZERO = datetime.timedelta(0)
 
 # The `conn_info` of a response no connection carried (one made by hand).
 _NO_CONNECTION = ConnInfo(id=0, reused=False, was_idle=False, idle_time=0.0, http_version="")

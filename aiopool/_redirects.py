@@ -38,9 +38,9 @@ The rules, with where they come from:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import cast
+from collections.abc import Awaitable, Callable
 
+from ._bodies import StreamBody
 from ._cookies import Cookies
 from ._exceptions import (
     DecodingError,
@@ -167,8 +167,7 @@ async def _release(response: Response) -> Response:
         return response
     chunks: list[bytes] = []
     size = 0
-    # (`aiter_raw` is an async generator; its declared type is the narrower AsyncIterator.)
-    raw = cast("AsyncGenerator[bytes, None]", response.aiter_raw())
+    raw = response.aiter_raw()
     async with contextlib.aclosing(raw):
         async for chunk in raw:
             size += len(chunk)
@@ -265,10 +264,17 @@ def _next_request(
         content = None
         if method != "HEAD":
             method = "GET"
-    elif content is not None and not isinstance(content, bytes):
+    elif (
+        content is not None
+        and not isinstance(content, bytes)
+        and not (isinstance(content, StreamBody) and content.replayable)
+    ):
+        # A seekable file (or a multipart body of bytes and such files) is sent again from
+        # its starting offset; an async iterable or a pipe can be read only once.
         raise RedirectBodyNotReplayable(
-            f"the {status} redirect to {target} needs the request body again, but it was an "
-            "async iterable, which can be sent only once; pass bytes to allow this",
+            f"the {status} redirect to {target} needs the request body again, but it was "
+            "one-shot (an async iterable or an unseekable file), which can be sent only once; "
+            "pass bytes or a seekable file to allow this",
             response=response,
             history=history,
         )

@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import json as jsonlib
 import re
-from collections.abc import AsyncIterable
 from typing import Any
 
 from ._auth import AuthTypes, basic_auth_header
+from ._bodies import BodyContent, StreamBody, body_from
 from ._decoders import ACCEPT_ENCODING
 from ._exceptions import InvalidURL, LocalProtocolError
 from ._headers import FRAMING_FIELDS, Headers, HeaderTypes, check_framing, validate_header
-from ._models import Request, RequestContent
+from ._models import Request
+from ._multipart import DataTypes, FilesTypes, MultipartBody, urlencoded
 from ._urls import URL, QueryParams
 from ._version import __version__
 
@@ -85,12 +86,15 @@ class RequestBuilder:
         url: str | URL,
         params: QueryParams | None,
         headers: HeaderTypes | None,
-        content: RequestContent | str | None,
+        content: BodyContent | None,
         json: Any,
         auth: AuthTypes | None = UNSET,
+        data: DataTypes | None = None,
+        files: FilesTypes | None = None,
     ) -> Request:
         """The request to send. Raises `InvalidURL`, `LocalProtocolError` (an illegal header or
-        method) and `TypeError` (content of the wrong type, or both `content` and `json`)."""
+        method, or part header) and `TypeError` (content, data or files of the wrong type, a
+        text-mode file, or more than one of `content`, `json` and `data`/`files`)."""
         if isinstance(url, str):
             base = self.base_url
             if base is not None and not _HAS_SCHEME.match(url):
@@ -112,15 +116,27 @@ class RequestBuilder:
             url = url.without_userinfo()
         if params:
             url = url.copy_merge_params(params)
-        if json is not UNSET:
+        extra: list[tuple[bytes, bytes]]
+        body: BodyContent | StreamBody | None
+        if data is not None or files is not None:
+            if content is not None or json is not UNSET:
+                raise TypeError("pass one of content=, json= and data=/files=, not several")
+            if files is not None:
+                form = MultipartBody(data, files)
+                body, extra = form, [(b"content-type", form.content_type)]
+            else:
+                assert data is not None
+                body = urlencoded(data)
+                extra = [(b"content-type", b"application/x-www-form-urlencoded")]
+        elif json is not UNSET:
             if content is not None:
                 raise TypeError("pass either content= or json=, not both")
-            content = jsonlib.dumps(json, separators=(",", ":"), ensure_ascii=False).encode()
+            body = jsonlib.dumps(json, separators=(",", ":"), ensure_ascii=False).encode()
             extra = [(b"content-type", b"application/json")]
         else:
-            extra = []
-        if isinstance(content, str):
-            content = content.encode("utf-8")
+            body, extra = content, []
+        if isinstance(body, str):
+            body = body.encode("utf-8")
             extra.append((b"content-type", b"text/plain; charset=utf-8"))
         method = method.upper()
         raw: list[tuple[bytes, bytes]] = [] if self._default_host else [(b"host", url.host_header)]
@@ -130,20 +146,18 @@ class RequestBuilder:
             extra.append((b"authorization", authorization))
             if self._default_authorization:
                 defaults = [h for h in defaults if h[0] != b"authorization"]
-        # The body's length when it is known now (0: none), None for a streamed one.
+        # The body's length when it is known now (0: none), None for a streamed one whose
+        # length is not (then chunked). A seekable file and a multipart body of such parts
+        # know theirs, and are framed with Content-Length.
         size: int | None
-        if content is None:
+        if body is None:
             size = 0
-        elif isinstance(content, bytes | bytearray | memoryview):
-            content = bytes(content)
-            size = len(content)
-        elif isinstance(content, AsyncIterable):
-            size = None
+        elif isinstance(body, bytes | bytearray | memoryview):
+            body = bytes(body)
+            size = len(body)
         else:
-            raise TypeError(
-                f"content must be bytes, str or an async iterable of bytes, "
-                f"not {type(content).__name__}"
-            )
+            body = body_from(body)  # (a file object becomes a `FileBody`; TypeError)
+            size = body.size if isinstance(body, StreamBody) else None
         if headers:
             user = Headers(headers).raw
             names = set()
@@ -167,10 +181,10 @@ class RequestBuilder:
         if not framed:
             if size is None:
                 raw.append((b"transfer-encoding", b"chunked"))
-            elif content is not None or method in _BODY_METHODS:
+            elif body is not None or method in _BODY_METHODS:
                 raw.append((b"content-length", str(size).encode()))
         # Defaults were validated at construction, user headers above, the rest we built.
-        return Request(method, url, Headers._from_raw(raw), content, headers_validated=True)
+        return Request(method, url, Headers._from_raw(raw), body, headers_validated=True)
 
 
 def _default_headers(extra: Headers | None) -> list[tuple[bytes, bytes]]:

@@ -27,8 +27,9 @@ import trustme
 
 from tests.rig.fault_server import BlackholeServer, FaultServer, server_ssl_context
 from tests.rig.h2_server import H2ScriptServer
-from tests.rig.hypercorn_app import HypercornServer
+from tests.rig.hypercorn_app import HypercornServer, RigApp
 from tests.rig.nginx import Nginx, find_nginx
+from tests.rig.starlette_app import BodiesApp
 
 # Apache httpd, caddy, h2o, nghttpd and node: session fixtures and their markers.
 pytest_plugins = ["tests.rig.fixtures"]
@@ -161,6 +162,17 @@ def hypercorn_server(tls_ca: trustme.CA) -> Iterator[HypercornServer]:
     """hypercorn over TLS (ALPN ``h2``, ``http/1.1``) at ``https://localhost:PORT``."""
     server = HypercornServer(tls_ca)
     with server:  # started on entry, stopped on exit
+        yield server
+
+
+@pytest.fixture(scope="session")
+def bodies_server(tls_ca: trustme.CA) -> Iterator[HypercornServer]:
+    """hypercorn over TLS (``h2``, ``http/1.1``) serving the Starlette app of
+    ``rig.starlette_app`` (forms parsed by python-multipart, SSE and NDJSON streams, a proxy)."""
+    bodies = BodiesApp(tls_ca)
+    app = RigApp(bodies.starlette, startup=bodies.startup, shutdown=bodies.shutdown)
+    server = HypercornServer(tls_ca, app=app)
+    with server:
         yield server
 
 

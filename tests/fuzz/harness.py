@@ -251,7 +251,7 @@ async def _fuzzed(
             try:
                 await anext(chunks, b"")
             finally:
-                await chunks.aclose()  # type: ignore[attr-defined]
+                await chunks.aclose()
         return response
     except aiopool.AiopoolError as exc:
         return exc

@@ -23,7 +23,7 @@ import shutil
 import socket
 import tempfile
 import threading
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -32,6 +32,7 @@ import trustme
 from hypercorn.asyncio import serve
 from hypercorn.config import Config, Sockets
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope, Scope
+from starlette.types import ASGIApp
 
 from . import encodings
 from ._service import Service
@@ -80,10 +81,23 @@ class RigApp:
     * anything else -- 404
 
     Every response carries ``x-http-version`` (``2`` for HTTP/2) from the ASGI scope.
+
+    ``RigApp(handler, startup=..., shutdown=...)`` serves another ASGI app's HTTP requests
+    instead (``rig.starlette_app``), with the same bookkeeping, awaiting ``startup`` and
+    ``shutdown`` at the lifespan events.
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        handler: ASGIApp | None = None,
+        *,
+        startup: Callable[[], Awaitable[None]] | None = None,
+        shutdown: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self._running: set[asyncio.Task[object]] = set()
+        self._handler = handler
+        self._startup = startup
+        self._shutdown = shutdown
 
     def abort_requests(self) -> None:
         """Cancel every request in progress (hypercorn then resets its stream).
@@ -108,8 +122,12 @@ class RigApp:
             while True:
                 message = await receive()
                 if message["type"] == "lifespan.startup":
+                    if self._startup is not None:
+                        await self._startup()
                     await send({"type": "lifespan.startup.complete"})
                 elif message["type"] == "lifespan.shutdown":
+                    if self._shutdown is not None:
+                        await self._shutdown()
                     await send({"type": "lifespan.shutdown.complete"})
                     return
         if scope["type"] != "http":
@@ -118,7 +136,10 @@ class RigApp:
         assert task is not None
         self._running.add(task)
         try:
-            await _serve(scope, receive, send)
+            if self._handler is not None:
+                await self._handler(scope, receive, send)  # type: ignore[arg-type]
+            else:
+                await _serve(scope, receive, send)
         finally:
             self._running.discard(task)
 
@@ -375,10 +396,16 @@ class _BoundConfig(Config):
 class HypercornServer(Service):
     """hypercorn on 127.0.0.1: HTTPS with ALPN ``h2``/``http/1.1`` (a cert from ``ca``), or
     plain HTTP (h2c prior knowledge and HTTP/1.1) with ``tls=False``. Serves ``self.app``, a
-    ``RigApp``; ``max_concurrent_streams`` is hypercorn's SETTINGS_MAX_CONCURRENT_STREAMS."""
+    ``RigApp`` (``app``: another one); ``max_concurrent_streams`` is hypercorn's
+    SETTINGS_MAX_CONCURRENT_STREAMS."""
 
     def __init__(
-        self, ca: trustme.CA | None = None, *, tls: bool = True, max_concurrent_streams: int = 100
+        self,
+        ca: trustme.CA | None = None,
+        *,
+        tls: bool = True,
+        max_concurrent_streams: int = 100,
+        app: RigApp | None = None,
     ) -> None:
         self.ca: trustme.CA = ca if ca is not None else trustme.CA()
         self._tls = tls
@@ -390,7 +417,7 @@ class HypercornServer(Service):
         self._accepted_before_reset = 0
         self._port: int | None = None
         self._ready = threading.Event()
-        self.app = RigApp()
+        self.app = app if app is not None else RigApp()
         self.errors: list[BaseException] = []
         """Exceptions that ended the server thread (bugs, not client misbehaviour)."""
 
