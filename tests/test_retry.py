@@ -147,9 +147,8 @@ async def test_a_get_is_retried_after_the_connection_is_reset(
         assert response.status_code == 200
         reasons = [e.info["reason"] for e in events if e.name == "retry"]
         assert reasons == ["read_error", "read_error"]
-        assert isinstance(
-            [e for e in events if e.name == "retry"][0].info["error"], aiopool.TransportError
-        )
+        first = next(e for e in events if e.name == "retry")
+        assert isinstance(first.info["error"], aiopool.TransportError)
         assert client.stats().retries["policy_read_error"] == 2
         assert_settled(client)
 
