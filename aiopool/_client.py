@@ -131,8 +131,18 @@ class Client:
     its URL, takes precedence). `cookies` seeds `client.cookies`, the jar every response's
     Set-Cookie goes into (a `CookieJar` given is used as it is, with its own policy).
     Redirects are followed (`follow_redirects`), at most `max_redirects` (10) in a row; both
-    can be changed per request. Raises `ValueError` for a `base_url` with a query or fragment,
-    `InvalidURL` for an invalid one.
+    can be changed per request. `follow_redirects` may also be a function (Go's
+    `CheckRedirect`), `fn(request, history)`, asked before each hop: True follows, False stops
+    (the redirect is the answer), an exception propagates (see `_redirects`). Raises
+    `ValueError` for a `base_url` with a query or fragment, `InvalidURL` for an invalid one,
+    `TypeError` for a `follow_redirects` that is neither a bool nor callable.
+
+    Retries: `retry=aiopool.Retry(...)` sends a request again after a failure to connect, a
+    failure before the response (the idempotent methods by default), or a listed status
+    (429, 502, 503, 504), with full-jitter backoff, `Retry-After` obeyed, and a per-client
+    retry budget; off by default, also set per request (`retry=None` disables). See `Retry`.
+    `Timeout(total=...)` is one deadline for the whole call (`TotalTimeout`), retries and
+    redirects included.
 
     Limits against hostile servers (`RemoteProtocolError`, the socket closed): a response head
     of at most `max_response_header_bytes` (100 KiB; on HTTP/2 the header list, advertised in
@@ -373,9 +383,12 @@ class Client:
         `history` lists the redirects that led to it. `auth=(user, password)` overrides the
         client's credentials for this request (`auth=None`: send none).
 
+        `retry=` replaces the client's retry policy for this request (`None`/`False`: none).
+
         Raises `InvalidURL`, `LocalProtocolError` (bad method or header: nothing was sent),
-        `ClientClosed`, the `TransportError` family (timeouts, network and protocol errors),
-        and the `RedirectError` family (`TooManyRedirects`, `InvalidRedirect`,
+        `ClientClosed`, the `TransportError` family (timeouts, among them `TotalTimeout` past
+        `Timeout.total`, network and protocol errors; with `.attempts` when the retry policy
+        sent it more than once), what a redirect policy raises, and the `RedirectError` family (`TooManyRedirects`, `InvalidRedirect`,
         `RedirectBodyNotReplayable`); `TypeError`/`ValueError` for malformed `auth`.
         `ResponseTooLarge` for a body over `max_response_size` (the client's unless given
         here; None: no cap) and `DecodingError` for one its Content-Encoding cannot decode.
@@ -433,7 +446,9 @@ class Client:
         Leaving the block releases the connection: an unread body is drained (at most 256 KiB
         within 50 ms) so the socket can be reused, or the socket is closed. Redirects are
         followed as by `request()`: each redirect response is read and released before the
-        final one is handed out. Raises what `request()` raises.
+        final one is handed out. Retries as by `request()`, before the block is entered.
+        `Timeout.total` bounds the call until the block is left: a body read past it raises
+        `TotalTimeout`. Raises what `request()` raises.
         """
         if self._closed:
             raise ClientClosed("the client has been closed")
