@@ -388,8 +388,9 @@ class Client:
         Raises `InvalidURL`, `LocalProtocolError` (bad method or header: nothing was sent),
         `ClientClosed`, the `TransportError` family (timeouts, among them `TotalTimeout` past
         `Timeout.total`, network and protocol errors; with `.attempts` when the retry policy
-        sent it more than once), what a redirect policy raises, and the `RedirectError` family (`TooManyRedirects`, `InvalidRedirect`,
-        `RedirectBodyNotReplayable`); `TypeError`/`ValueError` for malformed `auth`.
+        sent it more than once), what a redirect policy raises, and the `RedirectError`
+        family (`TooManyRedirects`, `InvalidRedirect`, `RedirectBodyNotReplayable`);
+        `TypeError`/`ValueError` for malformed `auth`.
         `ResponseTooLarge` for a body over `max_response_size` (the client's unless given
         here; None: no cap) and `DecodingError` for one its Content-Encoding cannot decode.
         """
