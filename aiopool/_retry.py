@@ -196,7 +196,8 @@ def retry_after(response: Response, now: float | None = None) -> float | None:
 
 class BudgetAccount:
     """One client's account under a `RetryBudget`: requests and retries per second over the
-    last `ttl` seconds, in a ring of one-second slots (O(1) per request and per retry)."""
+    last `ttl` seconds, in a ring of one-second slots: a request costs one addition, a retry
+    a sum over at most 60 slots (a retry is the rare case), never a scan of past requests."""
 
     __slots__ = ("_budget", "_deposits", "_epoch", "_size", "_withdrawals")
 
