@@ -34,12 +34,15 @@ from ._exceptions import (
     RedirectBodyNotReplayable,
     RedirectError,
     RemoteProtocolError,
+    ResponseHeaderTimeout,
     ResponseTooLarge,
     StreamClosed,
     StreamConsumed,
     StreamError,
     TimeoutException,
+    TLSHandshakeTimeout,
     TooManyRedirects,
+    TotalTimeout,
     TransportError,
     WriteError,
     WriteTimeout,
@@ -48,6 +51,7 @@ from ._headers import Headers
 from ._models import Request, Response
 from ._pool import Dialer
 from ._pool_transport import PoolTransport
+from ._retry import Retry, RetryBudget
 from ._stats import ConnInfo, HostStats, PoolStats
 from ._trace import TraceEvent, TraceHook, TraceName
 from ._transport import Handler, Middleware, MockTransport, Transport
@@ -90,14 +94,19 @@ __all__ = (
     "RemoteProtocolError",
     "Request",
     "Response",
+    "ResponseHeaderTimeout",
     "ResponseTooLarge",
+    "Retry",
+    "RetryBudget",
     "StreamClosed",
     "StreamConsumed",
     "StreamContext",
     "StreamError",
+    "TLSHandshakeTimeout",
     "Timeout",
     "TimeoutException",
     "TooManyRedirects",
+    "TotalTimeout",
     "TraceEvent",
     "TraceHook",
     "TraceName",

@@ -32,6 +32,7 @@ from ._exceptions import (
     ConnectTimeout,
     ReadError,
     ReadTimeout,
+    TLSHandshakeTimeout,
     WriteError,
     WriteTimeout,
     seconds,
@@ -389,6 +390,7 @@ async def open_stream(
     server_hostname: str | None,
     timeout: float | None,
     on_connected: Callable[[], None] | None = None,
+    tls_handshake_timeout: float | None = None,
 ) -> AsyncioStream:
     """Dial TCP (and TLS when `ssl_context` is given). TCP_NODELAY is set.
 
@@ -396,18 +398,24 @@ async def open_stream(
     then takes two steps (TCP, then `start_tls`) so a trace can tell a refused connection from
     a failed handshake, and time each. Without it asyncio does both in one call.
 
-    Raises `ConnectTimeout` past `timeout` (connect and handshake together) and `ConnectError`
-    for refusals, DNS failures and TLS failures (certificate problems are named in the message).
+    `tls_handshake_timeout` (Go's `TLSHandshakeTimeout`) times the TLS handshake on its own (the
+    dial then takes two steps too): `timeout` bounds the TCP connect, this the handshake.
+
+    Raises `ConnectTimeout` past `timeout` (connect and handshake together, unless the handshake
+    has its own limit: `TLSHandshakeTimeout` past that) and `ConnectError` for refusals, DNS
+    failures and TLS failures (certificate problems are named in the message).
     Cancellation closes the half-made socket (asyncio does so for `create_connection`; the
     TCP socket of a two-step dial is aborted here).
     """
     loop = asyncio.get_running_loop()
     proto = _StreamProtocol(loop)
-    split = ssl_context is not None and on_connected is not None
+    split = ssl_context is not None and (
+        on_connected is not None or tls_handshake_timeout is not None
+    )
     tls_context = None if split else ssl_context
     connected: asyncio.BaseTransport | None = None  # a two-step dial's TCP transport
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(timeout) as scope:
             transport, _ = await loop.create_connection(
                 lambda: proto,
                 host,
@@ -420,17 +428,20 @@ async def open_stream(
                 # (asyncio's default, 30 s, keeps dead sockets around far too long).
                 ssl_shutdown_timeout=None if tls_context is None else _TLS_SHUTDOWN_TIMEOUT,
             )
-            if on_connected is not None:
+            if split or on_connected is not None:
                 connected = transport
+            if on_connected is not None:
                 on_connected()
             if split:
                 assert ssl_context is not None
+                if tls_handshake_timeout is not None:
+                    scope.reschedule(loop.time() + tls_handshake_timeout)
                 upgraded = await loop.start_tls(
                     transport,
                     proto,
                     ssl_context,
                     server_hostname=server_hostname,
-                    ssl_handshake_timeout=(timeout or 60.0) + 1.0,
+                    ssl_handshake_timeout=(tls_handshake_timeout or timeout or 60.0) + 1.0,
                     ssl_shutdown_timeout=_TLS_SHUTDOWN_TIMEOUT,
                 )
                 if upgraded is None:  # Defensive: the socket closed under the handshake
@@ -446,6 +457,11 @@ async def open_stream(
             if ssl_context is None:
                 step = "TCP connect to"
             elif connected is not None:
+                if tls_handshake_timeout is not None:
+                    raise TLSHandshakeTimeout(
+                        f"TLS handshake with {host}:{port} not done within the TLS handshake "
+                        f"timeout ({seconds(tls_handshake_timeout)})"
+                    ) from None
                 step = "TLS handshake with"
             else:
                 step = "TCP connect and TLS handshake with" if not split else "TCP connect to"

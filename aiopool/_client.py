@@ -7,6 +7,7 @@ releases the connection on every path.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime
 import functools
@@ -15,7 +16,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any, Self, TypedDict, Unpack
+from typing import Any, Literal, Self, TypedDict, Unpack
 
 from ._auth import AuthTypes
 from ._bodies import BodyContent
@@ -26,25 +27,37 @@ from ._config import (
     TimeoutTypes,
 )
 from ._cookies import Cookies, CookieTypes
+from ._deadline import Deadline, DeadlineBody
 from ._decoders import MAX_RATIO
 from ._exceptions import ClientClosed, TransportError
 from ._expect import DEFAULT_EXPECT_CONTINUE_THRESHOLD, DEFAULT_EXPECT_CONTINUE_TIMEOUT
 from ._h2engine import H2EngineName
-from ._headers import HeaderTypes
+from ._headers import Headers, HeaderTypes
 from ._models import Request, Response
 from ._multipart import DataTypes, FilesTypes
 from ._pool import Dialer
 from ._pool_transport import DEFAULT_TIMEOUT, HTTP1Parser, PoolTransport
-from ._redirects import REDIRECT_STATUSES, add_jar_cookie, follow, store_cookies
+from ._redirects import (
+    REDIRECT_STATUSES,
+    FollowRedirects,
+    add_jar_cookie,
+    follow,
+    store_cookies,
+)
 from ._request_builder import UNSET, RequestBuilder
+from ._retry import BudgetAccount, Retry, RetryBudget, retry_after
 from ._stats import PoolStats, TraceHook
 from ._tls import VerifyTypes
+from ._trace import tracer_for
 from ._transport import Middleware, Transport, chain
 from ._urls import URL, QueryParams
 
 __all__ = ("Client", "StreamContext")
 
 _UNSET: Any = UNSET  # (one sentinel: `json` and `auth` go on to the builder as given)
+
+# A request's `retry=`: a policy, or None / False for none (the client's when not given).
+RetryTypes = Retry | Literal[False] | None
 
 
 class RequestOptions(TypedDict, total=False):
@@ -58,10 +71,11 @@ class RequestOptions(TypedDict, total=False):
     files: FilesTypes | None
     timeout: TimeoutTypes
     auth: AuthTypes | None
-    follow_redirects: bool
+    follow_redirects: FollowRedirects
     max_redirects: int
     max_response_size: int | None
     trace: TraceHook | None
+    retry: RetryTypes
 
 
 # Go, requests and aiohttp follow redirects by default, Go and aiohttp up to 10 (requests 30);
@@ -123,8 +137,18 @@ class Client:
     its URL, takes precedence). `cookies` seeds `client.cookies`, the jar every response's
     Set-Cookie goes into (a `CookieJar` given is used as it is, with its own policy).
     Redirects are followed (`follow_redirects`), at most `max_redirects` (10) in a row; both
-    can be changed per request. Raises `ValueError` for a `base_url` with a query or fragment,
-    `InvalidURL` for an invalid one.
+    can be changed per request. `follow_redirects` may also be a function (Go's
+    `CheckRedirect`), `fn(request, history)`, asked before each hop: True follows, False stops
+    (the redirect is the answer), an exception propagates (see `_redirects`). Raises
+    `ValueError` for a `base_url` with a query or fragment, `InvalidURL` for an invalid one,
+    `TypeError` for a `follow_redirects` that is neither a bool nor callable.
+
+    Retries: `retry=aiopool.Retry(...)` sends a request again after a failure to connect, a
+    failure before the response (the idempotent methods by default), or a listed status
+    (429, 502, 503, 504), with full-jitter backoff, `Retry-After` obeyed, and a per-client
+    retry budget; off by default, also set per request (`retry=None` disables). See `Retry`.
+    `Timeout(total=...)` is one deadline for the whole call (`TotalTimeout`), retries and
+    redirects included.
 
     Limits against hostile servers (`RemoteProtocolError`, the socket closed): a response head
     of at most `max_response_header_bytes` (100 KiB; on HTTP/2 the header list, advertised in
@@ -181,9 +205,10 @@ class Client:
         base_url: str | URL | None = None,
         auth: AuthTypes | None = None,
         cookies: CookieTypes | None = None,
-        follow_redirects: bool = _FOLLOW_REDIRECTS,
+        follow_redirects: FollowRedirects = _FOLLOW_REDIRECTS,
         max_redirects: int = _MAX_REDIRECTS,
         trace: TraceHook | None = None,
+        retry: Retry | None = None,
         proxy: str | None = None,
         trust_env: bool = True,
         expect_continue_threshold: int | None = DEFAULT_EXPECT_CONTINUE_THRESHOLD,
@@ -242,8 +267,14 @@ class Client:
             headers=headers, base_url=base_url, auth=auth, proxied=proxied
         )
         self._cookies = Cookies(cookies)
-        self.follow_redirects = follow_redirects
+        self.follow_redirects = _check_follow(follow_redirects)
         self.max_redirects = max_redirects
+        self.retry = _check_retry(retry)
+        self._trace = trace
+        # The retry budget's accounts (one per `RetryBudget` in use: the client's, and any a
+        # request's own policy brings), and the retries the policy made, by reason.
+        self._budgets: dict[RetryBudget, BudgetAccount] = {}
+        self._policy_retries: dict[str, int] = {}
         self._closed = False
 
     def __repr__(self) -> str:
@@ -325,8 +356,13 @@ class Client:
         a transport other than a `PoolTransport` (which keeps no such books)."""
         transport = self._transport
         if isinstance(transport, PoolTransport):
-            return transport.stats()
-        return PoolStats(requests=0, connections_opened=0, connections_closed=0, reused=0)
+            stats = transport.stats()
+        else:
+            stats = PoolStats(requests=0, connections_opened=0, connections_closed=0, reused=0)
+        if self._policy_retries:
+            # The retry policy's sends, next to the pool's own ("policy_status_503", ...).
+            stats.retries.update(self._policy_retries)
+        return stats
 
     # Requests ----------------------------------------------------------------------------------
 
@@ -343,10 +379,11 @@ class Client:
         files: FilesTypes | None = None,
         timeout: TimeoutTypes = _UNSET,
         auth: AuthTypes | None = _UNSET,
-        follow_redirects: bool = _UNSET,
+        follow_redirects: FollowRedirects = _UNSET,
         max_redirects: int = _UNSET,
         trace: TraceHook | None = None,
         max_response_size: int | None = _UNSET,
+        retry: RetryTypes = _UNSET,
     ) -> Response:
         """Send a request; return the response with its body read and the connection released.
 
@@ -362,11 +399,15 @@ class Client:
         for a 307/308 redirect or a safe retry; an async iterable, async file or pipe goes
         chunked, once.
 
+        `retry=` replaces the client's retry policy for this request (`None`/`False`: none).
+
         Raises `InvalidURL`, `LocalProtocolError` (bad method or header: nothing was sent),
         `TypeError` for a body of the wrong type (or more than one kind of body),
-        `ClientClosed`, the `TransportError` family (timeouts, network and protocol errors),
-        and the `RedirectError` family (`TooManyRedirects`, `InvalidRedirect`,
-        `RedirectBodyNotReplayable`); `TypeError`/`ValueError` for malformed `auth`.
+        `ClientClosed`, the `TransportError` family (timeouts, among them `TotalTimeout` past
+        `Timeout.total`, network and protocol errors; with `.attempts` when the retry policy
+        sent it more than once), what a redirect policy raises, and the `RedirectError`
+        family (`TooManyRedirects`, `InvalidRedirect`, `RedirectBodyNotReplayable`);
+        `TypeError`/`ValueError` for malformed `auth`.
         `ResponseTooLarge` for a body over `max_response_size` (the client's unless given
         here; None: no cap) and `DecodingError` for one its Content-Encoding cannot decode.
         """
@@ -375,15 +416,33 @@ class Client:
         request = self._requests.build(
             method, url, params, headers, content, json, auth, data=data, files=files
         )
-        return await self._exchange(
-            request,
-            self._timeout(timeout),
-            follow_redirects,
-            max_redirects,
-            stream=False,
-            trace=trace,
-            max_response_size=max_response_size,
-        )
+        timeout_ = self._timeout(timeout)
+        total = timeout_.total
+        if total is None:
+            return await self._exchange(
+                request,
+                timeout_,
+                follow_redirects,
+                max_redirects,
+                stream=False,
+                trace=trace,
+                max_response_size=max_response_size,
+                retry=retry,
+            )
+        deadline = Deadline(total)
+        deadline.request = request
+        async with deadline.within():
+            return await self._exchange(
+                request,
+                timeout_,
+                follow_redirects,
+                max_redirects,
+                stream=False,
+                trace=trace,
+                max_response_size=max_response_size,
+                retry=retry,
+                deadline=deadline,
+            )
 
     def stream(
         self,
@@ -398,17 +457,20 @@ class Client:
         files: FilesTypes | None = None,
         timeout: TimeoutTypes = _UNSET,
         auth: AuthTypes | None = _UNSET,
-        follow_redirects: bool = _UNSET,
+        follow_redirects: FollowRedirects = _UNSET,
         max_redirects: int = _UNSET,
         trace: TraceHook | None = None,
         max_response_size: int | None = _UNSET,
+        retry: RetryTypes = _UNSET,
     ) -> StreamContext:
         """`async with client.stream(...) as response:` reads the body as it arrives.
 
         Leaving the block releases the connection: an unread body is drained (at most 256 KiB
         within 50 ms) so the socket can be reused, or the socket is closed. Redirects are
         followed as by `request()`: each redirect response is read and released before the
-        final one is handed out. Raises what `request()` raises.
+        final one is handed out. Retries as by `request()`, before the block is entered.
+        `Timeout.total` bounds the call until the block is left: a body read past it raises
+        `TotalTimeout`. Raises what `request()` raises.
         """
         if self._closed:
             raise ClientClosed("the client has been closed")
@@ -426,6 +488,7 @@ class Client:
             max_redirects,
             trace,
             max_response_size,
+            retry,
         )
 
     async def get(self, url: str | URL, **kwargs: Unpack[RequestOptions]) -> Response:
@@ -458,49 +521,65 @@ class Client:
         self,
         request: Request,
         timeout: Timeout,
-        follow_redirects: bool,
+        follow_redirects: FollowRedirects,
         max_redirects: int,
         *,
         stream: bool,
         opened_at: str | None = None,
         trace: TraceHook | None = None,
         max_response_size: int | None = _UNSET,
+        retry: RetryTypes = _UNSET,
+        deadline: Deadline | None = None,
     ) -> Response:
         """`_send` per hop, with cookies and redirects around it (see `_redirects`).
 
-        With `stream`, the final response is returned unread (the caller releases it);
-        otherwise its body is read and its connection released. Raises what `_send` raises,
-        the `RedirectError` family, and `LocalProtocolError` for a cookie that cannot be sent.
+        With `stream`, the final response is returned unread (the caller releases it; under a
+        `deadline` its body reads are cut off when it passes); otherwise its body is read and
+        its connection released. Raises what `_send` raises, the `RedirectError` family, and
+        `LocalProtocolError` for a cookie that cannot be sent.
         """
         limit = (
             self.max_response_size
             if max_response_size is _UNSET
             else _size_limit(max_response_size)
         )
+        policy = self.retry if retry is _UNSET else _check_retry(retry)
         cookies = self._cookies
         jar_cookie = add_jar_cookie(request, cookies, cross_origin_hop=False)
-        response = await self._send(request, timeout, opened_at, trace, limit)
+        response = await self._send(request, timeout, opened_at, trace, limit, policy, deadline)
         store_cookies(response, cookies)
-        if response.status_code in REDIRECT_STATUSES and (
-            self.follow_redirects if follow_redirects is _UNSET else follow_redirects
-        ):
-            # Built only here: every request comes through this method, a redirect seldom, and
-            # a partial per request was measurable (as was the coroutine a wrapper in
-            # `_redirects` cost: hence the first hop here).
-            send = functools.partial(
-                self._send,
-                timeout=timeout,
-                opened_at=opened_at,
-                trace=trace,
-                max_response_size=limit,
+        if response.status_code in REDIRECT_STATUSES:
+            follows = (
+                self.follow_redirects
+                if follow_redirects is _UNSET
+                else _check_follow(follow_redirects)
             )
-            response = await follow(
-                send,
-                response,
-                cookies,
-                self.max_redirects if max_redirects is _UNSET else max_redirects,
-                jar_cookie,
-            )
+            if follows:
+                # Built only here: every request comes through this method, a redirect seldom,
+                # and a partial per request was measurable (as was the coroutine a wrapper in
+                # `_redirects` cost: hence the first hop here).
+                send = functools.partial(
+                    self._send,
+                    timeout=timeout,
+                    opened_at=opened_at,
+                    trace=trace,
+                    max_response_size=limit,
+                    retry=policy,
+                    deadline=deadline,
+                )
+                response = await follow(
+                    send,
+                    response,
+                    cookies,
+                    self.max_redirects if max_redirects is _UNSET else max_redirects,
+                    jar_cookie,
+                    policy=None if follows is True else follows,
+                )
+        if deadline is not None:
+            deadline.doing = "reading the response body"
+            body = response._stream
+            if stream and body is not None:
+                response._stream = DeadlineBody(body, deadline)
         if not stream:
             try:
                 await response.aread()  # on failure it closes the socket
@@ -516,16 +595,27 @@ class Client:
         opened_at: str | None,
         trace: TraceHook | None,
         max_response_size: int | None,
+        retry: Retry | None = None,
+        deadline: Deadline | None = None,
     ) -> Response:
-        """One hop: through the middleware and the transport; the response's body unread.
+        """One hop: through the middleware and the transport (again for each retry `retry`
+        allows); the response's body unread.
 
-        Raises what the transport and the middleware raise (the `TransportError` family)."""
+        Raises what the transport and the middleware raise (the `TransportError` family, with
+        `.attempts` set when the policy sent the request more than once)."""
         request.timeout = timeout
         request._trace_hook = trace
         started = time.perf_counter()
-        response = await self._handle(request)
-        # requests' `elapsed`: sending until the head is parsed (lease and dial included), so
-        # it is known while a streamed body is still arriving; httpx's runs to the body's end.
+        if retry is None:
+            if deadline is not None:
+                deadline.request = request
+                deadline.doing = "waiting for a connection or the response head"
+            response = await self._handle(request)
+        else:
+            response = await self._send_retrying(request, retry, deadline)
+        # requests' `elapsed`: sending until the head is parsed (lease and dial included, and
+        # the attempts of a retry policy), so it is known while a streamed body is still
+        # arriving; httpx's runs to the body's end.
         response.elapsed = datetime.timedelta(seconds=time.perf_counter() - started)
         # The client's reading limits and the leak warning's "opened at" belong to the
         # response whoever made it (the pool, a mock, a middleware answering by itself).
@@ -533,6 +623,94 @@ class Client:
         response._max_size = max_response_size
         response._max_ratio = self.max_decompression_ratio
         return response
+
+    async def _send_retrying(
+        self, request: Request, policy: Retry, deadline: Deadline | None
+    ) -> Response:
+        """`_handle(request)`, then again as `policy` allows (see `_retry` for the rules).
+
+        Each retry sends a copy of the request as it was built (so middleware that changed the
+        first attempt's headers starts over), after the previous response was released and the
+        backoff slept: a cancellation in that sleep leaves nothing leased. Raises the last
+        attempt's error, with `.attempts`; returns the last response otherwise.
+        """
+        budget = policy.budget
+        account = None
+        if budget is not None:
+            account = self._budgets.get(budget)
+            if account is None:
+                account = self._budgets[budget] = BudgetAccount(budget)
+            account.deposit()
+        # (Headers can be changed in place: a copy of the fields as built, for every retry.)
+        raw, timeout, hook = list(request.headers.raw), request.timeout, request._trace_hook
+        attempt = 1
+        while True:
+            if deadline is not None:
+                deadline.request = request
+                deadline.doing = "waiting for a connection or the response head" + (
+                    f" (attempt {attempt})" if attempt > 1 else ""
+                )
+            failure: TransportError | None = None
+            response: Response | None = None
+            try:
+                response = await self._handle(request)
+            except TransportError as exc:
+                failure = exc
+                reason = policy.error_reason(exc, request)
+                delay = policy.backoff_for(attempt)
+            else:
+                reason = policy.status_reason(response)
+                asked = retry_after(response) if reason is not None else None
+                if asked is None:
+                    delay = policy.backoff_for(attempt)
+                elif asked <= policy.retry_after_max:
+                    delay = asked
+                else:
+                    reason = None  # the server asks for longer than we would wait
+            if (
+                reason is None
+                or attempt >= policy.attempts
+                or (deadline is not None and delay >= deadline.remaining())
+                or (account is not None and not account.withdraw())
+            ):
+                if failure is not None:
+                    failure.attempts = attempt
+                    if attempt > 1:
+                        failure.add_note(f"(the last of {attempt} attempts)")
+                    raise failure
+                assert response is not None
+                return response
+            if response is not None:
+                with contextlib.suppress(TransportError):  # (a failed drain closes the socket)
+                    await response.aclose()
+            attempt += 1
+            self._policy_retries[f"policy_{reason}"] = (
+                self._policy_retries.get(f"policy_{reason}", 0) + 1
+            )
+            tracer = tracer_for(self._trace, hook)
+            if tracer is not None:
+                tracer(
+                    "retry",
+                    request.url.origin,
+                    None,
+                    reason=reason,
+                    attempt=attempt,
+                    delay=delay,
+                    error=failure,
+                )
+            if delay > 0:
+                if deadline is not None:
+                    deadline.doing = f"waiting {delay:.3g} s before attempt {attempt}"
+                await asyncio.sleep(delay)
+            request = Request(
+                request.method,
+                request.url,
+                Headers._from_raw(list(raw)),
+                request.content,
+                headers_validated=True,
+            )
+            request.timeout = timeout
+            request._trace_hook = hook
 
 
 class StreamContext:
@@ -547,6 +725,7 @@ class StreamContext:
         "_opened_at",
         "_request",
         "_response",
+        "_retry",
         "_timeout",
         "_trace",
     )
@@ -557,10 +736,11 @@ class StreamContext:
         request: Request,
         timeout: Timeout,
         opened_at: str,
-        follow_redirects: bool = _UNSET,
+        follow_redirects: FollowRedirects = _UNSET,
         max_redirects: int = _UNSET,
         trace: TraceHook | None = None,
         max_response_size: int | None = _UNSET,
+        retry: RetryTypes = _UNSET,
     ) -> None:
         self._client = client
         self._request = request
@@ -570,6 +750,7 @@ class StreamContext:
         self._max_redirects = max_redirects
         self._trace = trace
         self._max_response_size = max_response_size
+        self._retry = retry
         self._response: Response | None = None
         self._opened = False
 
@@ -601,10 +782,24 @@ class StreamContext:
         return response
 
     async def __aenter__(self) -> Response:
+        """Send the request; the response, its body to read inside the block. Raises what
+        `Client.request` raises (`TotalTimeout` past `Timeout.total`, which from here on also
+        bounds every body read of the block), and `RuntimeError` for a context entered twice."""
         if self._opened:
             raise RuntimeError("this stream() context was already opened")
         self._opened = True
-        self._response = await self._client._exchange(
+        total = self._timeout.total
+        if total is None:
+            self._response = await self._exchange(None)
+        else:
+            deadline = Deadline(total)
+            deadline.request = self._request
+            async with deadline.within():
+                self._response = await self._exchange(deadline)
+        return self._response
+
+    async def _exchange(self, deadline: Deadline | None) -> Response:
+        return await self._client._exchange(
             self._request,
             self._timeout,
             self._follow_redirects,
@@ -613,8 +808,9 @@ class StreamContext:
             opened_at=self._opened_at,
             trace=self._trace,
             max_response_size=self._max_response_size,
+            retry=self._retry,
+            deadline=deadline,
         )
-        return self._response
 
     async def __aexit__(
         self,
@@ -640,3 +836,22 @@ def _size_limit(value: int | None) -> int | None:
     if value < 0:
         raise ValueError(f"max_response_size must be >= 0, not {value}")
     return value
+
+
+def _check_follow(value: FollowRedirects) -> FollowRedirects:
+    """A `follow_redirects`: a bool, or a policy callable (else `TypeError`)."""
+    if isinstance(value, bool) or callable(value):
+        return value
+    raise TypeError(
+        f"follow_redirects must be a bool or a callable(request, history), "
+        f"not {type(value).__name__}"
+    )
+
+
+def _check_retry(value: RetryTypes) -> Retry | None:
+    """A `retry`: a `Retry`, or None / False for none (else `TypeError`)."""
+    if value is None or value is False:
+        return None
+    if isinstance(value, Retry):
+        return value
+    raise TypeError(f"retry must be an aiopool.Retry, None or False, not {value!r}")

@@ -76,20 +76,39 @@ _UNSET = _Unset()
 
 @dataclass(frozen=True, slots=True)
 class Timeout:
-    """Per-phase timeouts in seconds; `None` disables one.
+    """Timeouts in seconds; `None` disables one.
 
-    - `connect`: TCP connect plus TLS handshake (`ConnectTimeout`);
+    Per phase, each wait on its own:
+    - `connect`: TCP connect plus TLS handshake (`ConnectTimeout`), or the TCP connect alone
+      when `tls_handshake` is set;
     - `read`: each wait for bytes from the server, not the whole response (`ReadTimeout`);
     - `write`: each wait for the socket to accept our bytes (`WriteTimeout`);
     - `pool`: waiting to lease a connection from the pool (`PoolTimeout`).
 
-    `Timeout(5)` sets all four; keywords override: `Timeout(5, connect=1)`.
+    Deadlines over several waits (off unless given; `Timeout(5)` does not set them):
+    - `total`: one deadline for the whole call, as Go's `Client.Timeout`: waiting for a
+      connection, dialing, TLS, every redirect hop and retry (backoffs included), and reading
+      the body for `get()` and friends; for `stream()`, until its block is left
+      (`TotalTimeout`). A server trickling a byte inside every read timeout cannot keep a
+      call alive past it.
+    - `response_header`: from the request fully written to the response head received
+      (Go's `Transport.ResponseHeaderTimeout`; `ResponseHeaderTimeout`);
+    - `tls_handshake`: the TLS handshake of a new connection, apart from the TCP connect
+      (Go's `Transport.TLSHandshakeTimeout`; `TLSHandshakeTimeout`). Applies to the default
+      dialer's direct connections; a custom `dialer=` or a proxy tunnel keeps `connect` for
+      both.
+
+    `Timeout(5)` sets the four phases; keywords override: `Timeout(5, connect=1, total=20)`.
+    Raises `ValueError` for a negative value.
     """
 
     connect: float | None
     read: float | None
     write: float | None
     pool: float | None
+    total: float | None
+    response_header: float | None
+    tls_handshake: float | None
 
     def __init__(
         self,
@@ -99,18 +118,32 @@ class Timeout:
         read: float | _Unset | None = _UNSET,
         write: float | _Unset | None = _UNSET,
         pool: float | _Unset | None = _UNSET,
+        total: float | None = None,
+        response_header: float | None = None,
+        tls_handshake: float | None = None,
     ) -> None:
         for name, value in (("connect", connect), ("read", read), ("write", write), ("pool", pool)):
             chosen = default if isinstance(value, _Unset) else value
-            if chosen is not None:
-                chosen = float(chosen)
-                if chosen < 0:
-                    raise ValueError(f"timeout {name} must be >= 0, not {chosen}")
-            object.__setattr__(self, name, chosen)
+            object.__setattr__(self, name, _seconds(name, chosen))
+        for name, given in (
+            ("total", total),
+            ("response_header", response_header),
+            ("tls_handshake", tls_handshake),
+        ):
+            object.__setattr__(self, name, _seconds(name, given))
 
     @classmethod
     def coerce(cls, value: TimeoutTypes) -> Timeout:
         return value if isinstance(value, Timeout) else cls(value)
+
+
+def _seconds(name: str, value: float | None) -> float | None:
+    if value is None:
+        return None
+    seconds = float(value)
+    if not seconds >= 0:  # (also refuses NaN)
+        raise ValueError(f"timeout {name} must be >= 0, not {seconds}")
+    return seconds
 
 
 TimeoutTypes: TypeAlias = Timeout | float | None

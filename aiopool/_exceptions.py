@@ -16,6 +16,8 @@
     └── TransportError                  (carries .request when known)
         ├── TimeoutException
         │   ├── ConnectTimeout · ReadTimeout · WriteTimeout · PoolTimeout
+        │   ├── TLSHandshakeTimeout     (also a ConnectTimeout)
+        │   ├── ResponseHeaderTimeout · TotalTimeout
         ├── NetworkError
         │   ├── ConnectError · ReadError · WriteError
         ├── DecodingError               (Content-Encoding corrupt, truncated, or a bomb)
@@ -59,12 +61,15 @@ __all__ = (
     "RedirectBodyNotReplayable",
     "RedirectError",
     "RemoteProtocolError",
+    "ResponseHeaderTimeout",
     "ResponseTooLarge",
     "StreamClosed",
     "StreamConsumed",
     "StreamError",
+    "TLSHandshakeTimeout",
     "TimeoutException",
     "TooManyRedirects",
+    "TotalTimeout",
     "TransportError",
     "WriteError",
     "WriteTimeout",
@@ -171,6 +176,9 @@ class TransportError(AiopoolError):
 
     request: Request | None = None
     unprocessed: bool = False
+    # How many times the call was sent under the client's retry policy before this error ended
+    # it (1: no retry). Set by the client on the error it raises.
+    attempts: int = 1
 
 
 class TimeoutException(TransportError):
@@ -211,6 +219,22 @@ class WriteTimeout(TimeoutException):
 
 class PoolTimeout(TimeoutException):
     """No connection could be leased within `Timeout.pool`."""
+
+
+class TLSHandshakeTimeout(ConnectTimeout):
+    """The TLS handshake of a new connection took longer than `Timeout.tls_handshake` (the TCP
+    connect had succeeded). A `ConnectTimeout`, so code catching that keeps working."""
+
+
+class ResponseHeaderTimeout(TimeoutException):
+    """The response head did not arrive within `Timeout.response_header` of the request being
+    fully written, however steadily its bytes trickled in (Go's `ResponseHeaderTimeout`)."""
+
+
+class TotalTimeout(TimeoutException):
+    """The whole call (connection, redirects, retries and backoffs, and the body for `get()`;
+    until the block's end for `stream()`) took longer than `Timeout.total`. The message names
+    what it was doing when the deadline passed; the connection it was using was closed."""
 
 
 def in_phase(exc: BaseException, phase: str) -> None:

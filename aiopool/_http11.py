@@ -27,6 +27,7 @@ from ._config import (
     HeadLimits,
     Timeout,
 )
+from ._deadline import head_within
 from ._exceptions import (
     ClientClosed,
     LocalProtocolError,
@@ -288,7 +289,11 @@ class HTTP11Connection:
                 withheld = not body_sent
                 tracer("wrote_request", self.origin, self.id, error=None, body_withheld=withheld)
             phase = "waiting for the response head"
-            head = await self._receive_head(timeout)
+            limit = timeout.response_header
+            if limit is None:
+                head = await self._receive_head(timeout)
+            else:
+                head = await head_within(self._receive_head(timeout), limit)
         except BaseException as exc:
             in_phase(exc, phase)
             self._fail()

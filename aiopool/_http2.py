@@ -33,6 +33,7 @@ from h2.settings import SettingCodes
 
 from ._backend import READ_STALLED, expire
 from ._config import DEFAULT_HEAD_LIMITS, MAX_INTERIM_RESPONSES, HeadLimits
+from ._deadline import head_within
 from ._exceptions import (
     ClientClosed,
     ConnectError,
@@ -355,12 +356,16 @@ class HTTP2Connection:
                 withheld = stream.withheld
                 tracer("wrote_request", self.origin, self.id, error=None, body_withheld=withheld)
             phase = "waiting for the response head"
-            while stream.headers is None:
-                await self._wait(stream, stream.read_timeout)
+            limit = timeout.response_header
+            if limit is None:
+                await self._await_head(stream)
+            else:
+                await head_within(self._await_head(stream), limit)
         except BaseException as exc:
             in_phase(exc, phase)
             self._abort_stream(stream)
             raise
+        assert stream.headers is not None  # (`_await_head` returns once they came)
         head = ResponseHead(
             stream.status,
             reason_phrase(stream.status),  # HTTP/2 has no reason phrase; give the standard one
@@ -368,6 +373,10 @@ class HTTP2Connection:
             "HTTP/2",
         )
         return head, H2Body(self, stream)
+
+    async def _await_head(self, stream: Stream) -> None:
+        while stream.headers is None:
+            await self._wait(stream, stream.read_timeout)
 
     async def _await_continue(self, stream: Stream, wait: float, timeout: Timeout) -> bool:
         """After HEADERS with `Expect: 100-continue`: may the body follow? As

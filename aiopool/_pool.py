@@ -281,6 +281,7 @@ class ConnectionPool:
                 _trace_got_conn(tracer, got, info)
             return got, info
         got.tracer = tracer  # (before `_apply` starts the dial this wait may call for)
+        got.tls_timeout = timeout.tls_handshake
         self._apply("stale_idle")
         conn = await self._wait(got, timeout.pool)
         info = ConnInfo(conn.id, got.reused, False, 0.0, conn.http_version)
@@ -484,10 +485,16 @@ class ConnectionPool:
                     tracer("tls_handshake_start", origin, conn_id, server_name=origin.host)
 
         stream: NetworkStream
+        tls_timeout = waiter.tls_timeout if waiter is not None and tls else None
         try:
-            if origin.proxy is None and on_connected is not None and self._dialer is open_stream:
+            if (
+                origin.proxy is None
+                and (on_connected is not None or tls_timeout is not None)
+                and self._dialer is open_stream
+            ):
                 # Traced: the real dialer reports TCP before TLS (a test's scripted dialer
-                # need not: its connect_done comes when it returns).
+                # need not: its connect_done comes when it returns). With a TLS handshake
+                # timeout, it times the handshake apart from the TCP connect.
                 stream = await open_stream(
                     origin.host,
                     origin.port,
@@ -495,6 +502,7 @@ class ConnectionPool:
                     server_hostname=origin.host,
                     timeout=timeout,
                     on_connected=on_connected,
+                    tls_handshake_timeout=tls_timeout,
                 )
             elif origin.proxy is None:
                 stream = await self._dialer(

@@ -70,7 +70,7 @@ __all__ = ("HostPool", "PoolState", "Waiter")
 class Waiter:
     """A request waiting for a connection. `fut` resolves to the connection, or an error."""
 
-    __slots__ = ("connect_timeout", "fut", "host", "live", "reused", "tracer")
+    __slots__ = ("connect_timeout", "fut", "host", "live", "reused", "tls_timeout", "tracer")
 
     def __init__(
         self,
@@ -86,6 +86,8 @@ class Waiter:
         # to its `Tracer` (set by the pool), whoever ends up with the socket.
         self.connect_timeout = connect_timeout
         self.tracer: Tracer | None = None
+        # ...and its TLS handshake by this one when set (`Timeout.tls_handshake`, by the pool).
+        self.tls_timeout: float | None = None
 
 
 # The books of origins with nothing open, connecting or waiting are kept (for `stats()` and the

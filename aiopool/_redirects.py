@@ -33,12 +33,21 @@ The rules, with where they come from:
   at most `MAX_REDIRECT_BODY` bytes of it are kept (Go reads 2 KiB, then closes): a longer
   body is drained within the pool's bounds or its socket closed, and that history entry has no
   `content`. More than `max_redirects` redirects raise `TooManyRedirects`.
+- A redirect policy (`follow_redirects=fn`, Go's `Client.CheckRedirect`) is asked before each
+  hop, once the next request is built (method, URL and headers as they would be sent) and the
+  redirect response released: `fn(request, history)`, `history` the redirect responses so far,
+  oldest first, the one being followed last. True follows it; False stops, and the redirect
+  response is the answer (Go's `ErrUseLastResponse`); an exception propagates as it is (Go
+  wraps it in a `url.Error`; here it is the caller's own exception, unchanged). The function
+  may be a coroutine function.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Awaitable, Callable
+from typing import TypeAlias
 
 from ._bodies import StreamBody
 from ._cookies import Cookies
@@ -54,7 +63,15 @@ from ._headers import Headers
 from ._models import Request, Response
 from ._urls import MAX_URL_LENGTH, URL, Origin
 
-__all__ = ("MAX_REDIRECT_BODY", "REDIRECT_STATUSES", "add_jar_cookie", "follow", "store_cookies")
+__all__ = (
+    "MAX_REDIRECT_BODY",
+    "REDIRECT_STATUSES",
+    "FollowRedirects",
+    "RedirectPolicy",
+    "add_jar_cookie",
+    "follow",
+    "store_cookies",
+)
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 # Redirect bodies are short "moved" pages (nginx's are ~170 bytes); 64 KiB keeps any real one
@@ -78,6 +95,9 @@ _BODY_HEADERS = frozenset(
 )
 
 Send = Callable[[Request], Awaitable[Response]]
+# `follow_redirects=fn`: `fn(next_request, history) -> bool` (or an awaitable of one).
+RedirectPolicy: TypeAlias = Callable[[Request, list[Response]], bool | Awaitable[bool]]
+FollowRedirects: TypeAlias = bool | RedirectPolicy
 # What `_location` returns for several different Location values (no real one holds a NUL).
 _AMBIGUOUS = "\x00ambiguous"
 
@@ -88,6 +108,7 @@ async def follow(
     cookies: Cookies,
     max_redirects: int,
     jar_cookie: tuple[bytes, bytes] | None,
+    policy: RedirectPolicy | None = None,
 ) -> Response:
     """Follow the redirects from `response` (a redirect, its Set-Cookie stored) with `send`;
     return the first response that is not one to follow, unread.
@@ -95,7 +116,8 @@ async def follow(
     Every redirect response is read and released before the next hop, on every path. Raises
     what `send` raises, `TooManyRedirects`, `InvalidRedirect`, `RedirectBodyNotReplayable`,
     and `LocalProtocolError` for a cookie that cannot be sent. `jar_cookie`: the header
-    `add_jar_cookie` gave the first request (the jar chooses again for every hop).
+    `add_jar_cookie` gave the first request (the jar chooses again for every hop). `policy`:
+    asked before each hop (see above); raises what it raises.
     """
     first = response.request
     origin = first.url.origin
@@ -129,6 +151,12 @@ async def follow(
         allowed = _same_site(origin, target.origin)
         request = _next_request(entry, target, credentials if allowed else [], history)
         add_jar_cookie(request, cookies, cross_origin_hop=not allowed)
+        if policy is not None:
+            verdict = policy(request, [*history, entry])
+            if inspect.isawaitable(verdict):
+                verdict = await verdict
+            if not verdict:
+                return entry  # Go's ErrUseLastResponse: the redirect is the answer
         history.append(entry)
         response = await send(request)
         store_cookies(response, cookies)

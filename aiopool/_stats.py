@@ -80,7 +80,9 @@ class PoolStats:
       failed before any response byte: see the replay rule in `Request.replayable`),
       "request_timeout_408" (a 408 on a reused HTTP/1.1 socket), "unprocessed" (HTTP/2: a
       GOAWAY, REFUSED_STREAM or a socket refused in its preface proved the server never
-      processed it). Not counted in `requests`.
+      processed it). Not counted in `requests`. The client's retry policy (`aiopool.Retry`)
+      adds its own as "policy_<reason>": "policy_connect_error", "policy_read_error",
+      "policy_status_503"... (those are not in the per-host `HostStats.retries`).
 
     So for requests that got a response, each either came on a new socket's first request or
     on a reused one: `connections_opened + reused == requests` when every socket served a

@@ -38,6 +38,7 @@ TraceName = Literal[
     "got_first_response_byte",
     "put_idle_conn",
     "conn_closed",
+    "retry",
 ]
 
 
@@ -81,6 +82,11 @@ class TraceEvent:
                                cancellation mid-exchange), "goaway", "client_closed",
                                "surplus" (an extra HTTP/2 socket, dialed while the protocol
                                was unknown, that another socket made unnecessary)
+    retry                      the client's retry policy sends the request again: reason
+                               ("connect_error", "read_error", "status_503"...), attempt (the
+                               attempt about to start: 2, 3...), delay (s, the backoff or
+                               Retry-After about to be slept), error (what the last attempt
+                               failed with, or None for a status)
     ========================== ==============================================================
 
     `error` values are exceptions (from the `aiopool.AiopoolError` tree, or `CancelledError`)

@@ -223,7 +223,16 @@ def test_response_attributes() -> None:
 
 def test_timeout_fields() -> None:
     fields = [f.name for f in dataclasses.fields(aiopool.Timeout)]
-    assert fields == ["connect", "read", "write", "pool"]
+    # The four per-phase timeouts of the contract, then the deadlines (`total` is fixed by it).
+    assert fields == [
+        "connect",
+        "read",
+        "write",
+        "pool",
+        "total",
+        "response_header",
+        "tls_handshake",
+    ]
     assert callable(aiopool.Timeout.coerce)
 
 

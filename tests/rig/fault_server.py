@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
 import hashlib
 import json
 import logging
@@ -477,6 +478,14 @@ class FaultServer(_ThreadedServer):
     /delay?s=S&id=X                      waits S (1.0) s, then answers like /echo
     /headers-many?n=N                    N (100) distinct ``X-Many-i`` headers
     /interim?n=N                         N (3) ``103 Early Hints`` heads, then a 200
+    /flaky?key=K&fails=F&status=S        the first F (1) requests with key K answer status S
+      &retry_after=R&reset=1             (503), with ``Retry-After: R`` if given (``date:N``:
+                                         an HTTP-date N s from now), or with ``reset=1`` are
+                                         read and then closed with RST; later ones 200 "ok"
+    /hop/N?delay=S                       waits S (0.1) s, then 302 to /hop/N-1 (same query);
+                                         /hop/0 answers 200
+    /trickle-head?lines=N&delay=S        the status line, then N (20) header lines each after
+                                         a pause of S (0.1) s, then the end of the head
     /upload                              reads the body (``100 Continue`` first if asked);
                                          200, body ``b"<count> <sha256 hex>"``, header
                                          ``X-Expect`` with the request's Expect (or "-")
@@ -526,6 +535,9 @@ class FaultServer(_ThreadedServer):
             "bomb": (self._bomb, False),
             "endless": (self._endless, False),
             "interim": (self._interim, False),
+            "flaky": (self._flaky, False),
+            "hop": (self._hop, True),
+            "trickle-head": (self._trickle_head, False),
             "upload": (self._upload, False),
             "expect-silent": (self._upload, False),
             "expect-reject": (self._expect_reject, True),
@@ -535,9 +547,12 @@ class FaultServer(_ThreadedServer):
         # Every request read whole, answered or not (a dropped one too): "METHOD target", in
         # arrival order. What proves a request was (or was not) sent twice.
         self.requests_seen: list[str] = []
+        # /flaky: requests seen per key.
+        self.flaky_counts: dict[str, int] = {}
 
     def _reset_records(self) -> None:
         self.requests_seen.clear()
+        self.flaky_counts.clear()
 
     # -- connection handling --------------------------------------------------------------
 
@@ -996,6 +1011,42 @@ class FaultServer(_ThreadedServer):
         hint = b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"
         await self._write_raw(conn, hint * request.int_param("n", 3))
         return await self._send(conn, request, 200, b"ok\n", [])
+
+    async def _flaky(self, conn: _Connection, request: _Request, arg: str) -> bool:
+        key = request.query.get("key", "")
+        seen = self.flaky_counts[key] = self.flaky_counts.get(key, 0) + 1
+        if seen > request.int_param("fails", 1):
+            return await self._send(conn, request, 200, b"ok\n")
+        if request.query.get("reset") == "1":
+            self._reset(conn)
+            return False
+        headers = []
+        retry_after = request.query.get("retry_after")
+        if retry_after is not None:
+            if retry_after.startswith("date:"):
+                when = time.time() + float(retry_after.removeprefix("date:"))
+                retry_after = email.utils.formatdate(when, usegmt=True)
+            headers.append(("Retry-After", retry_after))
+        status = request.int_param("status", 503)
+        return await self._send(conn, request, status, f"status {status}\n".encode(), headers)
+
+    async def _hop(self, conn: _Connection, request: _Request, arg: str) -> bool:
+        left = _parse_int(arg, "N")
+        delay = request.float_param("delay", 0.1)
+        await asyncio.sleep(delay)
+        if left == 0:
+            return await self._send(conn, request, 200, b"arrived\n")
+        location = f"/hop/{left - 1}?delay={delay}"
+        return await self._send(conn, request, 302, b"", [("Location", location)])
+
+    async def _trickle_head(self, conn: _Connection, request: _Request, arg: str) -> bool:
+        delay = request.float_param("delay", 0.1)
+        await self._write_raw(conn, b"HTTP/1.1 200 OK\r\n")
+        for index in range(request.int_param("lines", 20)):
+            await asyncio.sleep(delay)
+            await self._write_raw(conn, f"X-Line-{index}: {index}\r\n".encode())
+        await self._write_raw(conn, b"Content-Length: 3\r\n\r\nok\n")
+        return request.keep_alive
 
     async def _upload(self, conn: _Connection, request: _Request, arg: str) -> bool:
         digest = hashlib.sha256(request.body).hexdigest()

@@ -168,6 +168,10 @@ async def _serve(scope: HTTPScope, receive: ASGIReceiveCallable, send: ASGISendC
             await _slow(
                 scope, send, int(query.get("chunks", "5")), float(query.get("delay", "0.1"))
             )
+        elif path == "/late":
+            # The head only after S seconds (for the response-head timeout over HTTP/2).
+            await asyncio.sleep(float(query.get("s", "1")))
+            await _respond(scope, send, 200, b"late\n")
         elif path == "/upload":
             digest = hashlib.sha256(body).hexdigest()
             await _respond(scope, send, 200, f"{len(body)} {digest}".encode())
