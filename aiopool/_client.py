@@ -87,6 +87,7 @@ _POOL_DEFAULTS: dict[str, Any] = {
     "expect_continue_threshold": DEFAULT_EXPECT_CONTINUE_THRESHOLD,
     "expect_continue_timeout": DEFAULT_EXPECT_CONTINUE_TIMEOUT,
     "dialer": None,
+    "trace": None,  # (the client-wide hook; a request's own `trace=` goes with the request)
 }
 
 
@@ -213,9 +214,10 @@ class Client:
             "expect_continue_threshold": expect_continue_threshold,
             "expect_continue_timeout": expect_continue_timeout,
             "dialer": dialer,
+            "trace": trace,
         }
         if transport is None:
-            transport = PoolTransport(timeout=self.timeout, trace=trace, **pool_options)
+            transport = PoolTransport(timeout=self.timeout, **pool_options)
         else:
             if not isinstance(transport, Transport):
                 raise TypeError(
@@ -496,10 +498,17 @@ class Client:
     ) -> Response:
         """One hop: through the middleware and the transport; the response's body unread.
 
-        Raises what the transport and the middleware raise (the `TransportError` family)."""
+        Raises what the transport and the middleware raise (the `TransportError` family, with
+        `.request` set: a mock's handler, a middleware or a user's transport may raise one
+        without it)."""
         request.timeout = timeout
         request._trace_hook = trace
-        response = await self._handle(request)
+        try:
+            response = await self._handle(request)
+        except TransportError as exc:
+            if exc.request is None:
+                exc.request = request
+            raise
         # The client's reading limits and the leak warning's "opened at" belong to the
         # response whoever made it (the pool, a mock, a middleware answering by itself).
         response._opened_at = opened_at

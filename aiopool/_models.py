@@ -242,18 +242,24 @@ class Response:
         a response made by hand (for `MockTransport`, or a middleware answering itself) gives
         its body as `content` (bytes, str, or an async iterable of bytes for a streamed one),
         `text` (sent as UTF-8 with `Content-Type: text/plain; charset=utf-8` unless headers set
-        one) or `json` (encoded compactly, `Content-Type: application/json`). `reason` defaults
-        to the standard phrase for the status. Raises `TypeError` for more than one body."""
+        one) or `json` (encoded compactly, `Content-Type: application/json`), or none: an empty
+        body. A body given whole is read already (`content` works at once), unless the headers
+        give a Content-Encoding: then it is the encoded body, decoded when read, as a server's
+        would be. `reason` defaults to the standard phrase for the status. Raises `TypeError`
+        for more than one body."""
         self.status_code = status_code
         self.reason = reason if reason is not None else reason_phrase(status_code)
-        if type(headers) is not Headers:
-            headers = Headers(headers)
+        if stream is None or type(headers) is not Headers:
+            # Response field names are lower-case, as h11 and h2 deliver them, and the client
+            # relies on it (Set-Cookie, Location): the same for a response made by hand.
+            headers = _lowered(headers)
         self.headers = headers
         self.http_version = http_version
         self._request = request
         self.conn_info = conn_info if conn_info is not None else _NO_CONNECTION
         body: bytes | None = None
-        if text is not None or json is not _NO_JSON or (content is not None and stream is None):
+        if stream is None:
+            # Made by hand: its body given (or none, an empty one), not on a connection.
             stream, body = self._body_given(content, text, json)
         self._stream = stream
         self._content = body
@@ -272,6 +278,8 @@ class Response:
         given = (content is not None) + (text is not None) + (json is not _NO_JSON)
         if given > 1:
             raise TypeError("pass one of content=, text= and json=, not several")
+        if not given:
+            return None, b""
         kind: bytes | None = None
         if text is not None:
             content, kind = text.encode("utf-8"), b"text/plain; charset=utf-8"
@@ -283,6 +291,10 @@ class Response:
         if kind is not None and "content-type" not in self.headers:
             self.headers = Headers._from_raw([*self.headers.raw, (b"content-type", kind)])
         if isinstance(content, bytes | bytearray | memoryview):
+            if "content-encoding" in self.headers:
+                # Encoded bytes are what a server sends: read through the decoder like its
+                # body (MockTransport promises decoding runs for real), not taken as read.
+                return _GivenBytes(bytes(content)), None
             return None, bytes(content)
         if isinstance(content, AsyncIterable):
             return _IterableBody(content), None
@@ -546,7 +558,7 @@ class Response:
         # Leaks are loud (docs/design.md): a streamed response dropped while open is a leak;
         # say where it was made.
         stream = getattr(self, "_stream", None)
-        if stream is None:
+        if stream is None or type(stream) is _GivenBytes:  # (bytes in memory hold nothing)
             return
         self._stream = None
         where = f", opened at {self._opened_at}" if self._opened_at else ""
@@ -590,6 +602,35 @@ class _IterableBody:
 
     def abort(self) -> None:
         self._iterator = None
+
+
+def _lowered(headers: Headers | HeaderTypes | None) -> Headers:
+    """`headers` as response headers: names lower-cased (a copy when any was not)."""
+    if type(headers) is not Headers:
+        headers = Headers(headers)
+    raw = headers.raw
+    if any(name != name.lower() for name, _ in raw):
+        return Headers._from_raw([(name.lower(), value) for name, value in raw])
+    return headers
+
+
+class _GivenBytes:
+    """The `BodyStream` of a hand-made response whose encoded body was given as bytes."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    async def receive(self) -> bytes:
+        data, self._data = self._data, b""
+        return data
+
+    async def aclose(self) -> None:
+        self._data = b""
+
+    def abort(self) -> None:
+        self._data = b""
 
 
 # The `conn_info` of a response no connection carried (one made by hand).
