@@ -509,6 +509,8 @@ class Client:
             if exc.request is None:
                 exc.request = request
             raise
+        if response._request is None:  # made by a user's transport, without `request=`
+            response.request = request
         # The client's reading limits and the leak warning's "opened at" belong to the
         # response whoever made it (the pool, a mock, a middleware answering by itself).
         response._opened_at = opened_at
