@@ -50,8 +50,8 @@ class Request:
 
     What middleware and transports receive. The client builds one per hop (adding its default
     headers, cookies, auth and framing); one built by hand, `Request("GET", "https://h/")`, is
-    sent as it is by a transport. A `Host` header is not added here: the connections send the
-    URL's authority when the request has none.
+    sent as it is by a transport, with the fields every request needs added when missing: `Host`
+    (the URL's authority) and the body's framing.
     """
 
     __slots__ = (
@@ -79,8 +79,9 @@ class Request:
     ) -> None:
         """Raises `LocalProtocolError` for an illegal method or header, or framing fields
         the body contradicts (see `check_framing`; `headers_validated`: the caller, the client,
-        already checked each header once, as it was given), and `InvalidURL` for a bad URL
-        string."""
+        already checked each header once, as it was given, and framed the body), and
+        `InvalidURL` for a bad URL string. A body without framing fields gets them here:
+        `Content-Length` for bytes, `Transfer-Encoding: chunked` for an async iterable."""
         if not _METHOD.fullmatch(method):
             raise LocalProtocolError(f"illegal HTTP method {method!r}")
         if type(url) is not URL:
@@ -90,10 +91,9 @@ class Request:
         if not headers_validated:
             for name, value in headers.raw:
                 validate_header(name, value)
-            if content is None or isinstance(content, bytes):
-                check_framing(headers.raw, len(content) if content else 0)
-            else:
-                check_framing(headers.raw, None)
+            known = content is None or isinstance(content, bytes)
+            declared = check_framing(headers.raw, len(content or b"") if known else None)
+            headers = _completed(headers, url, content, declared)
         self.method = method
         self.url = url
         self.headers = headers
@@ -190,6 +190,31 @@ class Request:
         # Never a password: the client strips userinfo, but a Request can be built by hand.
         url = self.url.without_userinfo() if self.url.has_userinfo else self.url
         return f"<Request [{self.method} {url}]>"
+
+
+def _completed(
+    headers: Headers, url: URL, content: RequestContent | None, declared: int | None
+) -> Headers:
+    """The headers of a request built by hand, with what every request must carry and the
+    client's request builder adds: `Host` (RFC 9112 section 3.2: a client MUST send it; over
+    HTTP/2 it becomes `:authority`), and for a body without framing fields, `Content-Length`
+    (bytes) or `Transfer-Encoding: chunked` (a stream), without which HTTP/1.1 would read
+    it as a body of 0 bytes. A copy when anything is added: the caller's object is not
+    changed."""
+    raw = headers.raw
+    names = {name.lower() for name, _ in raw}
+    host: list[tuple[bytes, bytes]] = []  # first, as the client sends it
+    framing: list[tuple[bytes, bytes]] = []
+    if b"host" not in names:
+        host.append((b"host", url.host_header))
+    if content is not None and declared is None and b"transfer-encoding" not in names:
+        if isinstance(content, bytes):
+            framing.append((b"content-length", str(len(content)).encode()))
+        else:
+            framing.append((b"transfer-encoding", b"chunked"))
+    if not (host or framing):
+        return headers
+    return Headers._from_raw([*host, *raw, *framing])
 
 
 class BodyStream(Protocol):

@@ -131,19 +131,22 @@ async def test_a_header_injected_by_middleware_reaches_the_server(
 async def test_middleware_may_send_another_request(fresh_fault_server: FaultServer) -> None:
     # Rewriting the URL (a canary host, a path prefix) by building a new Request.
     async def reroute(request: aiopool.Request, call_next: aiopool.Handler) -> aiopool.Response:
+        headers = aiopool.Headers(request.headers)
+        del headers["host"]  # (the new URL's authority is sent instead)
         moved = aiopool.Request(
             request.method,
             f"{fresh_fault_server.url}/echo?id=moved",
-            request.headers,
+            headers,
             request.content,
             timeout=request.timeout,
         )
-        del moved.headers["host"]  # (the connection sends the new URL's authority)
         return await call_next(moved)
 
     async with aiopool.Client(middleware=[reroute]) as client:
         response = await client.get("http://unreachable.invalid/")
-        assert response.json()["id"] == "moved"
+        echoed = response.json()
+        assert echoed["id"] == "moved"
+        assert ["host", f"127.0.0.1:{fresh_fault_server.port}"] in echoed["headers"]
         assert str(response.url) == f"{fresh_fault_server.url}/echo?id=moved"
         assert_settled(client)
 
