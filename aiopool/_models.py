@@ -91,8 +91,10 @@ class Request:
         if not headers_validated:
             for name, value in headers.raw:
                 validate_header(name, value)
-            known = content is None or isinstance(content, bytes)
-            declared = check_framing(headers.raw, len(content or b"") if known else None)
+            if content is None or isinstance(content, bytes):
+                declared = check_framing(headers.raw, len(content) if content else 0)
+            else:
+                declared = check_framing(headers.raw, None)
             headers = _completed(headers, url, content, declared)
         self.method = method
         self.url = url

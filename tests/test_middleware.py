@@ -238,6 +238,15 @@ class Refused(Exception):
     pass
 
 
+async def fetch(client: aiopool.Client, url: str, streamed: bool) -> None:
+    """GET `url` by `request()`, or by `stream()` leaving the body unread."""
+    if streamed:
+        async with client.stream("GET", url):
+            pass
+    else:
+        await client.get(url)
+
+
 @pytest.mark.parametrize("where", ["before", "after"])
 @pytest.mark.parametrize("streamed", [False, True], ids=["request", "stream"])
 async def test_a_raising_middleware_leaves_the_pool_settled(
@@ -253,12 +262,7 @@ async def test_a_raising_middleware_leaves_the_pool_settled(
         url = f"{fresh_fault_server.url}/bytes/100000"
         for _ in range(3):  # one socket per host: a leaked lease would hang the second
             with pytest.raises(Refused):
-                async with asyncio.timeout(10):
-                    if streamed:
-                        async with client.stream("GET", url):
-                            pass
-                    else:
-                        await client.get(url)
+                await asyncio.wait_for(fetch(client, url, streamed), 10)
         assert_settled(client)
 
 
@@ -300,16 +304,9 @@ async def test_cancelled_inside_middleware_leaves_the_pool_settled(
         return response
 
     async with aiopool.Client(middleware=[stuck], max_connections_per_host=1) as client:
-
-        async def call() -> None:
-            url = f"{fresh_fault_server.url}/bytes/100000"
-            if streamed:
-                async with client.stream("GET", url):
-                    pass
-            else:
-                await client.get(url)
-
-        task = asyncio.create_task(call())
+        task = asyncio.create_task(
+            fetch(client, f"{fresh_fault_server.url}/bytes/100000", streamed)
+        )
         await asyncio.wait_for(got_response.wait(), 10)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):

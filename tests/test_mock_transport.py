@@ -45,6 +45,17 @@ class Recorder:
         return aiopool.Response(200, json={"ok": True})
 
 
+async def fetch(client: aiopool.Client, url: str, streamed: bool, read: bool = False) -> None:
+    """GET `url` by `request()`, or by `stream()` reading the body (`read`) or not."""
+    if not streamed:
+        await client.get(url)
+        return
+    async with client.stream("GET", url) as response:
+        if read:
+            async for _ in response.aiter_bytes():
+                pass
+
+
 # The handler, sync and async ---------------------------------------------------------------
 
 
@@ -77,7 +88,7 @@ async def test_an_async_handler_answers() -> None:
 async def test_a_handler_returning_something_else_is_a_type_error() -> None:
     transport = aiopool.MockTransport(lambda request: {"ok": True})  # type: ignore[arg-type, return-value]
     async with aiopool.Client(transport=transport) as client:
-        with pytest.raises(TypeError, match="must return an aiopool.Response, not dict"):
+        with pytest.raises(TypeError, match=r"must return an aiopool\.Response, not dict"):
             await client.get(API)
 
 
@@ -232,11 +243,7 @@ async def test_a_simulated_failure_reaches_the_caller_with_its_request(
 
     async with aiopool.Client(transport=aiopool.MockTransport(handler)) as client:
         with pytest.raises(error) as caught:
-            if streamed:
-                async with client.stream("GET", f"{API}/slow?token=secret"):
-                    pass
-            else:
-                await client.get(f"{API}/slow?token=secret")
+            await fetch(client, f"{API}/slow?token=secret", streamed)
     request = caught.value.request
     assert request is not None
     assert (request.method, str(request.url)) == ("GET", f"{API}/slow?token=secret")
@@ -256,9 +263,7 @@ async def test_a_failure_in_the_middle_of_a_mock_body() -> None:
             await client.get(API)
         assert caught.value.request is not None
         with pytest.raises(aiopool.ReadError):
-            async with client.stream("GET", API) as response:
-                async for _ in response.aiter_bytes():
-                    pass
+            await fetch(client, API, streamed=True, read=True)
 
 
 # Redirects, cookies -----------------------------------------------------------------------------
@@ -370,13 +375,21 @@ async def test_buffering_a_mocked_streamed_body() -> None:
 
 async def test_a_mocked_stream_dropped_unclosed_warns() -> None:
     mock = aiopool.MockTransport(lambda r: aiopool.Response(200, content=Body(b"a", b"b")))
-    async with aiopool.Client(transport=mock) as client:
+    opened_at: list[int] = []
+
+    async def leak(client: aiopool.Client) -> None:
         context = client.stream("GET", API)
-        response = await context.__aenter__()  # and never left: a leak
-        line = sys._getframe().f_lineno - 2
-        with pytest.warns(ResourceWarning, match=rf"unclosed streamed response .*py:{line};"):
-            del context, response
-            gc.collect()
+        opened_at.append(sys._getframe().f_lineno - 1)
+        await context.__aenter__()  # and never left: dropped on return
+        gc.collect()
+
+    async with aiopool.Client(transport=mock) as client:
+        with pytest.warns(ResourceWarning, match=r"unclosed streamed response .*py:\d+;") as w:
+            await leak(client)
+    assert str(w[0].message).endswith(
+        f"test_mock_transport.py:{opened_at[0]}; "
+        "use `async with client.stream(...)` to release its connection"
+    )
 
 
 async def test_a_hand_made_body_given_as_bytes_is_no_leak() -> None:
@@ -397,7 +410,7 @@ def test_pool_options_with_a_transport_are_refused() -> None:
         aiopool.Client(transport=mock, verify=False, proxy="http://proxy.test:3128")
     with pytest.raises(TypeError, match="trace configure"):
         aiopool.Client(transport=mock, trace=print)
-    with pytest.raises(TypeError, match="transport must be an aiopool.Transport, not function"):
+    with pytest.raises(TypeError, match=r"transport must be an aiopool\.Transport, not function"):
         aiopool.Client(transport=lambda request: None)  # type: ignore[arg-type]
 
 
@@ -444,7 +457,10 @@ def test_the_snippets_of_docs_testing_run(tmp_path: Path) -> None:
     module.write_text("\n\n".join(blocks))
     # A project of the reader's own: pytest-asyncio in strict mode (the snippets mark their
     # tests), warnings as errors.
-    (tmp_path / "pytest.ini").write_text("[pytest]\nasyncio_mode = strict\nfilterwarnings = error\n")
+    (tmp_path / "pytest.ini").write_text(
+        "[pytest]\nasyncio_mode = strict\nasyncio_default_fixture_loop_scope = function\n"
+        "filterwarnings = error\n"
+    )
     proc = subprocess.run(
         [
             sys.executable,

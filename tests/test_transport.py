@@ -19,7 +19,7 @@ import pytest
 
 import aiopool
 from tests.helpers import assert_settled
-from tests.mock_backend import MockDialer, response
+from tests.mock_backend import MockDialer, MockStream, response
 from tests.rig.fault_server import FaultServer
 from tests.rig.hypercorn_app import HypercornServer
 from tests.rig.nginx import Nginx
@@ -241,14 +241,14 @@ class Refusing:
         ssl_context: ssl.SSLContext | None,
         server_hostname: str | None,
         timeout: float | None,
-    ) -> MockDialer:  # (never returns)
+    ) -> MockStream:  # (never returns)
         self.calls.append(Call(host, port, ssl_context is not None, server_hostname, timeout))
         raise self.error
 
 
 async def test_a_dialer_is_asked_for_the_origin_with_its_tls_and_timeout() -> None:
     dialer = Refusing(aiopool.ConnectError("no route"))
-    async with aiopool.Client(dialer=dialer, timeout=aiopool.Timeout(5, connect=2)) as client:  # type: ignore[arg-type]
+    async with aiopool.Client(dialer=dialer, timeout=aiopool.Timeout(5, connect=2)) as client:
         with pytest.raises(aiopool.ConnectError, match="no route") as caught:
             await client.get("https://api.test/x")
         assert caught.value.request is not None
@@ -264,7 +264,7 @@ async def test_a_dialer_is_asked_for_the_origin_with_its_tls_and_timeout() -> No
 
 async def test_a_dialers_own_exception_becomes_a_connect_error() -> None:
     dialer = Refusing(OSError(113, "No route to host"))
-    async with aiopool.Client(dialer=dialer) as client:  # type: ignore[arg-type]
+    async with aiopool.Client(dialer=dialer) as client:
         with pytest.raises(aiopool.ConnectError) as caught:
             await client.get("http://api.test/")
         assert isinstance(caught.value.__cause__, OSError)
