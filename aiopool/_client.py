@@ -107,6 +107,7 @@ _POOL_DEFAULTS: dict[str, Any] = {
     "expect_continue_threshold": DEFAULT_EXPECT_CONTINUE_THRESHOLD,
     "expect_continue_timeout": DEFAULT_EXPECT_CONTINUE_TIMEOUT,
     "dialer": None,
+    "trace": None,  # (the client-wide hook; a request's own `trace=` goes with the request)
 }
 
 
@@ -244,9 +245,10 @@ class Client:
             "expect_continue_threshold": expect_continue_threshold,
             "expect_continue_timeout": expect_continue_timeout,
             "dialer": dialer,
+            "trace": trace,
         }
         if transport is None:
-            transport = PoolTransport(timeout=self.timeout, trace=trace, **pool_options)
+            transport = PoolTransport(timeout=self.timeout, **pool_options)
         else:
             if not isinstance(transport, Transport):
                 raise TypeError(
@@ -602,17 +604,25 @@ class Client:
         allows); the response's body unread.
 
         Raises what the transport and the middleware raise (the `TransportError` family, with
-        `.attempts` set when the policy sent the request more than once)."""
+        `.attempts` set when the policy sent the request more than once; and `.request`
+        set: a mock's handler, a middleware or a user's transport may raise one without it)."""
         request.timeout = timeout
         request._trace_hook = trace
         started = time.perf_counter()
-        if retry is None:
-            if deadline is not None:
-                deadline.request = request
-                deadline.doing = "waiting for a connection or the response head"
-            response = await self._handle(request)
-        else:
-            response = await self._send_retrying(request, retry, deadline)
+        try:
+            if retry is None:
+                if deadline is not None:
+                    deadline.request = request
+                    deadline.doing = "waiting for a connection or the response head"
+                response = await self._handle(request)
+            else:
+                response = await self._send_retrying(request, retry, deadline)
+        except TransportError as exc:
+            if exc.request is None:
+                exc.request = request
+            raise
+        if response._request is None:  # made by a user's transport, without `request=`
+            response.request = request
         # requests' `elapsed`: sending until the head is parsed (lease and dial included, and
         # the attempts of a retry policy), so it is known while a streamed body is still
         # arriving; httpx's runs to the body's end.

@@ -62,8 +62,8 @@ class Request:
 
     What middleware and transports receive. The client builds one per hop (adding its default
     headers, cookies, auth and framing); one built by hand, `Request("GET", "https://h/")`, is
-    sent as it is by a transport. A `Host` header is not added here: the connections send the
-    URL's authority when the request has none.
+    sent as it is by a transport, with the fields every request needs added when missing: `Host`
+    (the URL's authority) and the body's framing.
     """
 
     __slots__ = (
@@ -91,8 +91,9 @@ class Request:
     ) -> None:
         """Raises `LocalProtocolError` for an illegal method or header, or framing fields
         the body contradicts (see `check_framing`; `headers_validated`: the caller, the client,
-        already checked each header once, as it was given), and `InvalidURL` for a bad URL
-        string."""
+        already checked each header once, as it was given, and framed the body), and
+        `InvalidURL` for a bad URL string. A body without framing fields gets them here:
+        `Content-Length` for bytes, `Transfer-Encoding: chunked` for an async iterable."""
         if not _METHOD.fullmatch(method):
             raise LocalProtocolError(f"illegal HTTP method {method!r}")
         if type(url) is not URL:
@@ -103,9 +104,10 @@ class Request:
             for name, value in headers.raw:
                 validate_header(name, value)
             if content is None or isinstance(content, bytes):
-                check_framing(headers.raw, len(content) if content else 0)
+                declared = check_framing(headers.raw, len(content) if content else 0)
             else:
-                check_framing(headers.raw, None)
+                declared = check_framing(headers.raw, None)
+            headers = _completed(headers, url, content, declared)
         self.method = method
         self.url = url
         self.headers = headers
@@ -210,6 +212,31 @@ def _replayable_body(content: object) -> bool:
     return isinstance(content, StreamBody) and content.replayable
 
 
+def _completed(
+    headers: Headers, url: URL, content: RequestContent | None, declared: int | None
+) -> Headers:
+    """The headers of a request built by hand, with what every request must carry and the
+    client's request builder adds: `Host` (RFC 9112 section 3.2: a client MUST send it; over
+    HTTP/2 it becomes `:authority`), and for a body without framing fields, `Content-Length`
+    (bytes) or `Transfer-Encoding: chunked` (a stream), without which HTTP/1.1 would read
+    it as a body of 0 bytes. A copy when anything is added: the caller's object is not
+    changed."""
+    raw = headers.raw
+    names = {name.lower() for name, _ in raw}
+    host: list[tuple[bytes, bytes]] = []  # first, as the client sends it
+    framing: list[tuple[bytes, bytes]] = []
+    if b"host" not in names:
+        host.append((b"host", url.host_header))
+    if content is not None and declared is None and b"transfer-encoding" not in names:
+        if isinstance(content, bytes):
+            framing.append((b"content-length", str(len(content)).encode()))
+        else:
+            framing.append((b"transfer-encoding", b"chunked"))
+    if not (host or framing):
+        return headers
+    return Headers._from_raw([*host, *raw, *framing])
+
+
 class BodyStream(Protocol):
     """A response body being received on a connection (HTTP/1.1 or HTTP/2)."""
 
@@ -263,21 +290,25 @@ class Response:
         a response made by hand (for `MockTransport`, or a middleware answering itself) gives
         its body as `content` (bytes, str, or an async iterable of bytes for a streamed one),
         `text` (sent as UTF-8 with `Content-Type: text/plain; charset=utf-8` unless headers set
-        one) or `json` (encoded compactly, `Content-Type: application/json`). `reason` defaults
-        to the standard phrase for the status. Raises `TypeError` for more than one body."""
+        one) or `json` (encoded compactly, `Content-Type: application/json`), or none: an empty
+        body. A body given whole is read already (`content` works at once), unless the headers
+        give a Content-Encoding: then it is the encoded body, decoded when read, as a server's
+        would be. `reason` defaults to the standard phrase for the status. Raises `TypeError`
+        for more than one body."""
         self.status_code = status_code
         self.reason = reason if reason is not None else reason_phrase(status_code)
-        if type(headers) is not Headers:
-            headers = Headers(headers)
+        if stream is None or type(headers) is not Headers:
+            # Response field names are lower-case, as h11 and h2 deliver them, and the client
+            # relies on it (Set-Cookie, Location): the same for a response made by hand.
+            headers = _lowered(headers)
         self.headers = headers
         self.http_version = http_version
         self._request = request
         self.conn_info = conn_info if conn_info is not None else _NO_CONNECTION
         body: bytes | None = None
-        if text is not None or json is not _NO_JSON or (content is not None and stream is None):
+        if stream is None:
+            # Made by hand: its body given (or none, an empty one), not on a connection.
             stream, body = self._body_given(content, text, json)
-        elif stream is None:
-            body = b""  # made by hand without a body: an empty one, already read
         self._stream = stream
         self._content = body
         self._consumed = body is not None
@@ -300,6 +331,8 @@ class Response:
         given = (content is not None) + (text is not None) + (json is not _NO_JSON)
         if given > 1:
             raise TypeError("pass one of content=, text= and json=, not several")
+        if not given:
+            return None, b""
         kind: bytes | None = None
         if text is not None:
             content, kind = text.encode("utf-8"), b"text/plain; charset=utf-8"
@@ -311,6 +344,10 @@ class Response:
         if kind is not None and "content-type" not in self.headers:
             self.headers = Headers._from_raw([*self.headers.raw, (b"content-type", kind)])
         if isinstance(content, bytes | bytearray | memoryview):
+            if "content-encoding" in self.headers:
+                # Encoded bytes are what a server sends: read through the decoder like its
+                # body (MockTransport promises decoding runs for real), not taken as read.
+                return _GivenBytes(bytes(content)), None
             return None, bytes(content)
         if isinstance(content, AsyncIterable):
             return _IterableBody(content), None
@@ -644,7 +681,7 @@ class Response:
         # Leaks are loud (docs/design.md): a streamed response dropped while open is a leak;
         # say where it was made.
         stream = getattr(self, "_stream", None)
-        if stream is None:
+        if stream is None or type(stream) is _GivenBytes:  # (bytes in memory hold nothing)
             return
         self._stream = None
         where = f", opened at {self._opened_at}" if self._opened_at else ""
@@ -691,6 +728,36 @@ class _IterableBody:
 
 
 _ZERO = datetime.timedelta(0)
+
+
+def _lowered(headers: Headers | HeaderTypes | None) -> Headers:
+    """`headers` as response headers: names lower-cased (a copy when any was not)."""
+    if type(headers) is not Headers:
+        headers = Headers(headers)
+    raw = headers.raw
+    if any(name != name.lower() for name, _ in raw):
+        return Headers._from_raw([(name.lower(), value) for name, value in raw])
+    return headers
+
+
+class _GivenBytes:
+    """The `BodyStream` of a hand-made response whose encoded body was given as bytes."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    async def receive(self) -> bytes:
+        data, self._data = self._data, b""
+        return data
+
+    async def aclose(self) -> None:
+        self._data = b""
+
+    def abort(self) -> None:
+        self._data = b""
+
 
 # The `conn_info` of a response no connection carried (one made by hand).
 _NO_CONNECTION = ConnInfo(id=0, reused=False, was_idle=False, idle_time=0.0, http_version="")

@@ -110,14 +110,36 @@ def chain(middleware: Sequence[Middleware], send: Handler) -> Handler:
 
 
 def _bind(mw: Middleware, call_next: Handler) -> Handler:
+    name = getattr(mw, "__qualname__", repr(mw))
+
     async def handle(request: Request) -> Response:
-        response = await mw(request, call_next)
-        if not isinstance(response, Response):
-            raise TypeError(
-                f"middleware {getattr(mw, '__qualname__', mw)!r} returned "
-                f"{type(response).__name__}, not an aiopool.Response"
-            )
+        # The responses `call_next` handed this middleware. One it drops by raising (a
+        # `raise_for_status()`, its own error, a cancellation) is reachable by nobody else and
+        # would hold its connection until garbage collection: it is closed (never drained:
+        # this may be a cancellation), as `client.stream()` closes a block's response on an
+        # error. One it merely replaces may still be read by the new one (a body transformed
+        # as it streams): releasing it is the middleware's part, as in httpx.
+        taken: list[Response] = []
+
+        async def next_(request: Request) -> Response:
+            response = await call_next(request)
+            taken.append(response)
+            return response
+
+        try:
+            response = await mw(request, next_)
+            if not isinstance(response, Response):
+                raise TypeError(
+                    f"middleware {name!r} returned {type(response).__name__}, "
+                    "not an aiopool.Response"
+                )
+        except BaseException:
+            for dropped in taken:
+                dropped._abort()
+            raise
+        if response._request is None:  # a response the middleware made, answering itself
+            response.request = request
         return response
 
-    handle.__qualname__ = f"middleware {getattr(mw, '__qualname__', repr(mw))}"
+    handle.__qualname__ = f"middleware {name}"
     return handle
