@@ -74,9 +74,7 @@ def select_engine(choice: H2EngineName) -> H2Engine:
     if choice == "native":
         return native_engine()
     if choice not in ("auto", "jh2"):
-        raise ValueError(
-            f"http2_engine must be 'auto', 'h2', 'jh2' or 'native', not {choice!r}"
-        )
+        raise ValueError(f"http2_engine must be 'auto', 'h2', 'jh2' or 'native', not {choice!r}")
     try:
         return load_engine("jh2")
     except ImportError:

@@ -24,7 +24,7 @@ Rules kept here:
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, cast
 
 import hpack
 import hpack.exceptions
@@ -201,7 +201,9 @@ class NativeConnection:
     def initiate_connection(self) -> None:
         """Queue the preface and our first SETTINGS (push off, our larger frame size)."""
         self._out += PREFACE
-        self.update_settings({Setting.ENABLE_PUSH: 0, Setting.MAX_FRAME_SIZE: MAX_INBOUND_FRAME_SIZE})
+        self.update_settings(
+            {Setting.ENABLE_PUSH: 0, Setting.MAX_FRAME_SIZE: MAX_INBOUND_FRAME_SIZE}
+        )
 
     def update_settings(self, settings: dict[int, int]) -> None:
         """Queue a SETTINGS frame. Limits we lower would apply at the peer's ACK; the ones we
@@ -262,7 +264,9 @@ class NativeConnection:
             raise ProtocolError(f"DATA of {size} bytes exceeds the peer's window or frame size")
         s.send_window -= size
         self._send_window -= size
-        write_frame(self._out, FrameType.DATA, Flag.END_STREAM if end_stream else 0, stream_id, data)
+        write_frame(
+            self._out, FrameType.DATA, Flag.END_STREAM if end_stream else 0, stream_id, data
+        )
         if end_stream:
             self._move(s, SEND_END)
 
@@ -406,8 +410,7 @@ class NativeConnection:
             s.received > s.expected or (end and s.received != s.expected)
         ):
             raise ProtocolError(
-                f"stream {sid}: {s.received} bytes of content against content-length "
-                f"{s.expected}"
+                f"stream {sid}: {s.received} bytes of content against content-length {s.expected}"
             )
         event = ev.DataReceived(sid, bytes(data), flow)
         events.append(event)
@@ -423,7 +426,9 @@ class NativeConnection:
         else:
             self._block = (sid, flags, [bytes(fragment)], 0)
 
-    def _on_continuation(self, flags: int, sid: int, payload: memoryview, events: list[Any]) -> None:
+    def _on_continuation(
+        self, flags: int, sid: int, payload: memoryview, events: list[Any]
+    ) -> None:
         block = self._block
         if block is None or block[0] != sid:
             raise ProtocolError(f"CONTINUATION on stream {sid} without a header block before it")
@@ -440,7 +445,9 @@ class NativeConnection:
     def _header_block(self, sid: int, flags: int, block: memoryview, events: list[Any]) -> None:
         s = self._stream_for(sid, "HEADERS")
         try:  # (decoded whatever the stream: the HPACK table is the connection's, section 4.3)
-            headers: list[tuple[bytes, bytes]] = self.decoder.decode(block, raw=True)  # type: ignore[assignment]
+            # (hpack reads any buffer; its annotation says bytes. raw=True: bytes pairs.)
+            decoded = self.decoder.decode(block, raw=True)  # type: ignore[arg-type]
+            headers = cast("list[tuple[bytes, bytes]]", decoded)
         except hpack.exceptions.OversizedHeaderListError as exc:
             raise ProtocolError(f"response header list too large: {exc}") from None
         except (hpack.exceptions.HPACKError, IndexError, ValueError) as exc:
@@ -509,7 +516,9 @@ class NativeConnection:
                 for s in self._streams.values():
                     s.send_window += delta
                     if s.send_window > MAX_WINDOW:
-                        raise ProtocolError("a stream window above 2^31-1", ErrorCode.FLOW_CONTROL_ERROR)
+                        raise ProtocolError(
+                            "a stream window above 2^31-1", ErrorCode.FLOW_CONTROL_ERROR
+                        )
             elif code == Setting.MAX_FRAME_SIZE:
                 self.max_outbound_frame_size = value
             elif code == Setting.HEADER_TABLE_SIZE:
@@ -519,7 +528,9 @@ class NativeConnection:
         write_frame(self._out, FrameType.SETTINGS, Flag.ACK, 0, b"")
         events.append(ev.RemoteSettingsChanged(changed))
 
-    def _on_push_promise(self, flags: int, sid: int, payload: memoryview, events: list[Any]) -> None:
+    def _on_push_promise(
+        self, flags: int, sid: int, payload: memoryview, events: list[Any]
+    ) -> None:
         raise ProtocolError("PUSH_PROMISE although push is disabled (RFC 9113 section 8.4)")
 
     def _on_ping(self, flags: int, sid: int, payload: memoryview, events: list[Any]) -> None:
@@ -533,7 +544,9 @@ class NativeConnection:
         last, code, debug = parse_goaway(payload)
         events.append(ev.ConnectionTerminated(code, last, debug))
 
-    def _on_window_update(self, flags: int, sid: int, payload: memoryview, events: list[Any]) -> None:
+    def _on_window_update(
+        self, flags: int, sid: int, payload: memoryview, events: list[Any]
+    ) -> None:
         increment = parse_u32(payload) & 0x7FFFFFFF
         if not increment:
             # Section 6.9: a stream error on a stream; a connection error here, as in h2 (the
@@ -593,7 +606,11 @@ def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
     found: int | None = None
     for name, value in headers:
         if name == b"content-length":
-            if not value.isdigit() or not value.isascii() or (found is not None and int(value) != found):
+            if (
+                not value.isdigit()
+                or not value.isascii()
+                or (found is not None and int(value) != found)
+            ):
                 raise ProtocolError(f"invalid content-length {value!r}")
             found = int(value)
     return found

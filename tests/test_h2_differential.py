@@ -13,7 +13,6 @@ comparison holds it to 16,384 so that an oversized frame means the same to both.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from types import TracebackType
 
 import pytest
@@ -32,9 +31,8 @@ _200 = Frame("HEADERS", flags=_HEAD, block=((":status", "200"),))
 
 
 @pytest.fixture(autouse=True)
-def _same_frame_size(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def _same_frame_size(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_h2native, "MAX_INBOUND_FRAME_SIZE", 16_384)
-    yield
 
 
 def _summary(result: Result, stream: bool) -> tuple[object, ...]:
