@@ -23,13 +23,13 @@ Rules kept here:
 
 from __future__ import annotations
 
-import re
 from typing import Any, cast
 
 import hpack
 import hpack.exceptions
 
 from . import _h2native_events as ev
+from ._h2native_fields import check_fields, content_length
 from ._h2native_frames import (
     DEFAULT_MAX_FRAME_SIZE,
     MAX_WINDOW,
@@ -85,14 +85,6 @@ _CAN_RECEIVE = (OPEN, HALF_CLOSED_LOCAL)
 _CAN_SEND = (OPEN, HALF_CLOSED_REMOTE)
 # The response's phases: awaiting its head (1xx may come first), its body, after trailers.
 HEAD, BODY, TRAILERS = range(3)
-
-# Section 8.2.1: a field name is lower-case, no controls, no colon; section 8.2.2: no
-# connection-specific fields; section 8.2.1: values without NUL, CR, LF or outer whitespace.
-_NAME = re.compile(rb"[\x21-\x39\x3b-\x40\x5b-\x7e]+")
-_VALUE = re.compile(rb"(?:[^\x00\r\n\t ](?:[^\x00\r\n]*[^\x00\r\n\t ])?)?")
-_CONNECTION_FIELDS = frozenset(
-    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
-)
 
 
 class NativeConfig:
@@ -460,7 +452,7 @@ class NativeConnection:
         end = flags & Flag.END_STREAM
         self._empty_data = 0
         if s.phase == HEAD:
-            status = _check_fields(headers, response=True)
+            status = check_fields(headers, response=True)
             if status[:1] == b"1":
                 if end:
                     raise ProtocolError("END_STREAM on an informational response")
@@ -470,12 +462,12 @@ class NativeConnection:
             if s.head or status in (b"204", b"304"):
                 s.expected = 0 if s.head else None
             else:
-                s.expected = _content_length(headers)
+                s.expected = content_length(headers)
             event: ev.ResponseReceived | ev.TrailersReceived = ev.ResponseReceived(sid, headers)
         else:
             if not end:
                 raise ProtocolError("trailers without END_STREAM")
-            _check_fields(headers, response=False)
+            check_fields(headers, response=False)
             s.phase = TRAILERS
             event = ev.TrailersReceived(sid, headers)
         events.append(event)
@@ -568,49 +560,3 @@ class NativeConnection:
             events.append(ev.StreamReset(sid, ErrorCode.FLOW_CONTROL_ERROR, remote_reset=False))
             return
         events.append(ev.WindowUpdated(sid, increment))
-
-
-def _check_fields(headers: list[tuple[bytes, bytes]], response: bool) -> bytes:
-    """Check a response head (`response`) or trailers; return :status (b"" for trailers; its
-    form is `HTTP2Connection`'s to judge, a stream error).
-
-    Raises `ProtocolError` as h2 does for malformed fields (RFC 9113 sections 8.2, 8.3)."""
-    status: bytes | None = None
-    regular = False
-    name_ok = _NAME.fullmatch
-    value_ok = _VALUE.fullmatch
-    for name, value in headers:
-        if name[:1] == b":":
-            if not response or regular or name != b":status" or status is not None:
-                raise ProtocolError(f"pseudo-header {name!r} not allowed here")
-            status = value
-            if value_ok(value) is None:
-                raise ProtocolError(f"malformed value of {name!r}")
-            continue
-        regular = True
-        if name_ok(name) is None:
-            raise ProtocolError(f"malformed field name {name!r}")
-        if value and value_ok(value) is None:
-            raise ProtocolError(f"malformed value of {name!r}")
-        if name in _CONNECTION_FIELDS or (name == b"te" and value.lower() != b"trailers"):
-            raise ProtocolError(f"connection-specific field {name!r}")
-    if status is None:
-        if response:
-            raise ProtocolError("response without :status")
-        return b""
-    return status
-
-
-def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
-    """content-length, if stated (all copies alike). Raises `ProtocolError` if malformed."""
-    found: int | None = None
-    for name, value in headers:
-        if name == b"content-length":
-            if (
-                not value.isdigit()
-                or not value.isascii()
-                or (found is not None and int(value) != found)
-            ):
-                raise ProtocolError(f"invalid content-length {value!r}")
-            found = int(value)
-    return found
