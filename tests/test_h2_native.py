@@ -234,3 +234,13 @@ def test_uploads_use_the_peer_frame_size_and_windows() -> None:
     with pytest.raises(ProtocolError):
         conn.send_data(1, bytes(65_537))
     assert len(conn.data_to_send()) == 9 + 65_536
+
+
+@pytest.mark.parametrize("status", [b"204", b"304"])
+def test_a_response_without_content_may_state_a_length(status: bytes) -> None:
+    # RFC 9113 section 8.1.1: such a response "MAY have a non-zero content-length header
+    # field, even though no content is included in DATA frames" (h2 refuses it).
+    conn, enc = opened()
+    block = head(enc, (b"content-length", b"5"), status=status)
+    events = conn.receive_data(frame(0x1, 0x5, 1, block))
+    assert [type(e) for e in events] == [ev.ResponseReceived, ev.StreamEnded]
