@@ -347,7 +347,8 @@ class NativeConnection:
                     handler(flags, sid, payload, events)
         except ProtocolError as exc:
             self._gone = True
-            write_goaway(self._out, self._next_id - 2 if self._next_id > 1 else 0, exc.error_code)
+            # (last_stream_id names the peer's streams we processed: a server opens none here.)
+            write_goaway(self._out, 0, exc.error_code)
             raise
         self._in = bytearray(view[used:]) if used < len(view) else bytearray()
         return events
