@@ -1,4 +1,7 @@
-"""Which HTTP/2 state machine drives the sockets: h2, or jh2 when installed.
+"""Which HTTP/2 state machine drives the sockets: h2, jh2 when installed, or our own ("native").
+
+"native" (`_h2native`) is aiopool's own client-only engine with h2's API subset; it needs none
+of the fixes below (it keeps those rules itself) and is selectable, not yet the default.
 
 h2 is required and is the reference. jh2 is h2's maintained fork (the one niquests uses) with
 compiled parts, the same API and MIT licence; `aiopool[speedups]` installs it and "auto" picks
@@ -38,11 +41,11 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Literal
 
-__all__ = ("H2Engine", "H2EngineName", "load_engine", "select_engine")
+__all__ = ("H2Engine", "H2EngineName", "load_engine", "native_engine", "select_engine")
 
 _RST_STREAM = 0x3  # frame type (RFC 9113 section 6.4)
 
-H2EngineName = Literal["auto", "h2", "jh2"]
+H2EngineName = Literal["auto", "h2", "jh2", "native"]
 # What "auto" means; tests switch it to run the HTTP/2 suites on each engine.
 DEFAULT_ENGINE: H2EngineName = "auto"
 
@@ -68,8 +71,10 @@ def select_engine(choice: H2EngineName) -> H2Engine:
         choice = DEFAULT_ENGINE
     if choice == "h2":
         return load_engine("h2")
+    if choice == "native":
+        return native_engine()
     if choice not in ("auto", "jh2"):
-        raise ValueError(f"http2_engine must be 'auto', 'h2' or 'jh2', not {choice!r}")
+        raise ValueError(f"http2_engine must be 'auto', 'h2', 'jh2' or 'native', not {choice!r}")
     try:
         return load_engine("jh2")
     except ImportError:
@@ -78,6 +83,21 @@ def select_engine(choice: H2EngineName) -> H2Engine:
                 "http2_engine='jh2' needs jh2: pip install aiopool[speedups]"
             ) from None
         return load_engine("h2")
+
+
+@functools.cache
+def native_engine() -> H2Engine:
+    """aiopool's own engine (`_h2native`)."""
+    from . import _h2native, _h2native_events, _h2native_frames
+
+    return H2Engine(
+        name="native",
+        connection_class=_h2native.NativeConnection,
+        config_class=_h2native.NativeConfig,
+        events=_h2native_events,
+        protocol_error=_h2native_frames.ProtocolError,
+        stream_closed_error=_h2native_frames.StreamClosedError,
+    )
 
 
 @functools.cache

@@ -26,6 +26,7 @@ class ClientSpec:
     library: Library
     http1_parser: str | None = None  # aiopool only
     http2: bool | None = False
+    http2_engine: str = "auto"  # aiopool only
     env: dict[str, str] = field(default_factory=dict)
     description: str = ""
 
@@ -40,6 +41,14 @@ CLIENT_SPECS: dict[str, ClientSpec] = {
         ClientSpec(
             "aiopool-h11", "aiopool", http1_parser="h11", http2=None,
             description="aiopool, HTTP/1.1 parsed by h11 (pure Python)",
+        ),
+        ClientSpec(
+            "aiopool-native", "aiopool", http1_parser="httptools", http2=None,
+            http2_engine="native", description="aiopool, HTTP/2 on its own engine",
+        ),
+        ClientSpec(
+            "aiopool-h2", "aiopool", http1_parser="httptools", http2=None,
+            http2_engine="h2", description="aiopool, HTTP/2 on h2 (pure Python)",
         ),
         ClientSpec("aiohttp", "aiohttp", description="aiohttp with its C extensions"),
         ClientSpec(
@@ -146,12 +155,12 @@ SCENARIOS: tuple[Scenario, ...] = (
         "tls-h2-c100",
         "TLS GET /small.txt, 100 concurrent workers, h2 where supported (aiohttp: h1)",
         "workers",
-        ("aiopool", "aiohttp", "httpx-h2"),
+        ("aiopool", "aiopool-native", "aiopool-h2", "aiohttp", "httpx-h2"),
         tls=True,
         h2=True,
         concurrency=100,
         goals=(Goal("aiopool", "httpx-h2", 3.0),),
-        expect_h2=("aiopool", "httpx-h2"),
+        expect_h2=("aiopool", "aiopool-native", "aiopool-h2", "httpx-h2"),
     ),
     Scenario(
         "tls-h1-c100",
@@ -177,13 +186,13 @@ SCENARIOS: tuple[Scenario, ...] = (
         "dl-10m-h2",
         "TLS GET /10m.bin (10 MiB) back to back, 1 worker, HTTP/2",
         "workers",
-        ("aiopool", "httpx-h2"),
+        ("aiopool", "aiopool-native", "aiopool-h2", "httpx-h2"),
         path="/10m.bin",
         tls=True,
         h2=True,
         concurrency=1,
         metric=MBPS,
-        expect_h2=("aiopool", "httpx-h2"),
+        expect_h2=("aiopool", "aiopool-native", "aiopool-h2", "httpx-h2"),
     ),
     Scenario(
         "memory",

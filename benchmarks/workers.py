@@ -71,6 +71,7 @@ async def open_aiopool(spec: ClientSpec, opts: Options) -> AsyncIterator[Bench]:
         max_idle=opts.limit,
         http2=opts.http2,
         http1_parser=spec.http1_parser or "auto",  # type: ignore[arg-type]
+        http2_engine=spec.http2_engine,  # type: ignore[arg-type]
         verify=opts.ssl_context if opts.ssl_context is not None else True,
         timeout=TIMEOUT,
     ) as client:

@@ -195,15 +195,16 @@ _PARSER_MODULES = frozenset(
 )
 
 
-# Likewise both HTTP/2 engines: h2 (the reference) and jh2 (the speedups extra).
+# Likewise every HTTP/2 engine: h2 (the reference), jh2 (the speedups extra) and aiopool's own.
 _H2_ENGINE_MODULES = frozenset({"tests.test_http2_nginx", "tests.test_http2_scripted"})
+H2_ENGINES = ["h2", "jh2", "native"]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if metafunc.module.__name__ in _PARSER_MODULES:
         metafunc.parametrize("http1_parser", ["h11", "httptools"], indirect=True)
     if metafunc.module.__name__ in _H2_ENGINE_MODULES:
-        metafunc.parametrize("http2_engine", ["h2", "jh2"], indirect=True)
+        metafunc.parametrize("http2_engine", H2_ENGINES, indirect=True)
 
 
 def _choose_default(

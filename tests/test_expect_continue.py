@@ -23,7 +23,7 @@ from tests.rig.h2_server import H2ScriptServer
 from tests.rig.hypercorn_app import HypercornServer
 
 both_parsers = pytest.mark.parametrize("http1_parser", ["h11", "httptools"], indirect=True)
-both_engines = pytest.mark.parametrize("http2_engine", ["h2", "jh2"], indirect=True)
+both_engines = pytest.mark.parametrize("http2_engine", ["h2", "jh2", "native"], indirect=True)
 
 Events = list[aiopool.TraceEvent]
 

@@ -88,7 +88,7 @@ class _GatedDialer(MockDialer):
 
 
 Parser = Literal["h11", "httptools"]
-Engine = Literal["h2", "jh2"]
+Engine = Literal["h2", "jh2", "native"]
 
 
 def _client(dialer: MockDialer, parser: Parser, *, per_host: int = 10) -> aiopool.Client:
@@ -169,7 +169,7 @@ async def test_408_after_a_one_shot_body_is_the_answer(parser: Parser) -> None:
         assert assert_settled(client).connections_opened == 1
 
 
-@pytest.mark.parametrize("engine", ["h2", "jh2"])
+@pytest.mark.parametrize("engine", ["h2", "jh2", "native"])
 async def test_request_refused_six_times_is_still_retried(
     fresh_h2_server: H2ScriptServer, engine: Engine
 ) -> None:
@@ -184,7 +184,7 @@ async def test_request_refused_six_times_is_still_retried(
         assert assert_settled(client).requests == 1
 
 
-@pytest.mark.parametrize("engine", ["h2", "jh2"])
+@pytest.mark.parametrize("engine", ["h2", "jh2", "native"])
 async def test_refusals_beyond_the_bound_fail_typed(
     fresh_h2_server: H2ScriptServer, engine: Engine
 ) -> None:
@@ -241,7 +241,7 @@ def _h2_server_bytes() -> list[bytes]:
     return [preface, heads, server.data_to_send()]
 
 
-@pytest.mark.parametrize("engine", ["h2", "jh2"])
+@pytest.mark.parametrize("engine", ["h2", "jh2", "native"])
 async def test_h2_reset_on_a_closed_socket_spares_the_bytes_already_received(
     engine: Engine,
 ) -> None:
@@ -297,7 +297,7 @@ def _h2_answer(body: bytes) -> list[bytes]:
     return [preface, server.data_to_send()]
 
 
-@pytest.mark.parametrize("engine", ["h2", "jh2"])
+@pytest.mark.parametrize("engine", ["h2", "jh2", "native"])
 async def test_h2_request_on_a_socket_closed_unnoticed_goes_elsewhere(engine: Engine) -> None:
     # Once the fix above kept such sockets alive until their reader reaches EOF, the soak
     # saw the other side of it: nginx retired a connection, and requests sent on it before
@@ -319,7 +319,7 @@ async def test_h2_request_on_a_socket_closed_unnoticed_goes_elsewhere(engine: En
         assert (stats.requests, stats.connections_opened) == (2, 2)
 
 
-@pytest.mark.parametrize("engine", ["h2", "jh2"])
+@pytest.mark.parametrize("engine", ["h2", "jh2", "native"])
 async def test_h2_sockets_retired_by_goaway_are_freed_at_once(
     fresh_h2_server: H2ScriptServer, engine: Engine
 ) -> None:
@@ -389,7 +389,7 @@ def _h2_goaway_preface() -> list[bytes]:
     return [server.data_to_send()]
 
 
-@pytest.mark.parametrize("engine", ["h2", "jh2"])
+@pytest.mark.parametrize("engine", ["h2", "jh2", "native"])
 async def test_h2_connection_refused_in_its_preface_is_dialled_again(engine: Engine) -> None:
     # Found while soaking with reloads: an nginx worker shutting down still accepts a few
     # connections and answers them with a GOAWAY in its preface; every request waiting for

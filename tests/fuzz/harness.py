@@ -48,6 +48,7 @@ TARGETS: dict[str, tuple[Wire, str]] = {
     "httptools": ("http11", "httptools"),
     "h2": ("http2", "h2"),
     "jh2": ("http2", "jh2"),
+    "native": ("http2", "native"),
 }
 
 Case = http11.H11Case | http2.H2Case
