@@ -19,8 +19,8 @@ The environment, with `trust_env=True` (the default; httpx and requests read the
 `SSLKEYLOGFILE` makes every context we build append its TLS secrets to that file (the NSS key
 log format Wireshark reads; curl, Firefox and Chrome honour it too). With `trust_env=False`
 none of them is read: not even by OpenSSL, which itself looks at `SSL_CERT_FILE` and
-`SSL_CERT_DIR` when the system store is loaded, so the compiled-in locations are loaded
-explicitly instead. A context given as `verify=` is the caller's: used as it is.
+`SSL_CERT_DIR` when the system store is loaded (so the compiled-in locations are loaded
+explicitly instead), nor by `ssl.create_default_context()`, which reads `SSLKEYLOGFILE`. A context given as `verify=` is the caller's: used as it is.
 """
 
 from __future__ import annotations
@@ -151,8 +151,9 @@ def create_ssl_context(
         if cert is not None:
             _load_cert(ctx, cert)
         keylog = (os.environ if environ is None else environ).get("SSLKEYLOGFILE")
-        if trust_env and keylog:
-            ctx.keylog_filename = keylog
+        # (`ssl.create_default_context()` itself reads SSLKEYLOGFILE: set it either way, so
+        # trust_env=False means no key log.)
+        ctx.keylog_filename = keylog if trust_env and keylog else None  # type: ignore[assignment]
     ctx.set_alpn_protocols(alpn)
     return ctx
 
