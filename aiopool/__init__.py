@@ -48,6 +48,7 @@ from ._headers import Headers
 from ._models import Request, Response
 from ._pool import Dialer
 from ._pool_transport import PoolTransport
+from ._resolver import CachingResolver, Resolver, SystemResolver
 from ._stats import ConnInfo, HostStats, PoolStats
 from ._trace import TraceEvent, TraceHook, TraceName
 from ._transport import Handler, Middleware, MockTransport, Transport
@@ -58,6 +59,7 @@ __all__ = (
     "URL",
     "AiopoolError",
     "AiopoolWarning",
+    "CachingResolver",
     "Client",
     "ClientClosed",
     "ConnInfo",
@@ -89,12 +91,14 @@ __all__ = (
     "RedirectError",
     "RemoteProtocolError",
     "Request",
+    "Resolver",
     "Response",
     "ResponseTooLarge",
     "StreamClosed",
     "StreamConsumed",
     "StreamContext",
     "StreamError",
+    "SystemResolver",
     "Timeout",
     "TimeoutException",
     "TooManyRedirects",

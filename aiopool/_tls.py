@@ -20,7 +20,8 @@ The environment, with `trust_env=True` (the default; httpx and requests read the
 log format Wireshark reads; curl, Firefox and Chrome honour it too). With `trust_env=False`
 none of them is read: not even by OpenSSL, which itself looks at `SSL_CERT_FILE` and
 `SSL_CERT_DIR` when the system store is loaded (so the compiled-in locations are loaded
-explicitly instead), nor by `ssl.create_default_context()`, which reads `SSLKEYLOGFILE`. A context given as `verify=` is the caller's: used as it is.
+explicitly instead), nor by `ssl.create_default_context()`, which reads `SSLKEYLOGFILE`.
+A context given as `verify=` is the caller's: used as it is.
 """
 
 from __future__ import annotations

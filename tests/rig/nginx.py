@@ -127,8 +127,9 @@ class Nginx(Service):
       the same over TLS (ALPN ``h2`` and ``http/1.1``, the certificate as for ``https_url``)
 
     Locations: ``/<name>`` for each of ``STATIC_FILES``; ``/echo?id=X`` returns ``X`` as
-    text/plain; ``/close`` returns ``bye`` with ``Connection: close``; ``/addr`` returns the client's
-    address and port (``127.0.0.1 54321``; over a unix socket ``unix: ``); ``/worker?id=X`` returns
+    text/plain; ``/close`` returns ``bye`` with ``Connection: close``; ``/addr`` returns the
+    client's address and port (``127.0.0.1 54321``; over a unix socket ``unix: ``);
+    ``/worker?id=X`` returns
     ``X PID``, PID being the worker process that served it (it changes with ``reload()``);
     ``/gzip/<name>`` serves ``/<name>`` with ``gzip on`` (``Content-Encoding: gzip`` when the
     request accepts it).
