@@ -712,11 +712,37 @@ async def _attempt(
             sock.setsockopt(level, option, value)
         if network.local_address is not None:
             sock.bind((network.local_address.partition("%")[0], 0))
-        await loop.sock_connect(sock, sockaddr)
+        await _sock_connect(loop, sock, sockaddr)
     except BaseException:
         sock.close()
         raise
     return sock
+
+
+async def _sock_connect(loop: asyncio.AbstractEventLoop, sock: socket.socket, address: Any) -> None:
+    """Connect the non-blocking `sock` to the numeric `address` (asyncio's `sock_connect`).
+
+    Not `loop.sock_connect` itself: uvloop's passes even a numeric address through libuv's
+    getaddrinfo, which starts libuv's thread pool, and a process with threads must not fork
+    (the fork tests count them). Raises `OSError` (`ConnectionRefusedError`...) with the
+    socket's error.
+    """
+    try:
+        sock.connect(address)
+        return
+    except (BlockingIOError, InterruptedError):
+        pass  # EINPROGRESS: wait until the socket is writable, then ask how it went
+    fd = sock.fileno()
+    done = loop.create_future()
+    loop.add_writer(fd, _expire_quietly, done)
+    try:
+        await done
+    finally:
+        loop.remove_writer(fd)
+    error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if error:
+        # (OSError picks the subclass from the errno: ConnectionRefusedError for ECONNREFUSED.)
+        raise OSError(error, os.strerror(error))
 
 
 async def _race(
