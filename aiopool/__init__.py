@@ -51,6 +51,7 @@ from ._headers import Headers
 from ._models import Request, Response
 from ._pool import Dialer
 from ._pool_transport import PoolTransport
+from ._resolver import CachingResolver, Resolver, SystemResolver
 from ._retry import Retry, RetryBudget
 from ._stats import ConnInfo, HostStats, PoolStats
 from ._trace import TraceEvent, TraceHook, TraceName
@@ -62,6 +63,7 @@ __all__ = (
     "URL",
     "AiopoolError",
     "AiopoolWarning",
+    "CachingResolver",
     "Client",
     "ClientClosed",
     "ConnInfo",
@@ -93,6 +95,7 @@ __all__ = (
     "RedirectError",
     "RemoteProtocolError",
     "Request",
+    "Resolver",
     "Response",
     "ResponseHeaderTimeout",
     "ResponseTooLarge",
@@ -102,6 +105,7 @@ __all__ = (
     "StreamConsumed",
     "StreamContext",
     "StreamError",
+    "SystemResolver",
     "TLSHandshakeTimeout",
     "Timeout",
     "TimeoutException",

@@ -21,10 +21,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import ipaddress
 import os
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 from ._exceptions import (
@@ -37,12 +39,17 @@ from ._exceptions import (
     WriteTimeout,
     seconds,
 )
+from ._resolver import Resolver, SystemResolver, is_ip_address
 
 __all__ = (
+    "HAPPY_EYEBALLS_DELAY",
     "READ_STALLED",
     "WRITE_STALLED",
     "AsyncioStream",
+    "NetworkOptions",
     "NetworkStream",
+    "SocketDialer",
+    "SocketOption",
     "drop_inherited",
     "expire",
     "open_stream",
@@ -382,6 +389,107 @@ def expire(
         waiter.set_exception(exc_type(message.format(seconds(timeout))))
 
 
+# TCP keep-alive on every socket (SO_KEEPALIVE), as Go's `net.Dialer` has done since Go 1.12
+# (golang/go#23459, CL 107196: 15 s "chosen to cause broken connections to be closed after 2~3
+# minutes"), with the values of its `KeepAliveConfig` defaults (Go 1.23): the first probe
+# after 15 s of silence, then one every 15 s, and the connection declared dead after 9 unanswered
+# probes (Linux's own `tcp_keepalive_probes`), so a peer that vanished without a FIN or RST
+# (power loss, a NAT or firewall that dropped its state) is noticed after about 2.5 minutes
+# instead of Linux's default 2 hours 11 minutes (7200 s idle, 9 probes 75 s apart). The probes
+# also keep the socket's entry alive in middleboxes with short idle timeouts (AWS NAT gateways
+# drop flows idle for 350 s, Azure's load balancer after 4 minutes by default) while it sits in
+# the pool (`idle_timeout`, 90 s) or waits on a slow response. Probes cost a 40-byte segment per
+# 15 s on an idle socket only. `socket_options` are applied after these, so
+# `(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 0)` turns them off.
+TCP_KEEPALIVE_IDLE = 15
+TCP_KEEPALIVE_INTERVAL = 15
+TCP_KEEPALIVE_COUNT = 9
+
+
+def _keepalive_options() -> tuple[tuple[int, int, int], ...]:
+    """The keep-alive options this platform has (macOS names the idle time TCP_KEEPALIVE)."""
+    options = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
+    idle = getattr(socket, "TCP_KEEPIDLE", None) or getattr(socket, "TCP_KEEPALIVE", None)
+    for name, value in (
+        (idle, TCP_KEEPALIVE_IDLE),
+        (getattr(socket, "TCP_KEEPINTVL", None), TCP_KEEPALIVE_INTERVAL),
+        (getattr(socket, "TCP_KEEPCNT", None), TCP_KEEPALIVE_COUNT),
+    ):
+        if name is not None:
+            options.append((socket.IPPROTO_TCP, name, value))
+    return tuple(options)
+
+
+_KEEPALIVE = _keepalive_options()
+
+# RFC 8305 section 5 ("Connection Attempt Delay"): 250 ms between connection attempts, the
+# RFC's recommended default, also asyncio's and Chrome's (Go waits 300 ms, `fallbackDelay`).
+# Long enough that a healthy first address (most connections finish within a few round trips
+# of well under 100 ms) answers before a second SYN is spent; short enough that a broken path
+# costs a user a quarter of a second, not a TCP connect timeout of minutes. An attempt that
+# fails sooner (a refusal, an unreachable network) starts the next one at once.
+HAPPY_EYEBALLS_DELAY = 0.25
+
+SocketOption = tuple[int, int, int | bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkOptions:
+    """How sockets are made (one set per client; see `Client` for each option)."""
+
+    uds: str | None = None
+    local_address: str | None = None
+    socket_options: tuple[SocketOption, ...] = ()
+    resolver: Resolver | None = None
+    happy_eyeballs_delay: float = HAPPY_EYEBALLS_DELAY
+
+
+_DEFAULT_OPTIONS = NetworkOptions()
+_SYSTEM_RESOLVER = SystemResolver()
+
+
+class SocketDialer:
+    """The default dialer (`aiopool.Dialer`), configured by the client's network options.
+
+    Its call is `open_stream` with those options; it also takes the tracing callbacks
+    (`on_connected`, `on_dns_start`, `on_dns_done`) the pool passes to a dialer it knows.
+    """
+
+    __slots__ = ("options",)
+
+    def __init__(self, options: NetworkOptions = _DEFAULT_OPTIONS) -> None:
+        self.options = options
+
+    def __repr__(self) -> str:
+        return f"<SocketDialer {self.options}>"
+
+    async def __call__(
+        self,
+        host: str,
+        port: int,
+        *,
+        ssl_context: ssl.SSLContext | None,
+        server_hostname: str | None,
+        timeout: float | None,
+        on_connected: Callable[[], None] | None = None,
+        on_dns_start: Callable[[str], None] | None = None,
+        on_dns_done: Callable[[Sequence[str], BaseException | None], None] | None = None,
+        tls_handshake_timeout: float | None = None,
+    ) -> AsyncioStream:
+        return await open_stream(
+            host,
+            port,
+            ssl_context=ssl_context,
+            server_hostname=server_hostname,
+            timeout=timeout,
+            on_connected=on_connected,
+            on_dns_start=on_dns_start,
+            on_dns_done=on_dns_done,
+            network=self.options,
+            tls_handshake_timeout=tls_handshake_timeout,
+        )
+
+
 async def open_stream(
     host: str,
     port: int,
@@ -390,22 +498,30 @@ async def open_stream(
     server_hostname: str | None,
     timeout: float | None,
     on_connected: Callable[[], None] | None = None,
+    on_dns_start: Callable[[str], None] | None = None,
+    on_dns_done: Callable[[Sequence[str], BaseException | None], None] | None = None,
+    network: NetworkOptions = _DEFAULT_OPTIONS,
     tls_handshake_timeout: float | None = None,
 ) -> AsyncioStream:
-    """Dial TCP (and TLS when `ssl_context` is given). TCP_NODELAY is set.
+    """Dial TCP (and TLS when `ssl_context` is given), or the unix socket `network.uds`.
 
-    `on_connected` (tracing) is called once TCP is connected, before any TLS handshake: the dial
-    then takes two steps (TCP, then `start_tls`) so a trace can tell a refused connection from
-    a failed handshake, and time each. Without it asyncio does both in one call.
+    A host name is resolved by `network.resolver` (`on_dns_start` / `on_dns_done` report it),
+    then its addresses are raced (`_race`, RFC 8305). Every TCP socket gets TCP_NODELAY, TCP
+    keep-alive (`_KEEPALIVE`), then `network.socket_options`, and is bound to
+    `network.local_address` when one is given.
+
+    `on_connected` (tracing) is called once the socket is connected, before any TLS handshake:
+    the dial then takes two steps (connect, then `start_tls`) so a trace can tell a refused
+    connection from a failed handshake, and time each. Without it asyncio does TLS as it wraps
+    the socket.
 
     `tls_handshake_timeout` (Go's `TLSHandshakeTimeout`) times the TLS handshake on its own (the
-    dial then takes two steps too): `timeout` bounds the TCP connect, this the handshake.
+    dial then takes two steps too): `timeout` bounds resolution and connect, this the handshake.
 
-    Raises `ConnectTimeout` past `timeout` (connect and handshake together, unless the handshake
-    has its own limit: `TLSHandshakeTimeout` past that) and `ConnectError` for refusals, DNS
-    failures and TLS failures (certificate problems are named in the message).
-    Cancellation closes the half-made socket (asyncio does so for `create_connection`; the
-    TCP socket of a two-step dial is aborted here).
+    Raises `ConnectTimeout` past `timeout` (resolution, connect and handshake together, unless
+    the handshake has its own limit: `TLSHandshakeTimeout` past that) and `ConnectError` for
+    refusals, DNS failures, unusable options and TLS failures (certificate problems are named in
+    the message). Cancellation closes every half-made socket.
     """
     loop = asyncio.get_running_loop()
     proto = _StreamProtocol(loop)
@@ -413,13 +529,17 @@ async def open_stream(
         on_connected is not None or tls_handshake_timeout is not None
     )
     tls_context = None if split else ssl_context
-    connected: asyncio.BaseTransport | None = None  # a two-step dial's TCP transport
+    connected: asyncio.BaseTransport | None = None  # a two-step dial's plain transport
+    sock: socket.socket | None = None
     try:
         async with asyncio.timeout(timeout) as scope:
+            if network.uds is not None:
+                sock = await _connect_unix(loop, network)
+            else:
+                sock = await _connect_tcp(loop, host, port, network, on_dns_start, on_dns_done)
             transport, _ = await loop.create_connection(
                 lambda: proto,
-                host,
-                port,
+                sock=sock,
                 ssl=tls_context,
                 server_hostname=server_hostname if tls_context is not None else None,
                 # The overall deadline above bounds the handshake; asyncio's own default is 60 s.
@@ -428,6 +548,7 @@ async def open_stream(
                 # (asyncio's default, 30 s, keeps dead sockets around far too long).
                 ssl_shutdown_timeout=None if tls_context is None else _TLS_SHUTDOWN_TIMEOUT,
             )
+            sock = None  # the transport's now (and closed by it on failure)
             if split or on_connected is not None:
                 connected = transport
             if on_connected is not None:
@@ -449,36 +570,263 @@ async def open_stream(
                 # (The protocol object stays; asyncio slid a TLS layer under it.)
                 transport = proto.transport = upgraded
     except BaseException as exc:
+        if sock is not None:
+            sock.close()
         if connected is not None:
             cast(asyncio.Transport, connected).abort()  # (idempotent)
+        target = f"{host}:{port}" if network.uds is None else f"the unix socket {network.uds}"
         if isinstance(exc, TimeoutError):
             # Which step hung. A one-step TLS dial (no tracing) cannot tell: asyncio reports
             # neither step apart.
             if ssl_context is None:
-                step = "TCP connect to"
+                step = "connect to"
             elif connected is not None:
                 if tls_handshake_timeout is not None:
                     raise TLSHandshakeTimeout(
-                        f"TLS handshake with {host}:{port} not done within the TLS handshake "
+                        f"TLS handshake with {target} not done within the TLS handshake "
                         f"timeout ({seconds(tls_handshake_timeout)})"
                     ) from None
                 step = "TLS handshake with"
             else:
-                step = "TCP connect and TLS handshake with" if not split else "TCP connect to"
+                step = "connect and TLS handshake with" if not split else "connect to"
+            if network.uds is None:
+                step = step.replace("connect", "TCP connect")
             raise ConnectTimeout(
-                f"{step} {host}:{port} not done within the connect timeout ({seconds(timeout)})"
+                f"{step} {target} not done within the connect timeout ({seconds(timeout)})"
             ) from None
+        if isinstance(exc, ConnectError):
+            raise
         if isinstance(exc, ssl.SSLError):
-            raise ConnectError(_describe_tls_error(exc, f"{host}:{port}")) from exc
+            raise ConnectError(_describe_tls_error(exc, target)) from exc
         if isinstance(exc, OSError):
             if ssl_context is not None and _closed_under_handshake(exc):
-                raise ConnectError(_describe_tls_close(exc, f"{host}:{port}")) from exc
+                raise ConnectError(_describe_tls_close(exc, target)) from exc
             raise ConnectError(_describe_os_error(exc, host, port)) from exc
         raise
-    sock = transport.get_extra_info("socket")
-    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return AsyncioStream(transport, proto)
+
+
+async def _connect_unix(loop: asyncio.AbstractEventLoop, network: NetworkOptions) -> socket.socket:
+    """A socket connected to `network.uds`. Raises `ConnectError` naming the path."""
+    path = network.uds
+    assert path is not None
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        for level, option, value in network.socket_options:
+            sock.setsockopt(level, option, value)
+        await loop.sock_connect(sock, path)
+    except BaseException as exc:
+        sock.close()
+        if isinstance(exc, OSError):
+            raise ConnectError(
+                f"could not connect to the unix socket {path}: {_text(exc)}"
+            ) from exc
+        raise
+    return sock
+
+
+async def _connect_tcp(
+    loop: asyncio.AbstractEventLoop,
+    host: str,
+    port: int,
+    network: NetworkOptions,
+    on_dns_start: Callable[[str], None] | None,
+    on_dns_done: Callable[[Sequence[str], BaseException | None], None] | None,
+) -> socket.socket:
+    """Resolve `host` (unless it is an address) and race its addresses. Raises `ConnectError`."""
+    if is_ip_address(host):
+        addresses: Sequence[str] = (host,)  # no lookup, no DNS events (as Go)
+    else:
+        resolver = network.resolver or _SYSTEM_RESOLVER
+        if on_dns_start is not None:
+            on_dns_start(host)
+        try:
+            addresses = await resolver.resolve(host, port)
+            if not addresses:
+                raise socket.gaierror(socket.EAI_NONAME, "the resolver gave no address")
+        except BaseException as exc:
+            error = exc
+            if isinstance(exc, OSError):
+                error = ConnectError(f"could not resolve {host!r}: {_text(exc)}")
+                error.__cause__ = exc
+            if on_dns_done is not None:
+                on_dns_done((), error)
+            if error is not exc:
+                raise error from exc
+            raise
+        if on_dns_done is not None:
+            on_dns_done(tuple(addresses), None)
+    targets = _targets(host, port, addresses, network.local_address)
+    return await _race(loop, host, port, targets, network)
+
+
+# (family, sockaddr, "address:port" for messages)
+_Target = tuple[int, Any, str]
+
+
+def _targets(
+    host: str, port: int, addresses: Sequence[str], local_address: str | None
+) -> list[_Target]:
+    """The addresses to try, in order: RFC 8305 section 4's interleaving of the resolver's
+    order (which the system resolver sorts by RFC 6724: IPv6 first where it works), one
+    address of the first family, one of the other, and so on ("First Address Family Count"
+    of 1, the RFC's default). With a local address, only its family can be reached (Go filters
+    the same way). Raises `ConnectError` when nothing is left, or an address is not one."""
+    local_family = None
+    if local_address is not None:
+        local_family = _family(local_address, "local_address")
+    first: list[_Target] = []
+    second: list[_Target] = []
+    for address in addresses:
+        family = _family(address, f"the resolver's answer for {host!r}")
+        if local_family is not None and family != local_family:
+            continue
+        text = f"[{address}]:{port}" if family == socket.AF_INET6 else f"{address}:{port}"
+        if family == socket.AF_INET6:
+            name, _, zone = address.partition("%")
+            scope = 0
+            if zone:
+                scope = int(zone) if zone.isdigit() else socket.if_nametoindex(zone)
+            sockaddr: Any = (name, port, 0, scope)
+        else:
+            sockaddr = (address, port)
+        target = (family, sockaddr, text)
+        if not first or first[0][0] == family:
+            first.append(target)
+        else:
+            second.append(target)
+    if not first:
+        raise ConnectError(
+            f"could not connect to {host}:{port}: none of its addresses {list(addresses)} is "
+            f"of the local address's family ({local_address})"
+        )
+    ordered: list[_Target] = []
+    for index in range(max(len(first), len(second))):
+        ordered += first[index : index + 1] + second[index : index + 1]
+    return ordered
+
+
+def _family(address: str, what: str) -> int:
+    try:
+        ip = ipaddress.ip_address(address.partition("%")[0])
+    except ValueError:
+        raise ConnectError(f"{what}: {address!r} is not an IP address") from None
+    return socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+
+
+async def _attempt(
+    loop: asyncio.AbstractEventLoop, target: _Target, network: NetworkOptions
+) -> socket.socket:
+    """One connection attempt: a configured, bound socket connected to `target`."""
+    family, sockaddr, _ = target
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        # Set before connecting: asyncio sets TCP_NODELAY on its own sockets the same way.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for level, option, flag in _KEEPALIVE:
+            sock.setsockopt(level, option, flag)
+        for level, option, value in network.socket_options:
+            sock.setsockopt(level, option, value)
+        if network.local_address is not None:
+            sock.bind((network.local_address.partition("%")[0], 0))
+        await _sock_connect(loop, sock, sockaddr)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def _sock_connect(loop: asyncio.AbstractEventLoop, sock: socket.socket, address: Any) -> None:
+    """Connect the non-blocking `sock` to the numeric `address` (asyncio's `sock_connect`).
+
+    Not `loop.sock_connect` itself: uvloop's passes even a numeric address through libuv's
+    getaddrinfo, which starts libuv's thread pool, and a process with threads must not fork
+    (the fork tests count them). Raises `OSError` (`ConnectionRefusedError`...) with the
+    socket's error.
+    """
+    try:
+        sock.connect(address)
+        return
+    except (BlockingIOError, InterruptedError):
+        pass  # EINPROGRESS: wait until the socket is writable, then ask how it went
+    fd = sock.fileno()
+    done = loop.create_future()
+    loop.add_writer(fd, _expire_quietly, done)
+    try:
+        await done
+    finally:
+        loop.remove_writer(fd)
+    error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if error:
+        # (OSError picks the subclass from the errno: ConnectionRefusedError for ECONNREFUSED.)
+        raise OSError(error, os.strerror(error))
+
+
+async def _race(
+    loop: asyncio.AbstractEventLoop,
+    host: str,
+    port: int,
+    targets: list[_Target],
+    network: NetworkOptions,
+) -> socket.socket:
+    """Happy Eyeballs (RFC 8305 section 5): start an attempt on the first address; start the
+    next when the previous one failed or `happy_eyeballs_delay` passed without an answer,
+    keeping the earlier ones running; the first to connect wins and the others are closed.
+
+    Why our own race and not `create_connection(happy_eyeballs_delay=..., interleave=1)`:
+    asyncio's does the same but resolves the name itself, so the resolver seam (and a DNS
+    cache, and dns_* events) could not exist. Raises `ConnectError` naming every address
+    that failed and why; on cancellation, no socket is left open.
+    """
+    if len(targets) == 1:  # (the usual case: no task, no timer)
+        try:
+            return await _attempt(loop, targets[0], network)
+        except OSError as exc:
+            raise ConnectError(_describe_os_error(exc, host, port)) from exc
+    errors: list[tuple[str, BaseException]] = []
+    running: dict[asyncio.Task[socket.socket], str] = {}
+    try:
+        for index, target in enumerate(targets):
+            task = loop.create_task(_attempt(loop, target, network))
+            running[task] = target[2]
+            last = index == len(targets) - 1
+            while running:
+                done, _ = await asyncio.wait(
+                    set(running),
+                    timeout=None if last else network.happy_eyeballs_delay,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                winner = None
+                for finished in done:
+                    text = running.pop(finished)
+                    failure = finished.exception()
+                    if failure is not None:
+                        errors.append((text, failure))
+                    elif winner is None:
+                        winner = finished.result()
+                    else:
+                        finished.result().close()  # two connected at once: keep one
+                if winner is not None:
+                    return winner
+                if not last:
+                    break  # the delay passed, or an attempt failed: start the next one now
+        failures = "; ".join(f"{text}: {_text(exc)}" for text, exc in errors)
+        raise ConnectError(
+            f"could not connect to {host}:{port} at any of its {len(targets)} addresses "
+            f"({failures})"
+        ) from (errors[-1][1] if errors else None)
+    finally:
+        for task in running:  # the losers (or every attempt, on cancellation)
+            task.cancel()
+            task.add_done_callback(_close_connected)
+
+
+def _close_connected(task: asyncio.Task[socket.socket]) -> None:
+    # An attempt that connected after losing the race (or as the dial was cancelled).
+    if not task.cancelled() and task.exception() is None:
+        task.result().close()
 
 
 def drop_inherited(stream: NetworkStream) -> None:

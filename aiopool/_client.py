@@ -19,6 +19,7 @@ from types import TracebackType
 from typing import Any, Literal, Self, TypedDict, Unpack
 
 from ._auth import AuthTypes
+from ._backend import HAPPY_EYEBALLS_DELAY, SocketOption
 from ._bodies import BodyContent
 from ._config import (
     DEFAULT_HEAD_LIMITS,
@@ -37,6 +38,7 @@ from ._models import Request, Response
 from ._multipart import DataTypes, FilesTypes
 from ._pool import Dialer
 from ._pool_transport import DEFAULT_TIMEOUT, HTTP1Parser, PoolTransport
+from ._proxy import ProxyTypes
 from ._redirects import (
     REDIRECT_STATUSES,
     FollowRedirects,
@@ -45,9 +47,10 @@ from ._redirects import (
     store_cookies,
 )
 from ._request_builder import UNSET, RequestBuilder
+from ._resolver import Resolver
 from ._retry import BudgetAccount, Retry, RetryBudget, retry_after
 from ._stats import PoolStats, TraceHook
-from ._tls import VerifyTypes
+from ._tls import CertTypes, VerifyTypes
 from ._trace import tracer_for
 from ._transport import Middleware, Transport, chain
 from ._urls import URL, QueryParams
@@ -108,6 +111,13 @@ _POOL_DEFAULTS: dict[str, Any] = {
     "expect_continue_timeout": DEFAULT_EXPECT_CONTINUE_TIMEOUT,
     "dialer": None,
     "trace": None,  # (the client-wide hook; a request's own `trace=` goes with the request)
+    "uds": None,
+    "local_address": None,
+    "socket_options": None,
+    "resolver": None,
+    "happy_eyeballs_delay": HAPPY_EYEBALLS_DELAY,
+    "cert": None,
+    "keepalive": True,
 }
 
 
@@ -179,8 +189,31 @@ class Client:
     Proxies: `proxy="http://user:pass@host:3128"` (also `https://`, `socks5://`, `socks5h://`)
     sends every request through it: plain http forwarded, https tunnelled with CONNECT.
     Without `proxy=`, `trust_env=True` reads `http_proxy`, `https_proxy`, `all_proxy` and
-    `no_proxy` from the environment once, here (loopback targets always go direct). Raises
-    `InvalidURL` for a bad proxy URL and `ImportError` for SOCKS without `aiopool[socks]`.
+    `no_proxy` from the environment once, here (loopback targets always go direct). A proxy
+    per URL (Go's `Transport.Proxy`): `proxy=fn`, called with each request's `URL`, returns a
+    proxy URL or None (direct); or `proxy={"https://": url, "all://*.internal": None, ...}`,
+    the most specific pattern winning (see docs/network.md). Raises `InvalidURL` for a bad
+    proxy URL or pattern and `ImportError` for SOCKS without `aiopool[socks]`.
+
+    Network (docs/network.md): `uds="/run/app.sock"` sends every request to that unix socket
+    (the URL still gives Host and TLS name; no proxy then). `local_address="10.0.0.5"` binds
+    the client's sockets to that IP (only addresses of its family are dialed).
+    `socket_options=[(level, option, value), ...]` are set on every socket before it connects,
+    after aiopool's own: TCP_NODELAY, and TCP keep-alive probes after 15 s idle, every 15 s, 9
+    of them (Go's defaults; `(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 0)` turns them off).
+    Names resolve through `resolver` (default: the system's `getaddrinfo`; any object with
+    `async resolve(host, port) -> [ip, ...]`; `aiopool.CachingResolver` adds a DNS cache), and
+    a name's addresses are raced as RFC 8305 (Happy Eyeballs) says: families interleaved, a new
+    attempt every `happy_eyeballs_delay` (0.25 s) or as soon as one fails. `keepalive=False`
+    is Go's `DisableKeepAlives`: one request per connection (HTTP/1.1 sends
+    `Connection: close`; an HTTP/2 socket carries one stream). These configure the default
+    dialer and transport: with `dialer=`/`transport=` they are refused (`TypeError`).
+
+    TLS: `cert=` is a client certificate (mutual TLS): a PEM file with certificate and key, or
+    `(cert_file, key_file)` or `(cert_file, key_file, password)`; refused at construction
+    (`ValueError`, `FileNotFoundError`) when it cannot be loaded. With `trust_env=True`,
+    `SSL_CERT_FILE` / `SSL_CERT_DIR` replace the system CA store for `verify=True`, and
+    `SSLKEYLOGFILE` logs TLS secrets for Wireshark.
     """
 
     def __init__(
@@ -211,11 +244,18 @@ class Client:
         max_redirects: int = _MAX_REDIRECTS,
         trace: TraceHook | None = None,
         retry: Retry | None = None,
-        proxy: str | None = None,
+        proxy: ProxyTypes = None,
         trust_env: bool = True,
         expect_continue_threshold: int | None = DEFAULT_EXPECT_CONTINUE_THRESHOLD,
         expect_continue_timeout: float = DEFAULT_EXPECT_CONTINUE_TIMEOUT,
         dialer: Dialer | None = None,
+        uds: str | None = None,
+        local_address: str | None = None,
+        socket_options: Sequence[SocketOption] | None = None,
+        resolver: Resolver | None = None,
+        happy_eyeballs_delay: float = HAPPY_EYEBALLS_DELAY,
+        cert: CertTypes | None = None,
+        keepalive: bool = True,
         transport: Transport | None = None,
         middleware: Sequence[Middleware] = (),
     ) -> None:
@@ -247,6 +287,13 @@ class Client:
             "expect_continue_timeout": expect_continue_timeout,
             "dialer": dialer,
             "trace": trace,
+            "uds": uds,
+            "local_address": local_address,
+            "socket_options": socket_options,
+            "resolver": resolver,
+            "happy_eyeballs_delay": happy_eyeballs_delay,
+            "cert": cert,
+            "keepalive": keepalive,
         }
         if transport is None:
             transport = PoolTransport(timeout=self.timeout, **pool_options)
@@ -353,6 +400,21 @@ class Client:
     def transport(self) -> Transport:
         """The transport every request goes through (after the middleware)."""
         return self._transport
+
+    async def close_idle_connections(self) -> None:
+        """Close every idle connection (Go's `Transport.CloseIdleConnections`).
+
+        Idle HTTP/1.1 sockets and HTTP/2 sockets with no stream open are closed (TLS ones get
+        0.25 s for close_notify); connections in use and dials in flight are left alone, and the
+        client stays usable: the next request dials afresh. Useful after a DNS change, a
+        network change, or before a long quiet period. With a transport other than a
+        `PoolTransport`, its own `close_idle_connections()` is called if it has one. Never
+        raises for a closed client (there is nothing idle).
+        """
+        transport = self._transport
+        close = getattr(transport, "close_idle_connections", None)
+        if close is not None:
+            await close()
 
     def stats(self) -> PoolStats:
         """A snapshot of the pool, overall and per origin; all zeros when the client was given

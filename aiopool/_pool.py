@@ -23,12 +23,12 @@ import functools
 import itertools
 import os
 import ssl
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
-from ._backend import NetworkStream, drop_inherited, open_stream
+from ._backend import NetworkStream, SocketDialer, drop_inherited
 from ._config import DEFAULT_HEAD_LIMITS, HeadLimits, Timeout
 from ._exceptions import AiopoolError, ClientClosed, ConnectError, PoolTimeout, seconds
 from ._h2engine import H2Engine, load_engine
@@ -36,6 +36,7 @@ from ._http2 import HTTP2Connection
 from ._http11 import ConnState, HTTP11Connection
 from ._pool_state import PoolState, Waiter
 from ._proxy import forwarding
+from ._resolver import is_ip_address
 from ._stats import ConnInfo, PoolStats
 from ._trace import TraceHook, Tracer, tracer_for
 from ._tunnel import open_through_proxy
@@ -49,7 +50,11 @@ __all__ = ("ConnectionPool", "Dialer")
 
 
 class Dialer(Protocol):
-    """Opens a connected `NetworkStream` (see `_backend.open_stream` for the contract)."""
+    """Opens a connected `NetworkStream` (see `_backend.open_stream` for the contract).
+
+    The default is a `_backend.SocketDialer` holding the client's network options (`uds=`,
+    `local_address=`, `socket_options=`, `resolver=`): one dial path, whatever the options.
+    """
 
     async def __call__(
         self,
@@ -99,9 +104,10 @@ class ConnectionPool:
         http1_class: type[HTTP11Connection] = HTTP11Connection,
         http2_engine: H2Engine | None = None,
         trace: TraceHook | None = None,
-        dialer: Dialer = open_stream,
+        dialer: Dialer | None = None,
         head_limits: HeadLimits = DEFAULT_HEAD_LIMITS,
         proxy_ssl_context: Callable[[], ssl.SSLContext] | None = None,
+        keepalive: bool = True,
     ) -> None:
         # For https:// proxies: the same verification as `ssl_context`, ALPN http/1.1 only.
         self._proxy_ssl_context = proxy_ssl_context or ssl_context
@@ -109,7 +115,7 @@ class ConnectionPool:
         self._h2_engine = http2_engine or load_engine("h2")
         # The network seam: how sockets are made. Tests put a scripted byte stream here for
         # byte-exact protocol scenarios; everything above it is the real code.
-        self._dialer = dialer
+        self._dialer: Dialer = dialer if dialer is not None else SocketDialer()
         self._http1 = http1
         self._http1_class = http1_class
         self._ping = (http2_ping_interval, http2_ping_timeout)
@@ -121,6 +127,7 @@ class ConnectionPool:
             max_idle=max_idle,
             idle_timeout=idle_timeout,
             may_multiplex=self._may_multiplex,
+            single_use=not keepalive,
         )
         self._ssl_context = ssl_context  # built on first use: plain-HTTP clients never pay for it
         self._trace = trace  # the client's hook
@@ -215,6 +222,7 @@ class ConnectionPool:
             max_idle=old.max_idle,
             idle_timeout=old.idle_timeout,
             may_multiplex=self._may_multiplex,
+            single_use=old.single_use,
         )
         self._state.closed = old.closed
         self._dials = set()
@@ -470,38 +478,60 @@ class ConnectionPool:
         # The socket's number, taken once TCP is connected (so a refused dial takes none).
         conn_id: int | None = None
         # Through a proxy, the socket goes to the proxy: its address is what is dialed (Go's
-        # ConnectStart reports the proxy's address too).
+        # ConnectStart reports the proxy's address too); over a unix socket, its path.
         dialed = origin.proxy or origin
-        addr = f"{dialed.host}:{dialed.port}"
+        dialer = self._dialer
+        uds = dialer.options.uds if isinstance(dialer, SocketDialer) else None
+        network, addr = ("tcp", f"{dialed.host}:{dialed.port}") if uds is None else ("unix", uds)
+        # The real dialer, direct, resolves the name itself and reports it (dns_start, dns_done)
+        # before connecting, as Go's trace orders them: connect_start follows dns_done then.
+        own_dial = origin.proxy is None and isinstance(dialer, SocketDialer)
+        resolves = own_dial and uds is None and not is_ip_address(origin.host)
+        connect_started = False
         on_connected: Callable[[], None] | None = None
         if tracer is not None:
-            tracer("connect_start", origin, None, network="tcp", addr=addr)
+            if not resolves:
+                tracer("connect_start", origin, None, network=network, addr=addr)
+                connect_started = True
 
             def on_connected() -> None:
                 nonlocal conn_id
                 conn_id = next(self._conn_ids)
-                tracer("connect_done", origin, conn_id, network="tcp", addr=addr, error=None)
+                tracer("connect_done", origin, conn_id, network=network, addr=addr, error=None)
                 if tls:
                     tracer("tls_handshake_start", origin, conn_id, server_name=origin.host)
 
         stream: NetworkStream
         tls_timeout = waiter.tls_timeout if waiter is not None and tls else None
         try:
-            if (
-                origin.proxy is None
-                and (on_connected is not None or tls_timeout is not None)
-                and self._dialer is open_stream
-            ):
-                # Traced: the real dialer reports TCP before TLS (a test's scripted dialer
-                # need not: its connect_done comes when it returns). With a TLS handshake
-                # timeout, it times the handshake apart from the TCP connect.
-                stream = await open_stream(
+            if own_dial:
+                # The real dialer: traced, it reports DNS, and TCP before TLS (a test's
+                # scripted dialer need not: its connect_done comes when it returns); with a
+                # TLS handshake timeout, it times the handshake apart from the connect.
+                assert isinstance(dialer, SocketDialer)
+                on_dns_start: Callable[[str], None] | None = None
+                on_dns_done: Callable[[Sequence[str], BaseException | None], None] | None = None
+                if tracer is not None:
+
+                    def on_dns_start(name: str) -> None:
+                        tracer("dns_start", origin, None, host=name)
+
+                    def on_dns_done(addrs: Sequence[str], error: BaseException | None) -> None:
+                        nonlocal connect_started
+                        tracer("dns_done", origin, None, host=origin.host, addrs=addrs, error=error)
+                        if error is None:
+                            tracer("connect_start", origin, None, network=network, addr=addr)
+                            connect_started = True
+
+                stream = await dialer(
                     origin.host,
                     origin.port,
                     ssl_context=self._ssl_context() if tls else None,
                     server_hostname=origin.host,
                     timeout=timeout,
                     on_connected=on_connected,
+                    on_dns_start=on_dns_start,
+                    on_dns_done=on_dns_done,
                     tls_handshake_timeout=tls_timeout,
                 )
             elif origin.proxy is None:
@@ -525,8 +555,11 @@ class ConnectionPool:
             state.dial_failed(host, error, waiter)
             self._apply("error")
             if tracer is not None:
-                if conn_id is None:  # TCP itself failed
-                    tracer("connect_done", origin, None, network="tcp", addr=addr, error=error)
+                if conn_id is None:  # TCP itself failed (or DNS: dns_done said so)
+                    if connect_started:
+                        tracer(
+                            "connect_done", origin, None, network=network, addr=addr, error=error
+                        )
                 elif tls:
                     tracer(
                         "tls_handshake_done",
@@ -545,7 +578,7 @@ class ConnectionPool:
         if conn_id is None:  # a dialer that does not report TCP separately (a proxy tunnel)
             conn_id = next(self._conn_ids)
             if tracer is not None:
-                tracer("connect_done", origin, conn_id, network="tcp", addr=addr, error=None)
+                tracer("connect_done", origin, conn_id, network=network, addr=addr, error=None)
         if tracer is not None and tls:
             tracer(
                 "tls_handshake_done",
@@ -689,6 +722,21 @@ class ConnectionPool:
         for task in tasks:
             task.cancel()
         return conns, tasks
+
+    async def close_idle_connections(self) -> None:
+        """Close every idle socket; leave those in use, and dials, alone (see
+        `PoolState.close_idle`). TLS sockets get `_CLOSE_GRACE` to exchange close_notify, then
+        are aborted. The pool stays open. Does nothing once closed."""
+        self._check_fork()
+        state = self._state
+        if state.closed:
+            return
+        state.close_idle()
+        closing = list(state.to_close)
+        self._apply("closed_idle")
+        if closing:
+            with anyio.CancelScope(shield=True):
+                await asyncio.gather(*(c.wait_closed(_CLOSE_GRACE) for c in closing))
 
     def close_nowait(self) -> None:
         """Abort every socket and dial at once; for a client being garbage-collected."""

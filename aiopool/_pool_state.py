@@ -166,6 +166,7 @@ class PoolState:
         max_idle: int,
         idle_timeout: float,
         may_multiplex: Callable[[Origin], bool] | None = None,
+        single_use: bool = False,
     ) -> None:
         for name, value in (
             ("max_connections", max_connections),
@@ -181,6 +182,11 @@ class PoolState:
         self.max_idle = max_idle
         self.idle_timeout = idle_timeout
         self._may_multiplex = may_multiplex
+        # HTTP keep-alive off (`Client(keepalive=False)`, Go's `DisableKeepAlives`): one request
+        # per socket. HTTP/1.1 sockets close by `Connection: close` (the transport sends it);
+        # an HTTP/2 socket takes no stream after its first and closes when it ends (Go's
+        # `ClientConn.singleUse`).
+        self.single_use = single_use
         self.hosts: dict[Origin, HostPool] = {}
         self.empty_hosts: OrderedDict[Origin, HostPool] = OrderedDict()  # LRU, oldest first
         self.conns: set[Connection] = set()  # every open connection, for shutdown
@@ -229,7 +235,7 @@ class PoolState:
             host.requests += 1
             self.requests += 1
         for conn in host.h2:  # one or two sockets per origin: a scan is O(1) in practice
-            if conn.capacity() > 0:
+            if self._room(conn) > 0:
                 conn.reserve()
                 return conn
         idle = host.idle
@@ -336,9 +342,15 @@ class PoolState:
 
     # HTTP/2 ------------------------------------------------------------------------------------
 
+    def _room(self, conn: Connection) -> int:
+        """How many more streams the HTTP/2 socket `conn` may be given."""
+        if self.single_use and conn.requests:
+            return 0
+        return conn.capacity()
+
     def stream_released(self, host: HostPool, conn: Connection, now: float) -> None:
         """A stream of an HTTP/2 socket ended: its slot goes to the longest waiter."""
-        if not conn.is_reusable():  # draining after GOAWAY, or closed
+        if self.single_use or not conn.is_reusable():  # draining after GOAWAY, or closed
             if conn.open_streams == 0:
                 self.discard(conn)
             return
@@ -355,7 +367,7 @@ class PoolState:
         self._pump(host)  # a lowered limit or a GOAWAY may call for another socket
 
     def _serve_from(self, host: HostPool, conn: Connection) -> None:
-        while conn.capacity() > 0:
+        while self._room(conn) > 0:
             waiter = self._next_waiter(host)
             if waiter is None:
                 return
@@ -392,7 +404,7 @@ class PoolState:
                 return
             conn.idle_since = now
             self._serve_from(host, conn)
-            if conn.open_streams == 0 and any(c.capacity() > 0 for c in host.h2 if c is not conn):
+            if conn.open_streams == 0 and any(self._room(c) > 0 for c in host.h2 if c is not conn):
                 # Surplus: dialed in parallel behind a slow dial, and another h2 socket can
                 # take what comes (a few sockets per origin: the scan is O(1) in practice).
                 self.discard(conn)
@@ -455,6 +467,20 @@ class PoolState:
             del host.idle[conn]
             self._close_popped_idle(host, conn)
         return None
+
+    def close_idle(self) -> None:
+        """Close every idle socket (Go's `Transport.CloseIdleConnections`): the HTTP/1.1 idle
+        stacks, and HTTP/2 sockets with no stream open or promised (`to_close`). Sockets in
+        use, and dials in flight, are left alone. O(idle sockets + HTTP/2 sockets)."""
+        lru = self.idle_lru
+        while lru:
+            conn, host = lru.popitem(last=False)
+            del host.idle[conn]
+            self._close_popped_idle(host, conn)
+        for host in list(self.hosts.values()):
+            if host.h2:
+                for conn in [c for c in host.h2 if c.open_streams == 0]:
+                    self.discard(conn)
 
     def close(self) -> list[Connection]:
         """Refuse new requests, fail waiters; return every open connection (for closing)."""
@@ -638,7 +664,7 @@ class PoolState:
         if host.may_multiplex and host.alpn != "http/1.1":
             # HTTP/2 (or not yet known): none while a socket has room, and one dial at a time,
             # unless the one in flight is slow (see the module docstring).
-            if any(c.capacity() > 0 for c in host.h2):
+            if any(self._room(c) > 0 for c in host.h2):
                 return
             if not host.dial_is_slow:
                 if host.connecting:

@@ -14,9 +14,10 @@ Each retry is counted in `stats().retries`; `stats().reused` counts the response
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
-from ._backend import open_stream
+from ._backend import HAPPY_EYEBALLS_DELAY, NetworkOptions, SocketDialer, SocketOption
 from ._config import DEFAULT_HEAD_LIMITS, HeadLimits, Timeout, TimeoutTypes
 from ._exceptions import ClientClosed, LocalProtocolError, TimeoutException, TransportError
 from ._expect import (
@@ -28,9 +29,10 @@ from ._h2engine import H2EngineName, select_engine
 from ._http11 import HTTP11Connection
 from ._models import Request, Response
 from ._pool import ConnectionPool, Dialer
-from ._proxy import ProxyRoutes, proxy_tls_context, route
+from ._proxy import ProxyRoutes, ProxyTypes, proxy_tls_context, route
+from ._resolver import Resolver
 from ._stats import PoolStats, TraceHook
-from ._tls import LazySSLContext, VerifyTypes
+from ._tls import CertTypes, LazySSLContext, VerifyTypes, check_cert
 from ._trace import tracer_for
 from ._transport import Transport
 
@@ -62,7 +64,9 @@ class PoolTransport(Transport):
     Takes the pool, protocol, TLS, proxy and `Expect` options `Client` documents (the client
     passes its own through); `timeout` is the default for requests whose `timeout` is None.
     `dialer` opens sockets (see `aiopool.Dialer`): the network seam, for tests and for
-    custom networking. `stats()` is a snapshot of the pool.
+    custom networking; the network options (`uds`, `local_address`, `socket_options`,
+    `resolver`, `happy_eyeballs_delay`) configure the default dialer, so they cannot be given
+    with one (`TypeError`). `stats()` is a snapshot of the pool.
     """
 
     def __init__(
@@ -84,16 +88,40 @@ class PoolTransport(Transport):
         timeout: TimeoutTypes = DEFAULT_TIMEOUT,
         verify: VerifyTypes = True,
         trace: TraceHook | None = None,
-        proxy: str | None = None,
+        proxy: ProxyTypes = None,
         trust_env: bool = True,
         expect_continue_threshold: int | None = DEFAULT_EXPECT_CONTINUE_THRESHOLD,
         expect_continue_timeout: float = DEFAULT_EXPECT_CONTINUE_TIMEOUT,
         dialer: Dialer | None = None,
+        uds: str | None = None,
+        local_address: str | None = None,
+        socket_options: Sequence[SocketOption] | None = None,
+        resolver: Resolver | None = None,
+        happy_eyeballs_delay: float = HAPPY_EYEBALLS_DELAY,
+        cert: CertTypes | None = None,
+        keepalive: bool = True,
     ) -> None:
         if not (http1 or http2):
             raise ValueError("at least one of http1 and http2 must be enabled")
+        network = _network_options(
+            uds, local_address, socket_options, resolver, happy_eyeballs_delay
+        )
+        if dialer is not None and network is not None:
+            raise TypeError(
+                "uds, local_address, socket_options, resolver and happy_eyeballs_delay "
+                "configure the default dialer: with dialer=, the dialer decides"
+            )
+        if uds is not None:
+            if proxy is not None:
+                raise TypeError("uds= and proxy= exclude each other: every socket goes to uds")
+            # Every connection goes to the unix socket: there is no route for a proxy to take.
+            trust_env_proxies = False
+        else:
+            trust_env_proxies = trust_env
         # Decided per request URL, from this (parsed once, here): raises InvalidURL early.
-        self._proxies = ProxyRoutes.build(proxy, trust_env)
+        self._proxies = ProxyRoutes.build(proxy, trust_env_proxies)
+        check_cert(cert, verify)
+        self._keepalive = keepalive
         self.timeout = Timeout.coerce(timeout)
         self._trace = trace
         if expect_continue_threshold is not None and expect_continue_threshold < 0:
@@ -105,7 +133,7 @@ class PoolTransport(Transport):
         alpn = (["h2"] if http2 else []) + (["http/1.1"] if http1 else [])
         # (An object, not a bound method: the pool must not hold a reference back to us, or a
         # client dropped unclosed would wait for the cycle collector.)
-        ssl_context = LazySSLContext(verify, alpn=alpn)
+        ssl_context = LazySSLContext(verify, alpn=alpn, cert=cert, trust_env=trust_env)
         self._pool = ConnectionPool(
             max_connections=max_connections,
             max_connections_per_host=max_connections_per_host,
@@ -120,9 +148,11 @@ class PoolTransport(Transport):
             http1_class=_http1_class(http1_parser),
             http2_engine=select_engine(http2_engine) if http2 else None,
             trace=trace,
-            dialer=dialer if dialer is not None else open_stream,
+            dialer=dialer if dialer is not None else SocketDialer(network or NetworkOptions()),
             head_limits=HeadLimits(max_response_header_bytes, max_response_headers),
-            proxy_ssl_context=proxy_tls_context(verify),  # for https:// proxies
+            # For https:// proxies.
+            proxy_ssl_context=proxy_tls_context(verify, trust_env),
+            keepalive=keepalive,
         )
 
     def __repr__(self) -> str:
@@ -145,6 +175,10 @@ class PoolTransport(Transport):
     def stats(self) -> PoolStats:
         """A snapshot of the pool, overall and per origin."""
         return self._pool.stats()
+
+    async def close_idle_connections(self) -> None:
+        """Close the idle sockets: see `Client.close_idle_connections`."""
+        await self._pool.close_idle_connections()
 
     async def aclose(self) -> None:
         """Close every connection: see `Client.aclose`. Idempotent."""
@@ -175,6 +209,12 @@ class PoolTransport(Transport):
         tracer = request._tracer = tracer_for(self._trace, request._trace_hook)
         if request.content is not None:
             prepare_expect(request, *self._expect)
+        if not self._keepalive:
+            # RFC 9112 section 9.6: the client says it closes after this response, and does
+            # (h11 and llhttp then refuse to pool the socket), whatever Connection the caller
+            # set, as Go writes it under DisableKeepAlives. HTTP/2 drops the field (a
+            # connection-specific one) and is kept to one stream per socket by the pool.
+            request.headers["Connection"] = "close"
         stale_retries = 0
         unprocessed_retries = 0
         while True:
@@ -259,6 +299,46 @@ class PoolTransport(Transport):
             conn_info=info,
             stream=body,
         )
+
+
+def _network_options(
+    uds: str | None,
+    local_address: str | None,
+    socket_options: Sequence[SocketOption] | None,
+    resolver: Resolver | None,
+    happy_eyeballs_delay: float,
+) -> NetworkOptions | None:
+    """The default dialer's options, checked; None when all are the defaults.
+
+    Raises `TypeError` for a wrong type and `ValueError` for a bad value (a local address that
+    is not an IP address, a negative delay, uds= with local_address=).
+    """
+    if (
+        uds is None
+        and local_address is None
+        and socket_options is None
+        and resolver is None
+        and happy_eyeballs_delay == HAPPY_EYEBALLS_DELAY
+    ):
+        return None
+    if uds is not None and not isinstance(uds, str):
+        raise TypeError(f"uds must be a str path, not {type(uds).__name__}")
+    if uds is not None and local_address is not None:
+        raise ValueError("uds= and local_address= exclude each other (a unix socket has no IP)")
+    if local_address is not None:
+        from ._resolver import is_ip_address
+
+        if not isinstance(local_address, str) or not is_ip_address(local_address):
+            raise ValueError(f"local_address must be an IP address, not {local_address!r}")
+    options = tuple(socket_options or ())
+    for option in options:
+        if not (isinstance(option, tuple) and len(option) == 3):
+            raise TypeError(f"socket_options must be (level, option, value) tuples, not {option!r}")
+    if resolver is not None and not isinstance(resolver, Resolver):
+        raise TypeError(f"resolver must have an async resolve(host, port), not {resolver!r}")
+    if not happy_eyeballs_delay >= 0:
+        raise ValueError(f"happy_eyeballs_delay must be >= 0, not {happy_eyeballs_delay}")
+    return NetworkOptions(uds, local_address, options, resolver, happy_eyeballs_delay)
 
 
 def _http1_class(parser: HTTP1Parser) -> type[HTTP11Connection]:

@@ -21,6 +21,17 @@ CVE-2016-5385; Go and curl refuse it the same way). Loopback targets (`localhost
 `.localhost` (RFC 6761 section 6.3), 127.0.0.0/8, ::1) never use an environment proxy, as in Go;
 an explicit `proxy=` applies to every request, and then the environment is not read at all (as
 httpx does).
+
+A proxy chosen per URL (Go's `Transport.Proxy func(*Request) (*url.URL, error)`):
+- `proxy=callable`: called with each request's `URL` (every redirect hop), returns a proxy URL
+  or None for a direct connection. Its exceptions reach the caller as they are (as a
+  middleware's), since they are the caller's own code; a return that is not a str or None is a
+  `TypeError`, a bad URL `InvalidURL`. Parsed proxies are memoised by their text.
+- `proxy={pattern: url_or_None, ...}`: httpx's mount patterns, the most specific match wins:
+  `"all://"`, `"http://"`, `"https://"`, then a host (`"all://example.org"`, which matches the
+  name only), every name under a domain (`"all://*.example.org"`), or a host and port
+  (`"https://example.org:8443"`). Specificity: a port beats a host beats a domain beats a
+  scheme alone; a named scheme beats `all`. No match: direct. The environment is not read.
 """
 
 from __future__ import annotations
@@ -32,12 +43,12 @@ import os
 import ssl
 from collections.abc import Callable, Mapping
 from importlib.util import find_spec
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias
 from urllib.parse import unquote, urlsplit
 
 from ._exceptions import InvalidURL
 from ._tls import LazySSLContext, VerifyTypes
-from ._urls import Origin, _reason, _redacted
+from ._urls import URL, Origin, _reason, _redacted
 
 if TYPE_CHECKING:
     from ._models import Request
@@ -46,6 +57,7 @@ __all__ = (
     "NoProxy",
     "Proxy",
     "ProxyRoutes",
+    "ProxyTypes",
     "forward_form",
     "forwarding",
     "proxy_tls_context",
@@ -136,6 +148,11 @@ class Proxy:
 
     def __hash__(self) -> int:
         return hash(self._identity)
+
+
+# What `Client(proxy=...)` takes. (A runtime object, not a string: `typing.get_type_hints()` on
+# a public signature evaluates it where it is used.)
+ProxyTypes: TypeAlias = str | Mapping[str, str | None] | Callable[[URL], str | None] | Proxy | None
 
 
 class NoProxy:
@@ -235,7 +252,16 @@ class ProxyRoutes:
     change to the environment later does not affect an existing client, as in Go).
     """
 
-    __slots__ = ("_cache", "_environment", "_http", "_https", "_no_proxy")
+    __slots__ = (
+        "_cache",
+        "_chooser",
+        "_chosen",
+        "_environment",
+        "_http",
+        "_https",
+        "_no_proxy",
+        "_patterns",
+    )
 
     # Bounds the per-origin memo: a crawler visiting millions of hosts must not grow it forever.
     _CACHE_SIZE = 1024
@@ -247,17 +273,30 @@ class ProxyRoutes:
         https: Proxy | None,
         no_proxy: NoProxy | None = None,
         environment: bool = False,
+        chooser: Callable[[URL], str | None] | None = None,
+        patterns: list[_Pattern] | None = None,
     ) -> None:
         self._http = http
         self._https = https
         self._no_proxy = no_proxy
         self._environment = environment
+        self._chooser = chooser
+        self._chosen: dict[str, Proxy] = {}  # a chooser's answers, parsed (bounded)
+        self._patterns = patterns
         self._cache: dict[Origin, Origin] = {}
 
     @classmethod
-    def build(cls, proxy: str | Proxy | None, trust_env: bool) -> ProxyRoutes | None:
-        """Routes for `Client(proxy=..., trust_env=...)`; None when no request is proxied."""
+    def build(cls, proxy: ProxyTypes, trust_env: bool) -> ProxyRoutes | None:
+        """Routes for `Client(proxy=..., trust_env=...)`; None when no request is proxied.
+
+        Raises `InvalidURL` for a bad proxy URL or mapping key, `TypeError` for a `proxy` of
+        another type, `ImportError` for SOCKS without socksio.
+        """
         if proxy is not None:
+            if callable(proxy):
+                return cls(http=None, https=None, chooser=proxy)
+            if isinstance(proxy, Mapping):
+                return cls(http=None, https=None, patterns=_patterns(proxy))
             chosen = proxy if isinstance(proxy, Proxy) else Proxy(proxy)
             return cls(http=chosen, https=chosen)
         if trust_env:
@@ -287,6 +326,8 @@ class ProxyRoutes:
 
     def select(self, origin: Origin) -> Proxy | None:
         """The proxy for requests to `origin`, or None to connect directly."""
+        if self._patterns is not None:
+            return _match(self._patterns, origin)
         proxy = self._https if origin.scheme == "https" else self._http
         if proxy is None or not self._environment:
             return proxy
@@ -296,8 +337,13 @@ class ProxyRoutes:
             return None
         return proxy
 
-    def route(self, origin: Origin) -> Origin:
-        """`origin` as the pool key: with the chosen proxy, if any (memoised)."""
+    def route(self, origin: Origin, url: URL | None = None) -> Origin:
+        """`origin` as the pool key: with the chosen proxy, if any (memoised per origin,
+        except for a chooser, which is asked for every request `url`)."""
+        if self._chooser is not None:
+            assert url is not None
+            proxy = self._choose(url)
+            return origin if proxy is None else origin._replace(proxy=proxy)
         routed = self._cache.get(origin)
         if routed is None:
             proxy = self.select(origin)
@@ -307,8 +353,85 @@ class ProxyRoutes:
             self._cache[origin] = routed
         return routed
 
+    def _choose(self, url: URL) -> Proxy | None:
+        answer = self._chooser(url)  # type: ignore[misc]  # (checked by the caller)
+        if answer is None:
+            return None
+        if not isinstance(answer, str):
+            raise TypeError(
+                f"the proxy= callable must return a proxy URL (str) or None, not "
+                f"{type(answer).__name__}"
+            )
+        proxy = self._chosen.get(answer)
+        if proxy is None:
+            proxy = Proxy(answer)  # (InvalidURL, without the credentials, for a bad one)
+            if len(self._chosen) >= self._CACHE_SIZE:
+                self._chosen.clear()
+            self._chosen[answer] = proxy
+        return proxy
 
-def proxy_tls_context(verify: VerifyTypes) -> Callable[[], ssl.SSLContext] | None:
+
+# A mapping entry: (specificity, scheme or None for all, host, is a domain, port, proxy).
+_Pattern = tuple[tuple[int, int], str | None, str | None, bool, int | None, Proxy | None]
+
+
+def _patterns(mapping: Mapping[str, str | None]) -> list[_Pattern]:
+    """Parse `proxy={pattern: url}`. Raises `InvalidURL` for a bad pattern or proxy URL."""
+    patterns: list[_Pattern] = []
+    for key, value in mapping.items():
+        if not isinstance(key, str) or "://" not in key:
+            raise InvalidURL(
+                f"proxy mapping key {key!r} is not a pattern such as 'https://', "
+                "'all://example.org' or 'all://*.example.org'"
+            )
+        scheme, _, rest = key.partition("://")
+        scheme = scheme.lower()
+        if scheme not in ("http", "https", "all"):
+            raise InvalidURL(f"proxy mapping key {key!r}: scheme must be http, https or all")
+        rest = rest.rstrip("/").lower()
+        host: str | None = None
+        port: int | None = None
+        domain = False
+        if rest:
+            host, port = _split_host_port(rest)
+            has_port = rest.count(":") == 1 or (rest.startswith("[") and "]:" in rest)
+            if has_port and port is None:
+                raise InvalidURL(f"proxy mapping key {key!r}: bad port")
+            if host.startswith("*."):
+                host, domain = host[2:], True
+            if not host or "*" in host:
+                raise InvalidURL(f"proxy mapping key {key!r}: bad host")
+        rank = 3 if port is not None else 2 if host and not domain else 1 if domain else 0
+        specificity = (rank, 0 if scheme == "all" else 1)
+        if value is not None and not isinstance(value, str):
+            raise TypeError(f"proxy mapping values must be URLs (str) or None, not {value!r}")
+        proxy = Proxy(value) if value is not None else None
+        named = None if scheme == "all" else scheme
+        patterns.append((specificity, named, host, domain, port, proxy))
+    patterns.sort(key=lambda p: p[0], reverse=True)  # most specific first
+    return patterns
+
+
+def _match(patterns: list[_Pattern], origin: Origin) -> Proxy | None:
+    host = origin.host.lower().rstrip(".")
+    for _, scheme, want, domain, port, proxy in patterns:
+        if scheme is not None and scheme != origin.scheme:
+            continue
+        if port is not None and port != origin.port:
+            continue
+        if want is not None:
+            if domain:
+                if not host.endswith("." + want):
+                    continue
+            elif host != want.strip("[]"):
+                continue
+        return proxy
+    return None
+
+
+def proxy_tls_context(
+    verify: VerifyTypes, trust_env: bool = False
+) -> Callable[[], ssl.SSLContext] | None:
     """The TLS context for https:// proxies: verified as origins are, ALPN http/1.1 only (we
     speak HTTP/1.1 to proxies). None means "the origins' context": a caller's own SSLContext is
     one object, and setting ALPN on it for the proxy would change it for origins too; it is
@@ -316,7 +439,7 @@ def proxy_tls_context(verify: VerifyTypes) -> Callable[[], ssl.SSLContext] | Non
     """
     if isinstance(verify, ssl.SSLContext):
         return None
-    return LazySSLContext(verify, alpn=["http/1.1"])
+    return LazySSLContext(verify, alpn=["http/1.1"], trust_env=trust_env)
 
 
 def _env_proxy(url: str | None, name: str) -> Proxy | None:
@@ -337,7 +460,7 @@ def route(routes: ProxyRoutes | None, request: Request) -> Origin:
     """
     origin = request.url.origin
     if routes is not None:
-        origin = routes.route(origin)
+        origin = routes.route(origin, request.url)
         if forwarding(origin) is not None:
             return origin
     for name, _ in request.headers.raw:

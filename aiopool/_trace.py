@@ -26,6 +26,8 @@ logger = logging.getLogger("aiopool")
 
 TraceName = Literal[
     "get_conn",
+    "dns_start",
+    "dns_done",
     "connect_start",
     "connect_done",
     "tls_handshake_start",
@@ -56,7 +58,12 @@ class TraceEvent:
     name                       info
     ========================== ==============================================================
     get_conn                   host_port: "host:port" a connection is wanted for
-    connect_start              network: "tcp"; addr: "host:port" being dialed
+    dns_start                  host: the name being resolved (only for a name, not an IP
+                               address or a unix socket; by the default dialer)
+    dns_done                   host; addrs: the addresses found, best first (a tuple of
+                               str, empty on failure); error: None, or the `ConnectError`
+    connect_start              network: "tcp" ("unix" for `uds=`); addr: "host:port" being
+                               dialed (the socket's path over `uds=`)
     connect_done               network; addr; error: None, or the `ConnectError` /
                                `ConnectTimeout` the dial failed with (conn_id is None then)
     tls_handshake_start        server_name: the SNI / name the certificate must match
@@ -81,7 +88,8 @@ class TraceEvent:
                                bytes after the response...), "error" (a failure or a
                                cancellation mid-exchange), "goaway", "client_closed",
                                "surplus" (an extra HTTP/2 socket, dialed while the protocol
-                               was unknown, that another socket made unnecessary)
+                               was unknown, that another socket made unnecessary),
+                               "closed_idle" (`client.close_idle_connections()`)
     retry                      the client's retry policy sends the request again: reason
                                ("connect_error", "read_error", "status_503"...), attempt (the
                                attempt about to start: 2, 3...), delay (s, the backoff or

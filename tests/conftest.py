@@ -232,7 +232,15 @@ def http1_parser(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 
 # Against real servers, the same tests also run on uvloop (when installed), the loop many
 # applications run in production.
-_UVLOOP_MODULES = frozenset({"tests.test_nginx", "tests.test_http2_nginx", "tests.test_proxy"})
+_UVLOOP_MODULES = frozenset(
+    {
+        "tests.test_nginx",
+        "tests.test_http2_nginx",
+        "tests.test_proxy",
+        "tests.test_network",
+        "tests.test_resolver",
+    }
+)
 
 
 def pytest_asyncio_loop_factories(

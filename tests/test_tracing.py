@@ -31,8 +31,11 @@ both_engines = pytest.mark.parametrize("http2_engine", ["h2", "jh2", "native"], 
 Events = list[aiopool.TraceEvent]
 
 # What a request that dials a new TLS socket sees before its `got_conn`.
+# The TLS servers are reached by name ("localhost"): the dialer resolves it first, and says so.
 TLS_DIAL = [
     "get_conn",
+    "dns_start",
+    "dns_done",
     "connect_start",
     "connect_done",
     "tls_handshake_start",
@@ -128,9 +131,11 @@ async def test_tls_dial_reports_tcp_then_the_handshake(
     events: Events = []
     async with aiopool.Client(verify=ca_path, trace=events.append) as client:
         response = await client.get(f"{tls_fault_server.url}/echo")
-    assert names(events)[:6] == [*TLS_DIAL, "got_conn"]
+    assert names(events)[:8] == [*TLS_DIAL, "got_conn"]
     assert in_order(events)
-    _, start, done, tls_start, tls_done, _ = events[:6]
+    _, dns_start, dns_done, start, done, tls_start, tls_done, _ = events[:8]
+    assert dns_start.info["host"] == "localhost" and dns_start.conn_id is None
+    assert "127.0.0.1" in dns_done.info["addrs"] and dns_done.info["error"] is None
     port = tls_fault_server.port
     assert start.info["addr"] == f"localhost:{port}" and done.info["error"] is None
     assert done.conn_id == tls_start.conn_id == tls_done.conn_id == response.conn_info.id
@@ -150,7 +155,7 @@ async def test_a_failed_handshake_follows_a_good_connect(tls_fault_server: Fault
             await client.get(f"{tls_fault_server.url}/echo")
         assert_settled(client)
     assert names(events) == TLS_DIAL
-    done, tls_done = events[2], events[4]
+    done, tls_done = events[4], events[6]
     assert done.info["error"] is None and done.conn_id is not None
     assert tls_done.conn_id == done.conn_id
     assert tls_done.info["error"] is info.value
@@ -174,7 +179,7 @@ async def test_tls_dial_is_traced_the_same_on_uvloop(
             return runner.run(main())
 
     assert await asyncio.to_thread(run) == 200
-    assert names(events)[:6] == [*TLS_DIAL, "got_conn"]
+    assert names(events)[:8] == [*TLS_DIAL, "got_conn"]
     assert only(events, "tls_handshake_done")[0].info["alpn"] == "http/1.1"
 
 
@@ -223,7 +228,7 @@ async def test_h2_over_tls_with_nginx(nginx: Nginx, ca_path: str) -> None:
     assert got2.info["reused"] is True and got2.info["was_idle"] is True
     assert [e.info["stream_id"] for e in only(events, "wrote_headers")] == [1, 3]
     assert [e.info["stream_id"] for e in only(events, "got_first_response_byte")] == [1, 3]
-    assert {e.conn_id for e in events[2:] if e.name != "get_conn"} == {first.conn_info.id}
+    assert {e.conn_id for e in events[4:] if e.name != "get_conn"} == {first.conn_info.id}
 
 
 async def test_h2_request_hooks_each_hear_their_own_stream(
@@ -253,7 +258,9 @@ async def test_h2_request_hooks_each_hear_their_own_stream(
     # One dial for the five: its events go to the request whose wait started it, the first.
     dialed = [i for i, events in enumerate(per_request) if only(events, "connect_start")]
     assert dialed == [0]
-    assert names(per_request[0])[1:5] == [
+    assert names(per_request[0])[1:7] == [
+        "dns_start",
+        "dns_done",
         "connect_start",
         "connect_done",
         "tls_handshake_start",

@@ -19,6 +19,7 @@ import hashlib
 import itertools
 import json
 import logging
+import os
 import shutil
 import socket
 import tempfile
@@ -351,8 +352,8 @@ class _TrackingListener(socket.socket):
     the peer's close_notify.
     """
 
-    def __init__(self) -> None:
-        super().__init__(socket.AF_INET, socket.SOCK_STREAM)
+    def __init__(self, family: socket.AddressFamily = socket.AF_INET) -> None:
+        super().__init__(family, socket.SOCK_STREAM)
         self.lock = threading.Lock()
         self.total = 0
         self.accepted: list[socket.socket] = []
@@ -410,9 +411,12 @@ class HypercornServer(Service):
         tls: bool = True,
         max_concurrent_streams: int = 100,
         app: RigApp | None = None,
+        uds: str | None = None,
     ) -> None:
         self.ca: trustme.CA = ca if ca is not None else trustme.CA()
         self._tls = tls
+        # Listen on this unix domain socket path instead of a loopback port (``port`` is 0).
+        self.uds = uds
         self._max_concurrent_streams = max_concurrent_streams
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -442,11 +446,17 @@ class HypercornServer(Service):
         """Bind a free port, start hypercorn and return once it serves."""
         if self._thread is not None:
             raise RuntimeError("HypercornServer already started")
-        listener = _TrackingListener()
-        listener.bind((_HOST, 0))
+        if self.uds is not None:
+            listener = _TrackingListener(socket.AF_UNIX)
+            listener.bind(self.uds)
+            port = 0
+        else:
+            listener = _TrackingListener()
+            listener.bind((_HOST, 0))
+            port = listener.getsockname()[1]
         listener.listen(128)
         listener.setblocking(False)
-        self._listener, self._port = listener, listener.getsockname()[1]
+        self._listener, self._port = listener, port
         self._accepted_before_reset = 0
         self._ready.clear()
         self._thread = threading.Thread(target=self._thread_main, name="hypercorn", daemon=True)
@@ -476,6 +486,9 @@ class HypercornServer(Service):
             # hypercorn closed it already unless it failed before serving; closing twice is
             # harmless for a socket object.
             self._listener.close()
+            if self.uds is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.uds)
         self._thread = self._loop = self._shutdown = self._listener = None
         self._port = None
 

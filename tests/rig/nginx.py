@@ -106,6 +106,13 @@ def _quote(path: Path) -> str:
     return f'"{text}"'
 
 
+def _quote_unix(path: Path) -> str:
+    # The whole "unix:<path>" is one quoted token (nginx would take quotes after "unix:"
+    # as part of the path). A file left by an earlier start attempt would be "in use".
+    path.unlink(missing_ok=True)
+    return _quote(Path(f"unix:{path}"))
+
+
 class Nginx(Service):
     """nginx serving the same locations on three listeners.
 
@@ -116,9 +123,13 @@ class Nginx(Service):
     * ``h2c_limited_url`` -- ``http://127.0.0.1:P4``, h2c with small limits: at most
       ``LIMITED_STREAMS`` concurrent streams per connection, and a GOAWAY after
       ``LIMITED_REQUESTS`` requests on a connection (nginx's ``keepalive_requests``)
+    * ``uds_path`` -- a unix domain socket (in the prefix) serving HTTP/1.1; ``uds_tls_path``
+      the same over TLS (ALPN ``h2`` and ``http/1.1``, the certificate as for ``https_url``)
 
     Locations: ``/<name>`` for each of ``STATIC_FILES``; ``/echo?id=X`` returns ``X`` as
-    text/plain; ``/close`` returns ``bye`` with ``Connection: close``; ``/worker?id=X`` returns
+    text/plain; ``/close`` returns ``bye`` with ``Connection: close``; ``/addr`` returns the
+    client's address and port (``127.0.0.1 54321``; over a unix socket ``unix: ``);
+    ``/worker?id=X`` returns
     ``X PID``, PID being the worker process that served it (it changes with ``reload()``);
     ``/gzip/<name>`` serves ``/<name>`` with ``gzip on`` (``Content-Encoding: gzip`` when the
     request accepts it).
@@ -169,6 +180,18 @@ class Nginx(Service):
     @property
     def h2c_url(self) -> str:
         return f"http://127.0.0.1:{self.h2c_port}"
+
+    @property
+    def uds_path(self) -> str:
+        if self._prefix is None:
+            raise NginxError("nginx is not running")
+        return str(self._prefix / "http.sock")
+
+    @property
+    def uds_tls_path(self) -> str:
+        if self._prefix is None:
+            raise NginxError("nginx is not running")
+        return str(self._prefix / "https.sock")
 
     @property
     def docroot(self) -> Path:
@@ -303,6 +326,10 @@ class Nginx(Service):
             default_type text/plain;
             return 200 "bye";
         }}
+        location = /addr {{
+            default_type text/plain;
+            return 200 "$remote_addr $remote_port";
+        }}
         location = /worker {{
             default_type text/plain;
             return 200 "$arg_id $pid";
@@ -348,6 +375,20 @@ http {{
     server {{
         listen 127.0.0.1:{http_port};
         server_name localhost;{locations}
+    }}
+
+    server {{
+        # The same over a unix domain socket.
+        listen {_quote_unix(prefix / "http.sock")};
+        server_name localhost;{locations}
+    }}
+
+    server {{
+        listen {_quote_unix(prefix / "https.sock")} ssl http2;
+        server_name localhost;
+        ssl_certificate {_quote(prefix / "tls" / "chain.pem")};
+        ssl_certificate_key {_quote(prefix / "tls" / "key.pem")};
+        ssl_protocols TLSv1.2 TLSv1.3;{locations}
     }}
 
     server {{
