@@ -184,7 +184,9 @@ _PARSER_MODULES = frozenset(
 
 
 # Likewise both HTTP/2 engines: h2 (the reference) and jh2 (the speedups extra).
-_H2_ENGINE_MODULES = frozenset({"tests.test_http2_nginx", "tests.test_http2_scripted"})
+_H2_ENGINE_MODULES = frozenset(
+    {"tests.test_h2_floods", "tests.test_http2_nginx", "tests.test_http2_scripted"}
+)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
