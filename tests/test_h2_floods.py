@@ -246,7 +246,7 @@ async def test_empty_data_frames_do_not_hold_off_the_read_timeout() -> None:
 
             async def read_body() -> None:
                 async for chunk in resp.aiter_bytes():
-                    received += chunk
+                    received.extend(chunk)
 
             with pytest.raises(aiopool.ReadTimeout, match="reading the response body"):
                 await asyncio.wait_for(read_body(), _OUTER)
