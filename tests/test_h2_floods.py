@@ -166,7 +166,7 @@ def small_send_buffer_dialer(size: int = 4096) -> aiopool.Dialer:
 
 # PING and SETTINGS floods ----------------------------------------------------------------------
 
-_FLOOD = 60_000  # frames: ~1 MB of PINGs, far past what the kernels on both sides hold
+_FLOOD = 60_000  # frames: 1 MB of PINGs, far past what the kernels on both sides hold
 
 
 @pytest.mark.parametrize(
@@ -199,10 +199,10 @@ async def test_a_control_frame_flood_ends_in_goaway_enhance_your_calm(
         seen = await asyncio.to_thread(server.join)
         assert_settled(client)
     assert seen.goaway_codes == [ErrorCodes.ENHANCE_YOUR_CALM]
-    # The client answered the frames the two kernels' small buffers took and at most 1,000
-    # more: not the whole flood (before the bound it answered all 60,000, queueing ~1 MB).
-    answered = seen.count(answer, _ACK)
-    assert answered < 10_000 < _FLOOD
+    # The client answered the frames the two kernels' small buffers took (~90 KB: 5,000 PING
+    # or 10,000 SETTINGS ACKs) and at most 1,000 more, then discarded the rest: before the bound
+    # it answered all 60,000, queueing up to 1 MB.
+    assert seen.count(answer, _ACK) < _FLOOD // 2
 
 
 # Frames that bring nothing -----------------------------------------------------------------------
@@ -251,8 +251,8 @@ async def test_empty_data_frames_do_not_hold_off_the_read_timeout() -> None:
             with pytest.raises(aiopool.ReadTimeout, match="reading the response body"):
                 await asyncio.wait_for(read_body(), _OUTER)
         assert not received
-        seen = await asyncio.to_thread(server.join)
         assert_settled(client)
+    seen = await asyncio.to_thread(server.join)  # (it reads until the client closes)
     assert sent[0] < 40  # the client reset the stream before the server gave up
     assert seen.resets == [1]
 
