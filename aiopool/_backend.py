@@ -270,6 +270,17 @@ class AsyncioStream:
             raise WriteError(f"connection closed: {exc}" if exc else "connection closed")
         self._transport.write(data)
 
+    def write_buffer_size(self) -> int:
+        """Bytes written but not yet taken by the kernel (HTTP/2 bounds its answers on it).
+
+        Under asyncio's TLS layer both buffers count: the TLS layer's, and the socket
+        transport's below it, which holds what was already encrypted."""
+        size = self._transport.get_write_buffer_size()
+        below = self._socket_transport
+        if below is not self._transport and isinstance(below, asyncio.WriteTransport):
+            size += below.get_write_buffer_size()
+        return size
+
     async def drain(self, timeout: float | None) -> None:
         proto = self._proto
         if not proto._paused_writing or proto.closed:

@@ -62,9 +62,9 @@ MAX_INBOUND_FRAME_SIZE = 1 << 20
 # never ends must not grow without limit (the 2024 "CONTINUATION flood", CVE-2024-27316).
 MAX_BLOCK_BYTES = 256 * 1024
 MAX_CONTINUATIONS = 4096
-# Empty DATA frames without END_STREAM carry nothing and cost a wake-up each (CVE-2019-9518):
-# this many in a row end the connection with ENHANCE_YOUR_CALM.
-MAX_EMPTY_DATA = 1000
+# (Empty DATA frames, PRIORITY and unknown frames carry nothing: a flood of them, CVE-2019-9518,
+# is counted by the connection for every engine alike, `_http2.MAX_IDLE_FRAMES`; this engine
+# reports each one as an event for that.)
 # Closed streams remembered (to tell a frame after our reset from one after a clean end).
 _CLOSED_MEMORY = 1024
 # The peer's HPACK table size we use at most, whatever it allows (our encoder's memory).
@@ -173,7 +173,6 @@ class NativeConnection:
         self._max_inbound = DEFAULT_MAX_FRAME_SIZE
         self._pending_settings: list[dict[int, int]] = []
         self._block: tuple[int, int, list[bytes], int] | None = None  # sid, flags, parts, count
-        self._empty_data = 0
         self._gone = False  # we sent GOAWAY
         self._handlers = {
             FrameType.DATA: self._on_data,
@@ -345,6 +344,8 @@ class NativeConnection:
                 handler = handlers.get(ftype)
                 if handler is not None:
                     handler(flags, sid, payload, events)
+                else:  # an extension frame we do not know: ignored (RFC 9113 section 5.5)
+                    events.append(ev.UnknownFrameReceived(ftype))
         except ProtocolError as exc:
             self._gone = True
             # (last_stream_id names the peer's streams we processed: a server opens none here.)
@@ -380,12 +381,6 @@ class NativeConnection:
             raise ProtocolError("DATA beyond the connection window", ErrorCode.FLOW_CONTROL_ERROR)
         data = unpad(flags, payload)
         end = flags & Flag.END_STREAM
-        if data or end:
-            self._empty_data = 0
-        else:
-            self._empty_data += 1
-            if self._empty_data > MAX_EMPTY_DATA:
-                raise ProtocolError("a flood of empty DATA frames", ErrorCode.ENHANCE_YOUR_CALM)
         s = self._stream_for(sid, "DATA")
         if s is None or s.state not in _CAN_RECEIVE:
             if flow:  # nobody reads it: the connection window is credited at once
@@ -451,7 +446,6 @@ class NativeConnection:
             self._reset_closed(s, events)
             return
         end = flags & Flag.END_STREAM
-        self._empty_data = 0
         if s.phase == HEAD:
             status = check_fields(headers, response=True)
             if status[:1] == b"1":
@@ -480,7 +474,8 @@ class NativeConnection:
             self._move(s, RECV_END)
 
     def _on_priority(self, flags: int, sid: int, payload: memoryview, events: list[Any]) -> None:
-        check_priority(payload, sid)  # and otherwise ignored (section 5.3.2)
+        check_priority(payload, sid)  # and otherwise ignored (section 5.3.2), but reported: a
+        events.append(ev.PriorityUpdated(sid))  # flood of them is counted by the connection
 
     def _on_rst_stream(self, flags: int, sid: int, payload: memoryview, events: list[Any]) -> None:
         # Section 6.4 makes RST_STREAM on an idle stream a connection error; h2 (the reference)

@@ -13,6 +13,7 @@ __all__ = (
     "InformationalResponseReceived",
     "PingAckReceived",
     "PingReceived",
+    "PriorityUpdated",
     "PushedStreamReceived",
     "RemoteSettingsChanged",
     "ResponseReceived",
@@ -20,6 +21,7 @@ __all__ = (
     "StreamEnded",
     "StreamReset",
     "TrailersReceived",
+    "UnknownFrameReceived",
     "WindowUpdated",
 )
 
@@ -139,6 +141,24 @@ class ConnectionTerminated(Event):
         self.error_code = error_code
         self.last_stream_id = last_stream_id
         self.additional_data = additional_data
+
+
+class PriorityUpdated(Event):
+    """A PRIORITY frame (validated, otherwise ignored: RFC 9113 section 5.3.2)."""
+
+    __slots__ = ("stream_id",)
+
+    def __init__(self, stream_id: int) -> None:
+        self.stream_id = stream_id
+
+
+class UnknownFrameReceived(Event):
+    """A frame of a type this engine does not know (ignored: RFC 9113 section 5.5)."""
+
+    __slots__ = ("type",)
+
+    def __init__(self, frame_type: int) -> None:
+        self.type = frame_type
 
 
 class PushedStreamReceived(Event):  # (never emitted: push is refused as a connection error)

@@ -20,12 +20,19 @@ Rules kept here:
   One reset per stream, none once its response ended, and none in answer to frames that cross
   ours (see `_h2engine`): servers count client resets against rapid-reset limits;
 - a socket that dies fails every open stream at once with a typed error; none waits for a
-  timeout.
+  timeout;
+- floods are bounded (see "HTTP/2 floods" in SECURITY.md): the answers a server's frames oblige
+  us to send (PING and SETTINGS ACKs, ...) may not pile up unsent past `MAX_QUEUED_ANSWERS`, and
+  the reader stops reading while they wait over the write buffer's high-water mark; frames that
+  bring nothing (empty DATA, PRIORITY, unknown types) may not follow one another past
+  `MAX_IDLE_FRAMES`; either ends the socket with GOAWAY(ENHANCE_YOUR_CALM). A read timeout runs
+  from the last byte of progress: a frame that brings nothing does not restart it.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from h2.errors import ErrorCodes
@@ -42,6 +49,7 @@ from ._exceptions import (
     ReadTimeout,
     RemoteProtocolError,
     TransportError,
+    WriteError,
     WriteTimeout,
     in_phase,
     seconds,
@@ -79,10 +87,53 @@ CONNECTION_WINDOW = 16 * 1024 * 1024
 UNSTATED_MAX_STREAMS = 100
 # A stated limit is taken as stated, up to Go's bound (defaultMaxConcurrentStreams).
 MAX_STREAMS = 1000
+# Answers a server's frames oblige us to send (PING and SETTINGS ACKs, and the RST_STREAM or
+# WINDOW_UPDATE frames h2 queues on its own) that may wait in our write buffer, not yet taken by
+# the kernel. A server that floods PINGs or SETTINGS and reads nothing (CVE-2019-9512,
+# CVE-2019-9515) otherwise makes them pile up without end: 1M PINGs left ~9 MiB unsent.
+# nghttp2 (under curl, Apache, node) holds a peer with more than 1,000 ACKs in its outbound queue
+# to be misbehaving and ends the session (`max_outbound_ack`); Go's server allows 10,000 queued
+# control frames (`maxQueuedControlFrames`), and Go's client blocks its read loop on each write.
+# nghttp2's 1,000 answers are at most 17 KB, under the transport's 64 KiB high-water mark, so a
+# flood is named before back-pressure parks the reader; a well-behaved server has a few PINGs
+# or SETTINGS outstanding at a time.
+MAX_QUEUED_ANSWERS = 1000
+# Frames in a row that bring no response byte and ask nothing of us: DATA frames without data
+# (nor END_STREAM), PRIORITY frames, frames of unknown types (CVE-2019-9518, "empty frames
+# flood"). Netty ends a connection after 10 consecutive empty DATA frames (since 2019, by
+# default; its builders' `decoderEnforceMaxConsecutiveEmptyDataFrames`). A client has less to
+# fear than a server (one server, not thousands of peers) and a read timeout already ends a
+# stream that makes no progress, so we allow more before calling it a flood: 100. The count
+# restarts with any response head, body byte or stream end.
+MAX_IDLE_FRAMES = 100
+# After our GOAWAY(ENHANCE_YOUR_CALM), how long the socket stays open (reading and discarding)
+# before it is aborted, so that the GOAWAY has a chance to reach a peer that starts reading
+# again: closing with unread input makes the kernel send an RST and drop what we sent. Go's
+# server waits as long after a GOAWAY with an error (`goAwayTimeout`, 1 s).
+GOAWAY_LINGER = 1.0
 # RFC 9113 section 8.2.2: connection-specific header fields must not be sent over HTTP/2.
 _CONNECTION_HEADERS = frozenset(
     {b"host", b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
 )
+
+
+class _Hostile(RemoteProtocolError):
+    """The server flooded us: ends the socket with GOAWAY(ENHANCE_YOUR_CALM) (RFC 9113
+    section 5.4.1). Raised inside the reader; streams get a plain `RemoteProtocolError`."""
+
+
+def _count_frames(data: bytes) -> int:
+    """How many frames `data` (whole frames, as `data_to_send()` gives them) holds."""
+    count = offset = 0
+    end = len(data)
+    while offset < end:
+        offset += 9 + int.from_bytes(data[offset : offset + 3])
+        count += 1
+    return count
+
+
+def _nothing_unsent() -> int:
+    return 0
 
 
 class HTTP2Connection:
@@ -119,6 +170,15 @@ class HTTP2Connection:
         self._settings_received = False
         self._max_streams = UNSTATED_MAX_STREAMS  # until the peer states its own
         self._stream = stream
+        # (Streams that cannot say what is unsent, test doubles and dialers' own, are taken
+        # to write synchronously: no answer ever waits.)
+        self._unsent = getattr(stream, "write_buffer_size", _nothing_unsent)
+        self._written = 0  # bytes handed to the stream, ever
+        # The reader's answers still in our write buffer: (end offset in `_written`, frames,
+        # bytes) per write, oldest first; `_answers_queued` counts their frames.
+        self._answers: deque[tuple[int, int, int]] = deque()
+        self._answers_queued = 0
+        self._idle_frames = 0  # frames in a row that brought nothing (`MAX_IDLE_FRAMES`)
         self._owner = owner
         self._streams: dict[int, Stream] = {}
         self._loop = asyncio.get_running_loop()
@@ -146,6 +206,8 @@ class HTTP2Connection:
             engine.events.RemoteSettingsChanged: self._on_settings,
             engine.events.ConnectionTerminated: self._on_goaway,
             engine.events.PushedStreamReceived: self._on_push,
+            engine.events.PriorityUpdated: self._on_idle_frame,
+            engine.events.UnknownFrameReceived: self._on_idle_frame,
         }
 
     def __repr__(self) -> str:
@@ -375,8 +437,12 @@ class HTTP2Connection:
         return head, H2Body(self, stream)
 
     async def _await_head(self, stream: Stream) -> None:
+        deadline, interim = None, -1
         while stream.headers is None:
-            await self._wait(stream, stream.read_timeout)
+            if stream.interim != interim and stream.read_timeout is not None:
+                # (The read timeout runs from the last response byte: a 1xx is one.)
+                interim, deadline = stream.interim, self._loop.time() + stream.read_timeout
+            await self._wait(stream, stream.read_timeout, deadline=deadline)
 
     async def _await_continue(self, stream: Stream, wait: float, timeout: Timeout) -> bool:
         """After HEADERS with `Expect: 100-continue`: may the body follow? As
@@ -455,6 +521,7 @@ class HTTP2Connection:
     async def _send_data(self, stream: Stream, data: bytes, timeout: Timeout) -> None:
         conn = self._h2
         view = memoryview(data)
+        deadline = None  # (a WINDOW_UPDATE that opens nothing for us does not restart the wait)
         while view:
             if stream.withheld:
                 return  # the server has its answer and asked for no more (see _on_stream_reset)
@@ -468,8 +535,11 @@ class HTTP2Connection:
             if window <= 0:
                 # The peer's window is shut: wait for its WINDOW_UPDATE (or SETTINGS) on this
                 # stream's own future; other streams carry on meanwhile.
-                await self._wait(stream, timeout.write, WriteTimeout, _WINDOW_SHUT)
+                if deadline is None and timeout.write is not None:
+                    deadline = self._loop.time() + timeout.write
+                await self._wait(stream, timeout.write, WriteTimeout, _WINDOW_SHUT, deadline)
                 continue
+            deadline = None
             conn.send_data(stream.id, view[:window].tobytes())
             view = view[window:]
             self._flush()
@@ -479,6 +549,53 @@ class HTTP2Connection:
         data = self._h2.data_to_send()
         if data:
             self._stream.write_nowait(data)
+            self._written += len(data)
+
+    def _answer(self) -> bool:
+        """Send what the frames just read oblige us to send. True if some of it waits unsent
+        in our write buffer (the reader then waits for it to drain: back-pressure).
+
+        Raises `_Hostile` once more than `MAX_QUEUED_ANSWERS` answers wait unsent."""
+        data = self._h2.data_to_send()
+        if not data:
+            return False
+        self._stream.write_nowait(data)
+        self._written += len(data)
+        unsent = self._unsent()
+        answers = self._answers
+        if not unsent:  # (the kernel took everything: the common case)
+            if answers:
+                answers.clear()
+                self._answers_queued = 0
+            return False
+        frames = _count_frames(data)
+        answers.append((self._written, frames, len(data)))
+        self._answers_queued += frames
+        sent = self._written - unsent
+        while answers and answers[0][0] <= sent:
+            self._answers_queued -= answers.popleft()[1]
+        # The oldest write may be partly sent: count its frames in proportion.
+        end, count, size = answers[0]
+        waiting = self._answers_queued - count + -(-count * min(size, end - sent) // size)
+        if waiting > MAX_QUEUED_ANSWERS:
+            raise _Hostile(
+                f"flooded control frames: {waiting} answers to its frames wait unsent "
+                f"(more than {MAX_QUEUED_ANSWERS}) while it reads none of them"
+            )
+        return True
+
+    async def _await_answers_sent(self, timeout: float) -> None:
+        """Back-pressure: read nothing more until the answers queued drain below the write
+        buffer's low-water mark (`drain` returns at once unless it is over its high-water
+        mark). Go's client read loop likewise blocks on its writes. Raises `WriteError` if
+        the server takes none of our bytes for `timeout` (`http2_ping_timeout`)."""
+        try:
+            await self._stream.drain(timeout)
+        except WriteTimeout:
+            raise WriteError(
+                f"the HTTP/2 server took none of our answers to its frames within "
+                f"{seconds(timeout)}"
+            ) from None
 
     # Receiving ---------------------------------------------------------------------------------
 
@@ -488,15 +605,20 @@ class HTTP2Connection:
         timeout: float | None,
         timeout_exc: type[TransportError] = ReadTimeout,
         stalled: str = READ_STALLED,
+        deadline: float | None = None,
     ) -> None:
+        """Wait for the reader to wake `stream`; past `timeout` (or `deadline`, when the caller
+        keeps one across wakes that brought nothing) raise `timeout_exc`."""
         if stream.error is not None:
             raise stream.error
-        waiter = stream.waiter = self._loop.create_future()
-        handle = (
-            self._loop.call_later(timeout, expire, waiter, timeout_exc, stalled, timeout)
-            if timeout is not None
-            else None
-        )
+        loop = self._loop
+        waiter = stream.waiter = loop.create_future()
+        if timeout is None:
+            handle = None
+        elif deadline is None:
+            handle = loop.call_later(timeout, expire, waiter, timeout_exc, stalled, timeout)
+        else:
+            handle = loop.call_at(deadline, expire, waiter, timeout_exc, stalled, timeout)
         try:
             await waiter
         finally:
@@ -508,11 +630,17 @@ class HTTP2Connection:
 
     async def _receive_chunk(self, stream: Stream) -> bytes:
         body = stream.body
+        deadline = None
         while not body:
             if stream.ended:
                 self._finish_stream(stream)
                 return b""
-            await self._wait(stream, stream.read_timeout)
+            # The read timeout means "no body byte arrived": it runs from the first wait, and a
+            # wake that brought no byte does not restart it.
+            timeout = stream.read_timeout
+            if deadline is None and timeout is not None:
+                deadline = self._loop.time() + timeout
+            await self._wait(stream, timeout, deadline=deadline)
         # Hand over everything buffered at once (a fast download arrives as dozens of 8-16 KiB
         # DATA frames per socket read) and credit the window once for all of it.
         chunk = body.popleft() if len(body) == 1 else b"".join(body)
@@ -608,17 +736,48 @@ class HTTP2Connection:
                     self._dispatch(event)
                 if self.closed:
                     return  # (a GOAWAY with an error code: see `_on_goaway`)
-                self._flush()
+                if self._answer():
+                    await self._await_answers_sent(ping_timeout)
                 if self.draining and not self._streams:
                     self.close()
                     self._owner.discard(self, "goaway")
                     return
         except asyncio.CancelledError:
             raise
+        except _Hostile as exc:
+            await self._enhance_your_calm(str(exc))
         except TransportError as exc:
             self._die(exc)
         except Exception as exc:  # Defensive: a bug here must fail streams, not hang them
             self._die(RemoteProtocolError(f"HTTP/2 connection failed: {exc!r}"))
+
+    async def _enhance_your_calm(self, why: str) -> None:
+        """The server flooded us: GOAWAY(ENHANCE_YOUR_CALM), fail every stream with
+        `RemoteProtocolError`, leave the pool; then read and discard for `GOAWAY_LINGER` so the
+        GOAWAY may reach the server, and abort the socket."""
+        self.closed = True
+        stream = self._stream
+        try:
+            self._h2.close_connection(error_code=ErrorCodes.ENHANCE_YOUR_CALM)
+            self._flush()
+        except (self._engine.protocol_error, TransportError):
+            pass  # already broken: nothing to say it on
+        self._fail_streams(
+            RemoteProtocolError(
+                f"HTTP/2 server {why}; the connection was closed with GOAWAY(ENHANCE_YOUR_CALM)"
+            )
+        )
+        self._owner.discard(self, "error")
+        loop = self._loop
+        deadline = loop.time() + GOAWAY_LINGER
+        try:
+            while (remaining := deadline - loop.time()) > 0:
+                if not await stream.read(remaining):
+                    break  # the server closed: nothing left to wait for
+        except TransportError:
+            pass  # (a read timeout: the linger is over; or the socket died)
+        finally:
+            stream.abort()
 
     # Events from the h2 engine, each to its own handler (one dict lookup per event). Events
     # not listed (PingAckReceived, SettingsAcknowledged, ...) need nothing from us.
@@ -629,16 +788,30 @@ class HTTP2Connection:
             handler(event)
 
     def _on_data(self, event: Any) -> None:
+        data = event.data
+        if not data and event.stream_ended is None:
+            self._on_idle_frame(event)  # (the stream is not woken: nothing arrived for it)
         s = self._streams.get(event.stream_id or 0)
         size = event.flow_controlled_length or 0
         if s is None:
             if size:  # a stream we already left: credit the connection window anyway
                 self._h2.acknowledge_received_data(size, event.stream_id or 0)
             return
-        if event.data:
-            s.body.append(event.data)
         s.unacked += size
-        wake(s)
+        if data:
+            self._idle_frames = 0
+            s.body.append(data)
+            wake(s)
+
+    def _on_idle_frame(self, event: Any) -> None:
+        """A frame that brought nothing and asks nothing of us (see `MAX_IDLE_FRAMES`).
+        Raises `_Hostile` past the limit."""
+        self._idle_frames += 1
+        if self._idle_frames > MAX_IDLE_FRAMES:
+            raise _Hostile(
+                f"sent {self._idle_frames} frames in a row that carried nothing "
+                f"(empty DATA, PRIORITY or unknown frames; the limit is {MAX_IDLE_FRAMES})"
+            )
 
     def _on_response(self, event: Any) -> None:
         s = self._streams.get(event.stream_id or 0)
@@ -663,6 +836,7 @@ class HTTP2Connection:
             wake(s)  # (the stream's owner resets it when it sees the error)
             return
         status = int(raw_status)
+        self._idle_frames = 0
         if len(plain) > self._limits.max_count:
             s.error = RemoteProtocolError(too_many_headers(len(plain), self._limits))
             wake(s)  # (the stream's owner resets it when it sees the error)
@@ -696,6 +870,7 @@ class HTTP2Connection:
                 break
 
     def _on_stream_ended(self, event: Any) -> None:
+        self._idle_frames = 0
         s = self._streams.get(event.stream_id or 0)
         if s is not None:
             s.ended = True

@@ -591,19 +591,21 @@ class ConnectionPool:
             )
         conn: Connection
         if alpn == "h2" or (not tls and self._may_multiplex(origin)):
-            h2conn = HTTP2Connection(
-                stream,
-                origin,
-                self,
-                conn_id=conn_id,
-                ping_interval=self._ping[0],
-                ping_timeout=self._ping[1],
-                engine=self._h2_engine,
-                limits=self._head_limits,
-            )
             try:
+                h2conn = HTTP2Connection(
+                    stream,
+                    origin,
+                    self,
+                    conn_id=conn_id,
+                    ping_interval=self._ping[0],
+                    ping_timeout=self._ping[1],
+                    engine=self._h2_engine,
+                    limits=self._head_limits,
+                )
                 reader = await h2conn.start(timeout)
-            except BaseException as exc:  # no SETTINGS from the server, or the socket died
+            # No SETTINGS from the server, or the socket died (or, a bug, the connection could
+            # not be made: the waiter gets the error rather than a dial that never ends).
+            except BaseException as exc:
                 stream.abort()
                 error = _dial_error(exc, f"HTTP/2 preface with {origin} failed")
                 state.dial_failed(host, error, waiter)

@@ -196,7 +196,9 @@ _PARSER_MODULES = frozenset(
 
 
 # Likewise every HTTP/2 engine: h2 (the reference), jh2 (the speedups extra) and aiopool's own.
-_H2_ENGINE_MODULES = frozenset({"tests.test_http2_nginx", "tests.test_http2_scripted"})
+_H2_ENGINE_MODULES = frozenset(
+    {"tests.test_h2_floods", "tests.test_http2_nginx", "tests.test_http2_scripted"}
+)
 H2_ENGINES = ["h2", "jh2", "native"]
 
 

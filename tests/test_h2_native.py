@@ -13,7 +13,7 @@ import hpack
 import pytest
 
 from aiopool import _h2native_events as ev
-from aiopool._h2native import MAX_EMPTY_DATA, MAX_INBOUND_FRAME_SIZE, NativeConfig, NativeConnection
+from aiopool._h2native import MAX_INBOUND_FRAME_SIZE, NativeConfig, NativeConnection
 from aiopool._h2native_frames import (
     PREFACE,
     ErrorCode,
@@ -210,12 +210,19 @@ def test_receive_windows_are_credited_in_batches() -> None:
     )
 
 
-def test_a_flood_of_empty_data_ends_the_connection() -> None:
+def test_frames_that_carry_nothing_are_reported_for_the_connection_to_count() -> None:
+    # (The connection bounds a flood of them for every engine: tests/test_h2_floods.py.)
     conn, enc = opened()
     conn.receive_data(frame(0x1, 0x4, 1, head(enc)))
-    with pytest.raises(ProtocolError) as raised:
-        conn.receive_data(frame(0x0, 0, 1) * (MAX_EMPTY_DATA + 1))
-    assert raised.value.error_code == ErrorCode.ENHANCE_YOUR_CALM
+    events = conn.receive_data(
+        frame(0x0, 0, 1) + frame(0x2, 0, 1, struct.pack(">IB", 0, 16)) + frame(0xFA, 0, 0)
+    )
+    assert [type(e).__name__ for e in events] == [
+        "DataReceived",
+        "PriorityUpdated",
+        "UnknownFrameReceived",
+    ]
+    assert events[0].data == b""
 
 
 def test_uploads_use_the_peer_frame_size_and_windows() -> None:
