@@ -24,6 +24,8 @@ from tests.helpers import assert_settled, eventually
 from tests.rig.fault_server import FaultServer
 from tests.rig.h2_server import H2ScriptServer
 
+pytestmark = pytest.mark.both_parsers
+
 # A host name that can never resolve (RFC 6761 section 6.4).
 UNRESOLVABLE = "http://does-not-exist.invalid/"
 

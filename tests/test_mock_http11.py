@@ -12,6 +12,8 @@ from aiopool._decoders import ACCEPT_ENCODING
 from tests.helpers import assert_settled
 from tests.mock_backend import MockDialer, MockStream, Script, response
 
+pytestmark = pytest.mark.both_parsers
+
 URL = "http://mock.test"
 
 
