@@ -23,7 +23,10 @@ from ._connection import ResponseHead
 
 __all__ = (
     "BOTH_FRAMINGS",
+    "END",
+    "INTERIM",
     "MALFORMED",
+    "NEED_DATA",
     "Codec",
     "CodecFactory",
     "Event",
@@ -42,6 +45,12 @@ class Signal(enum.Enum):
     END = "end"  # the response is complete (after its head, and its body if any)
 
 
+# The members as module constants: on CPython 3.11 reading `Signal.END` costs several times a
+# global's lookup, and the connection compares events with them several times a request.
+NEED_DATA = Signal.NEED_DATA
+INTERIM = Signal.INTERIM
+END = Signal.END
+
 # What `Codec.next_event` returns: a signal, the final response head, or body bytes (never
 # empty).
 Event: TypeAlias = Signal | ResponseHead | bytes
@@ -54,11 +63,13 @@ class Codec(Protocol):
 
     # Requests: each method returns the bytes to write; the connection writes them.
 
-    def start_request(
-        self, method: str, target: bytes, headers: list[tuple[bytes, bytes]]
+    def request(
+        self, method: str, target: bytes, headers: list[tuple[bytes, bytes]], body: bytes | None
     ) -> bytes:
-        """The request line and header section. Raises `LocalProtocolError` for a request
-        whose framing (Content-Length, Transfer-Encoding) is unusable."""
+        """The request line and header section; with `body` (in memory, b"" for none) the
+        whole request in one piece, else (None) the body follows through `body` and `end`.
+        Raises `LocalProtocolError` for framing (Content-Length, Transfer-Encoding) it will
+        not write, or that `body` contradicts."""
         ...
 
     def body(self, data: bytes) -> bytes:

@@ -39,7 +39,7 @@ from ._exceptions import (
     in_phase,
 )
 from ._expect import interim_verdict
-from ._h1_codec import Codec, CodecFactory, Signal
+from ._h1_codec import END, INTERIM, NEED_DATA, Codec, CodecFactory
 from ._h1_h11 import H11Codec
 from ._proxy import forward_form, forwarding
 from ._trace import Tracer
@@ -200,7 +200,10 @@ class HTTP11Connection:
                 withheld = not body_sent
                 tracer("wrote_request", self.origin, self.id, error=None, body_withheld=withheld)
             phase = "waiting for the response head"
-            head = await self._receive_head(timeout)
+            # Only the `Expect` wait reads before the head is awaited: otherwise the codec has
+            # nothing to parse yet (a socket is reused only with no byte after its response).
+            early = request._expect_wait is not None
+            head = await self._receive_head(timeout, early)
         except BaseException as exc:
             in_phase(exc, phase)
             self._fail()
@@ -219,7 +222,6 @@ class HTTP11Connection:
         target, headers = request.url.target, request.headers.raw
         if self._forward:  # to an HTTP proxy: absolute-form target, the proxy's credentials
             target, headers = forward_form(self.origin, target, headers)
-        data = codec.start_request(request.method, target, headers)
         content = request.content
         # The body when it is in memory (b"" for none); None when it streams.
         whole = b"" if content is None else content if isinstance(content, bytes) else None
@@ -227,16 +229,13 @@ class HTTP11Connection:
         if whole is not None and expect_wait is None:
             # The common case: head and body in one write. Framed whole before anything is
             # written, so a body its Content-Length contradicts is refused with nothing sent.
-            if whole:
-                data += codec.body(whole)
-            data += codec.end()
-            stream.write_nowait(data)
+            stream.write_nowait(codec.request(request.method, target, headers, whole))
             request._written = True
             if self._tracer is not None:
                 self._trace_wrote_headers(request)
             await stream.drain(timeout.write)
             return True
-        stream.write_nowait(data)
+        stream.write_nowait(codec.request(request.method, target, headers, None))
         request._written = True
         if self._tracer is not None:
             self._trace_wrote_headers(request)
@@ -302,14 +301,15 @@ class HTTP11Connection:
                     tracer("got_100_continue", self.origin, self.id)
                 return verdict
 
-    async def _receive_head(self, timeout: Timeout) -> ResponseHead:
+    async def _receive_head(self, timeout: Timeout, early: bool) -> ResponseHead:
+        """The final response head (`early`: bytes may have been fed already)."""
         codec = self._codec
         interim = 0
+        event = codec.next_event() if early else NEED_DATA
         while True:
-            event = codec.next_event()
-            if event is Signal.NEED_DATA:
+            if event is NEED_DATA:
                 codec.feed(await self._read_more(timeout.read))
-            elif event is Signal.INTERIM:
+            elif event is INTERIM:
                 # 100 Continue, 103 Early Hints: not the final response (each one's size is
                 # capped by the codec; the count is capped here).
                 interim += 1
@@ -319,6 +319,7 @@ class HTTP11Connection:
                 return event
             else:  # Defensive: every codec returns a head before body events
                 raise RemoteProtocolError("response body before a response head")
+            event = codec.next_event()
 
     async def _read_more(self, read_timeout: float | None) -> bytes:
         """Next bytes from the socket (b"" at EOF), mapping a disconnect before the first byte
@@ -349,9 +350,9 @@ class HTTP11Connection:
             event = codec.next_event()
             if type(event) is bytes:
                 return event
-            if event is Signal.NEED_DATA:
+            if event is NEED_DATA:
                 codec.feed(await self._read_more(read_timeout))
-            elif event is Signal.END:
+            elif event is END:
                 self._response_complete()
                 return b""
             else:  # Defensive: a codec returns one final head per response

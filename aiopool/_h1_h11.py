@@ -23,9 +23,11 @@ from ._connection import ResponseHead, too_many_headers
 from ._exceptions import LocalProtocolError, RemoteProtocolError
 from ._h1_codec import (
     BOTH_FRAMINGS,
+    END,
+    INTERIM,
     MALFORMED,
+    NEED_DATA,
     Event,
-    Signal,
     chunk_header_too_large,
     head_size,
     head_too_large,
@@ -66,8 +68,8 @@ class H11Codec:
 
     # Requests ----------------------------------------------------------------------------------
 
-    def start_request(
-        self, method: str, target: bytes, headers: list[tuple[bytes, bytes]]
+    def request(
+        self, method: str, target: bytes, headers: list[tuple[bytes, bytes]], body: bytes | None
     ) -> bytes:
         try:
             data = self._conn.send(
@@ -85,7 +87,11 @@ class H11Codec:
         except h11.LocalProtocolError as exc:
             raise LocalProtocolError(str(exc)) from exc
         assert data is not None
-        return data
+        if body is None:
+            return data
+        if body:
+            data += self.body(body)
+        return data + self.end()
 
     def body(self, data: bytes) -> bytes:
         try:
@@ -115,9 +121,9 @@ class H11Codec:
         if kind is h11.Data:
             return bytes(event.data)
         if event is h11.NEED_DATA:
-            return Signal.NEED_DATA
+            return NEED_DATA
         if kind is h11.EndOfMessage:
-            return Signal.END
+            return END
         if kind is h11.Response:
             self._check_head_lines()
             return self._final_head(event)
@@ -125,7 +131,7 @@ class H11Codec:
             # 100 Continue, 103 Early Hints: not the final response (each one's size is capped
             # by h11; the count is the connection's to cap).
             self._check_head_lines()
-            return Signal.INTERIM
+            return INTERIM
         where = "before a response" if self._head_pending else "in a response body"
         raise RemoteProtocolError(f"unexpected {kind.__name__} {where}")
 

@@ -28,9 +28,11 @@ from ._connection import ResponseHead, too_many_headers
 from ._exceptions import LocalProtocolError, RemoteProtocolError
 from ._h1_codec import (
     BOTH_FRAMINGS,
+    END,
+    INTERIM,
     MALFORMED,
+    NEED_DATA,
     Event,
-    Signal,
     chunk_header_too_large,
     head_size,
     head_too_large,
@@ -40,6 +42,7 @@ from ._headers import Headers, content_length
 __all__ = ("HttptoolsCodec",)
 
 _NO_BODY_STATUS = frozenset({204, 304})
+_UNFRAMED = "request body without Content-Length or Transfer-Encoding: chunked"
 
 
 class HttptoolsCodec:
@@ -122,8 +125,8 @@ class HttptoolsCodec:
 
     # Requests ----------------------------------------------------------------------------------
 
-    def start_request(
-        self, method: str, target: bytes, headers: list[tuple[bytes, bytes]]
+    def request(
+        self, method: str, target: bytes, headers: list[tuple[bytes, bytes]], body: bytes | None
     ) -> bytes:
         self._head_request = method == "HEAD"
         length: int | None = None
@@ -157,13 +160,25 @@ class HttptoolsCodec:
         self._out_length = length
         self._out_chunked = chunked
         self._out_sent = 0
-        return b"".join(
-            [
-                b"%s %s HTTP/1.1\r\n" % (method.encode("ascii"), target),
-                *[b"%s: %s\r\n" % header for header in headers],
-                b"\r\n",
-            ]
-        )
+        parts = [
+            b"%s %s HTTP/1.1\r\n" % (method.encode("ascii"), target),
+            *[b"%s: %s\r\n" % header for header in headers],
+            b"\r\n",
+        ]
+        if body is None:
+            return b"".join(parts)  # the body follows, through `body` and `end`
+        # The whole request in one join (the hot path).
+        if chunked:
+            parts.append(b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body) if body else b"0\r\n\r\n")
+        elif (length or 0) == len(body):
+            parts.append(body)
+        elif length is None:
+            raise LocalProtocolError(_UNFRAMED)
+        else:
+            raise LocalProtocolError(
+                f"Content-Length {length} does not match a body of {len(body)} bytes"
+            )
+        return b"".join(parts)
 
     def body(self, data: bytes) -> bytes:
         if not data:
@@ -175,9 +190,7 @@ class HttptoolsCodec:
         if length is None:
             # Without Content-Length or chunked, a request has no body (RFC 9112 section 6.3):
             # these bytes would be read as the next request. h11 refuses them too.
-            raise LocalProtocolError(
-                "request body without Content-Length or Transfer-Encoding: chunked"
-            )
+            raise LocalProtocolError(_UNFRAMED)
         if self._out_sent > length:
             raise LocalProtocolError(f"request body longer than Content-Length {length}")
         return data
@@ -204,17 +217,17 @@ class HttptoolsCodec:
                 body.clear()
                 return data
             if self._complete:
-                return Signal.END
+                return END
             if self._peer_closed:
                 raise self._incomplete()
-            return Signal.NEED_DATA
+            return NEED_DATA
         if self._interim:
             self._interim -= 1
-            return Signal.INTERIM
+            return INTERIM
         if not self._head_done:
             if self._peer_closed:
                 raise self._incomplete()
-            return Signal.NEED_DATA
+            return NEED_DATA
         self._head_taken = True
         return ResponseHead(
             self._status,
@@ -377,7 +390,7 @@ class HttptoolsCodec:
             raise RemoteProtocolError(self._framing_error)
         if 100 <= status < 200:
             # 100 Continue, 103 Early Hints: not the final response; llhttp goes on to the next.
-            # (The connection counts them, as `Signal.INTERIM`.)
+            # (The connection counts them: `Signal.INTERIM` events.)
             self._interim += 1
             self._headers = []
             self._reason = b""
