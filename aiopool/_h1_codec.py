@@ -7,9 +7,9 @@ and says at the end of an exchange whether the framing allows another. Two imple
 pass the same behaviour tests: h11 (`_h1_h11`, the pure-Python reference, always installed)
 and llhttp through httptools (`_h1_httptools`, the fast path of the speedups extra).
 
-A codec raises `LocalProtocolError` for a request it will not frame (before any byte of it is
-returned, so nothing reaches the socket) and `RemoteProtocolError` for a response it will not
-parse; never its library's own exceptions.
+A codec raises `LocalProtocolError` for a request it will not frame (instead of returning the
+bytes that would break the framing, so they never reach the socket) and `RemoteProtocolError`
+for a response it will not parse; never its library's own exceptions.
 """
 
 from __future__ import annotations
