@@ -33,8 +33,8 @@ Warnings have their own root, `AiopoolWarning` (a `Warning`, not an error: urlli
     └── InsecureRequestWarning          (verify=False: once per host per client)
 
 Backend errors are translated once, at the edge where they are raised: OSError and ssl.SSLError
-in `_backend` (dialing and the socket), h11's and h2's errors in `_http11` and `_http2`. Nothing
-in between catches them piecemeal.
+in `_backend` (dialing and the socket), h11's and llhttp's in their codecs (`_h1_h11`,
+`_h1_httptools`), h2's in `_http2`. Nothing in between catches them piecemeal.
 """
 
 from __future__ import annotations

@@ -20,8 +20,8 @@ pool picks the protocol after `prepare_expect` ran, so the automatic header is a
   upload by the full timeout.
 - timeout 1 s: Go's `http.DefaultTransport.ExpectContinueTimeout` (curl waits 1 s too).
 
-The connections do the waiting (`_await_continue` in `HTTP11Connection` and in
-`HTTP2Connection`); this module holds the rules they share.
+The connections do the waiting (`_await_continue` in `HTTP11Connection`, whatever its codec,
+and in `HTTP2Connection`); this module holds the rules they share.
 """
 
 from __future__ import annotations

@@ -40,6 +40,7 @@ from h2.settings import SettingCodes
 
 from ._backend import READ_STALLED, expire
 from ._config import DEFAULT_HEAD_LIMITS, MAX_INTERIM_RESPONSES, HeadLimits
+from ._connection import ConnState, ResponseHead, too_many_headers, too_many_interim
 from ._deadline import head_within
 from ._exceptions import (
     ClientClosed,
@@ -58,12 +59,11 @@ from ._expect import AUTO_EXPECT
 from ._h2engine import H2Engine, load_engine
 from ._headers import Headers
 from ._http2_stream import H2Body, Stream, reason_phrase, wake
-from ._http11 import ConnState, ResponseHead, too_many_headers, too_many_interim
 
 if TYPE_CHECKING:
     from ._backend import NetworkStream
     from ._config import Timeout
-    from ._http11 import ConnectionOwner
+    from ._connection import ConnectionOwner
     from ._models import Request
     from ._urls import Origin
 
@@ -162,8 +162,6 @@ class HTTP2Connection:
         self.closed = False
         self.requests = 0
         self.idle_since = 0.0
-        self.got_response_bytes = False  # (HTTP/1.1's retry signal; h2 uses `unprocessed`)
-        self.on_idle_event: Any = None
         self.reserved = 0  # streams promised to requests (opened or about to be)
         self.draining = False  # GOAWAY received or sent: no new streams
         self.goaway_received = False  # ... and the socket's end is expected: not an error
@@ -300,6 +298,17 @@ class HTTP2Connection:
 
     def is_reusable(self) -> bool:
         return not self.closed and not self.draining
+
+    @property
+    def implementation(self) -> str:
+        return self._engine.name
+
+    def stale_failure(self, was_idle: bool) -> bool:
+        # The socket died, not just this stream; and either it was taken idle (the keep-alive
+        # race) or the server ended it with a GOAWAY (Apache answers a storm of resets so), not
+        # a busy socket that merely dropped. (What the server never processed it says itself:
+        # `TransportError.unprocessed`.)
+        return self.closed and (was_idle or self.goaway_received)
 
     def arm_idle_watch(self) -> None:
         pass  # the reader task sees everything; nothing to arm

@@ -30,10 +30,13 @@ import anyio
 
 from ._backend import NetworkStream, SocketDialer, drop_inherited
 from ._config import DEFAULT_HEAD_LIMITS, HeadLimits, Timeout
+from ._connection import ConnState
 from ._exceptions import AiopoolError, ClientClosed, ConnectError, PoolTimeout, seconds
+from ._h1_codec import CodecFactory
+from ._h1_connection import HTTP11Connection
+from ._h1_h11 import H11Codec
 from ._h2engine import H2Engine, load_engine
 from ._http2 import HTTP2Connection
-from ._http11 import ConnState, HTTP11Connection
 from ._pool_state import PoolState, Waiter
 from ._proxy import forwarding
 from ._resolver import is_ip_address
@@ -42,7 +45,7 @@ from ._trace import TraceHook, Tracer, tracer_for
 from ._tunnel import open_through_proxy
 
 if TYPE_CHECKING:
-    from ._http11 import Connection
+    from ._connection import Connection
     from ._pool_state import HostPool
     from ._urls import Origin
 
@@ -101,7 +104,7 @@ class ConnectionPool:
         http2: bool = False,
         http2_ping_interval: float | None = None,
         http2_ping_timeout: float = 15.0,
-        http1_class: type[HTTP11Connection] = HTTP11Connection,
+        http1_codec: CodecFactory = H11Codec,
         http2_engine: H2Engine | None = None,
         trace: TraceHook | None = None,
         dialer: Dialer | None = None,
@@ -117,7 +120,7 @@ class ConnectionPool:
         # byte-exact protocol scenarios; everything above it is the real code.
         self._dialer: Dialer = dialer if dialer is not None else SocketDialer()
         self._http1 = http1
-        self._http1_class = http1_class
+        self._http1_codec = http1_codec
         self._ping = (http2_ping_interval, http2_ping_timeout)
         self._http2 = http2
         self._state = PoolState(
@@ -623,12 +626,13 @@ class ConnectionPool:
             self._apply("error")
             return
         else:
-            h1conn = self._http1_class(
+            h1conn = HTTP11Connection(
                 stream,
                 origin,
                 self,
                 conn_id=conn_id,
                 limits=self._head_limits,
+                codec=self._http1_codec,
             )
             # The server closed an idle socket, or sent something unsolicited (such as a 408):
             # either way it must leave the idle stack at once and never be handed out.

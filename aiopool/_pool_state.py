@@ -55,12 +55,12 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from ._connection import ConnState
 from ._exceptions import ClientClosed
-from ._http11 import ConnState
 from ._stats import HostStats, PoolStats
 
 if TYPE_CHECKING:
-    from ._http11 import Connection
+    from ._connection import Connection
     from ._trace import Tracer
     from ._urls import Origin
 

@@ -25,8 +25,9 @@ from ._expect import (
     DEFAULT_EXPECT_CONTINUE_TIMEOUT,
     prepare_expect,
 )
+from ._h1_codec import CodecFactory
+from ._h1_h11 import H11Codec
 from ._h2engine import H2EngineName, select_engine
-from ._http11 import HTTP11Connection
 from ._models import Request, Response
 from ._pool import ConnectionPool, Dialer
 from ._proxy import ProxyRoutes, ProxyTypes, proxy_tls_context, route
@@ -145,7 +146,7 @@ class PoolTransport(Transport):
             http2=http2,
             http2_ping_interval=http2_ping_interval,
             http2_ping_timeout=http2_ping_timeout,
-            http1_class=_http1_class(http1_parser),
+            http1_codec=_http1_codec(http1_parser),
             http2_engine=select_engine(http2_engine) if http2 else None,
             trace=trace,
             dialer=dialer if dialer is not None else SocketDialer(network or NetworkOptions()),
@@ -257,14 +258,7 @@ class PoolTransport(Transport):
                 if (
                     stale_retries < _MAX_STALE_RETRIES
                     and info.reused
-                    # HTTP/2: the socket died, not just this stream; and either it was taken
-                    # idle (the keep-alive race) or the server ended it with a GOAWAY (Apache
-                    # answers a storm of resets so), not a busy socket that merely dropped.
-                    and (
-                        not conn.multiplexed
-                        or (conn.closed and (info.was_idle or conn.goaway_received))
-                    )
-                    and not conn.got_response_bytes
+                    and conn.stale_failure(info.was_idle)
                     and request.replayable
                     and not isinstance(exc, TimeoutException | LocalProtocolError)
                 ):
@@ -341,19 +335,20 @@ def _network_options(
     return NetworkOptions(uds, local_address, options, resolver, happy_eyeballs_delay)
 
 
-def _http1_class(parser: HTTP1Parser) -> type[HTTP11Connection]:
+def _http1_codec(parser: HTTP1Parser) -> CodecFactory:
+    """The HTTP/1.1 codec `parser` names ("auto": llhttp when httptools is installed)."""
     if parser == "auto":
         parser = DEFAULT_HTTP1_PARSER
     if parser == "h11":
-        return HTTP11Connection
+        return H11Codec
     if parser not in ("auto", "httptools"):
         raise ValueError(f"http1_parser must be 'auto', 'h11' or 'httptools', not {parser!r}")
     try:
-        from ._http11_httptools import HttptoolsConnection
+        from ._h1_httptools import HttptoolsCodec
     except ImportError:
         if parser == "httptools":
             raise ImportError(
                 "http1_parser='httptools' needs httptools: pip install aiopool[speedups]"
             ) from None
-        return HTTP11Connection
-    return HttptoolsConnection
+        return H11Codec
+    return HttptoolsCodec

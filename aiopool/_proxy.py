@@ -11,7 +11,7 @@ The rules kept here:
 - a `Proxy-Authorization` header the caller set is removed from any request that does not go
   to an HTTP proxy as a forwarded request (direct, tunnelled or SOCKS): it would otherwise
   reach the origin server. On a forwarded request it is kept, unless the proxy URL carries
-  credentials, which then replace it (the header is added on the wire by `_http11`).
+  credentials, which then replace it (the header is added on the wire by `_h1_connection`).
 
 Environment (`trust_env=True`, the default, as in httpx and Go's `ProxyFromEnvironment`):
 `http_proxy`, `https_proxy`, `all_proxy` and `no_proxy`, each also in upper case; the lower-case

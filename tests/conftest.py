@@ -176,37 +176,32 @@ def bodies_server(tls_ca: trustme.CA) -> Iterator[HypercornServer]:
         yield server
 
 
-# Both HTTP/1.1 parsers must pass the same behaviour tests: every test in these modules runs once
-# with h11 (the reference) and once with httptools (the fast path).
-_PARSER_MODULES = frozenset(
-    {
-        "tests.test_http11",
-        "tests.test_partial_reads",
-        "tests.test_bad_input",
-        "tests.test_cancellation",
-        "tests.test_introspection",
-        "tests.test_nginx",
-        "tests.test_tls",
-        "tests.test_mock_http11",
-        "tests.test_limits",
-        "tests.test_decoding",
-        "tests.test_response_limits",
-    }
-)
-
-
-# Likewise every HTTP/2 engine: h2 (the reference), jh2 (the speedups extra) and aiopool's own.
-_H2_ENGINE_MODULES = frozenset(
-    {"tests.test_h2_floods", "tests.test_http2_nginx", "tests.test_http2_scripted"}
-)
-H2_ENGINES = ["h2", "jh2", "native"]
+# Both HTTP/1.1 codecs must pass the same behaviour tests, and every HTTP/2 engine: a module
+# (`pytestmark = pytest.mark.both_parsers`) or a test marked so runs once with each, h11 and h2
+# being the references, httptools and jh2 the speedups extra, "native" aiopool's own engine.
+# The autouse fixtures below make the chosen one the library's "auto" default for the test;
+# `tests/test_codecs.py` checks that the connections built then really use it.
+_PARSERS = ("h11", "httptools")
+_ENGINES = ("h2", "jh2", "native")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if metafunc.module.__name__ in _PARSER_MODULES:
-        metafunc.parametrize("http1_parser", ["h11", "httptools"], indirect=True)
-    if metafunc.module.__name__ in _H2_ENGINE_MODULES:
-        metafunc.parametrize("http2_engine", H2_ENGINES, indirect=True)
+    # (A test that parametrises the fixture itself keeps its own values.)
+    own = {
+        name
+        for mark in metafunc.definition.iter_markers("parametrize")
+        for name in _argnames(mark.args[0])
+    }
+    if metafunc.definition.get_closest_marker("both_parsers") and "http1_parser" not in own:
+        metafunc.parametrize("http1_parser", _PARSERS, indirect=True)
+    if metafunc.definition.get_closest_marker("both_engines") and "http2_engine" not in own:
+        metafunc.parametrize("http2_engine", _ENGINES, indirect=True)
+
+
+def _argnames(names: str | list[str] | tuple[str, ...]) -> list[str]:
+    if isinstance(names, str):
+        return [name.strip() for name in names.split(",")]
+    return list(names)
 
 
 def _choose_default(

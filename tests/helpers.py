@@ -8,6 +8,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import aiopool
+from aiopool._connection import Connection
 from aiopool._pool import ConnectionPool
 
 
@@ -55,3 +56,8 @@ async def cancellation_storm(
         rng.choice(running).cancel()
     results = await asyncio.gather(*running, return_exceptions=True)
     return [r for r in results if isinstance(r, BaseException)]
+
+
+def connections_of(client: aiopool.Client) -> list[Connection]:
+    """The open connections in `client`'s pool (read only, for white-box assertions)."""
+    return list(pool_of(client)._state.conns)

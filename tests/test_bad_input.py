@@ -24,6 +24,8 @@ from tests.helpers import assert_settled, eventually
 from tests.rig.fault_server import FaultServer
 from tests.rig.h2_server import H2ScriptServer
 
+pytestmark = pytest.mark.both_parsers
+
 # A host name that can never resolve (RFC 6761 section 6.4).
 UNRESOLVABLE = "http://does-not-exist.invalid/"
 
@@ -706,7 +708,7 @@ async def test_streamed_body_must_match_its_content_length_over_http2(
 # Strict and equal parsers ---------------------------------------------------------------------
 # Both HTTP/1.1 parsers must end a line, a field and a message at the same bytes, or a client and
 # a proxy can be made to split one response stream differently. Both refuse a bare LF as a head
-# line end and obs-fold (llhttp's strict reading; see `_http11._check_head_lines`).
+# line end and obs-fold (llhttp's strict reading; see `_h1_h11._check_head_lines`).
 
 
 class RawServer:

@@ -22,6 +22,8 @@ from tests.rig.fault_server import FaultServer
 from tests.rig.hypercorn_app import HypercornServer
 from tests.rig.nginx import Nginx
 
+pytestmark = pytest.mark.both_parsers
+
 SIZE = 100_000
 BODY = text(SIZE)
 STACKED = ["gzip,br", "zstd,deflate,gzip", "deflate-raw,gzip"]

@@ -29,6 +29,8 @@ import aiopool
 from aiopool._backend import NetworkStream, open_stream
 from tests.helpers import assert_settled
 
+pytestmark = pytest.mark.both_engines
+
 _PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _DATA, _HEADERS, _PRIORITY, _RST_STREAM, _SETTINGS, _PING, _GOAWAY = 0, 1, 2, 3, 4, 6, 7
 _ACK = 0x1

@@ -13,7 +13,7 @@ from tests.helpers import assert_settled, cancellation_storm, eventually
 from tests.rig.fault_server import BlackholeServer, FaultServer
 from tests.rig.nginx import LIMITED_REQUESTS, LIMITED_STREAMS, Nginx
 
-pytestmark = pytest.mark.nginx
+pytestmark = [pytest.mark.nginx, pytest.mark.both_engines]
 
 
 async def test_alpn_picks_h2_and_100_requests_share_one_socket(nginx: Nginx, ca_path: str) -> None:

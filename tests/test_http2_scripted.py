@@ -21,6 +21,8 @@ from tests.helpers import assert_settled, eventually, pool_of
 from tests.rig.h2_server import H2ScriptServer
 from tests.rig.hypercorn_app import HypercornServer
 
+pytestmark = pytest.mark.both_engines
+
 
 @pytest.fixture
 def server(fresh_h2_server: H2ScriptServer) -> H2ScriptServer:

@@ -14,6 +14,8 @@ import aiopool
 from tests.helpers import assert_settled, eventually
 from tests.rig.fault_server import FaultServer
 
+pytestmark = pytest.mark.both_parsers
+
 
 @pytest.fixture
 def server(fresh_fault_server: FaultServer) -> FaultServer:

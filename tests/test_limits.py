@@ -13,6 +13,8 @@ from tests.helpers import assert_settled
 from tests.rig import FaultServer
 from tests.test_bad_input import assert_fresh_connection_works, host_key
 
+pytestmark = pytest.mark.both_parsers
+
 
 @pytest.fixture
 def server(fresh_fault_server: FaultServer) -> FaultServer:

@@ -12,6 +12,8 @@ from aiopool._decoders import ACCEPT_ENCODING
 from tests.helpers import assert_settled
 from tests.mock_backend import MockDialer, MockStream, Script, response
 
+pytestmark = pytest.mark.both_parsers
+
 URL = "http://mock.test"
 
 
@@ -213,3 +215,24 @@ async def test_a_post_nothing_of_which_was_written_is_sent_on_a_fresh_socket() -
         assert not resp.conn_info.reused
     assert b"POST /charge" not in stale.written
     assert bytes(fresh.written).count(b"POST /charge") == 1
+
+
+async def test_a_streamed_body_without_framing_is_refused_by_either_codec() -> None:
+    # A body with neither Content-Length nor chunked framing would be read by the server as the
+    # start of the next request (RFC 9112 section 6.3: such a request has no body). `Request`
+    # frames a body it is built with, but its headers can be replaced afterwards (a middleware
+    # may): both codecs then refuse it with our typed error.
+    async def body() -> AsyncIterator[bytes]:
+        yield b"abc"
+
+    client, dialer = client_with([response(b"ok")])
+    async with client:
+        url = aiopool.URL(f"{URL}/up")
+        request = aiopool.Request("POST", url, aiopool.Headers([("Host", "mock.test")]), body())
+        assert request.headers["transfer-encoding"] == "chunked"
+        request.headers = aiopool.Headers([("Host", "mock.test")])
+        with pytest.raises(aiopool.LocalProtocolError):
+            await client.transport.handle_request(request)
+        assert not bytes(dialer.streams[0].written).endswith(b"abc")
+        stats = assert_settled(client)
+        assert (stats.connections_opened, stats.connections_closed) == (1, 1)

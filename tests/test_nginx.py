@@ -11,7 +11,7 @@ import aiopool
 from tests.helpers import assert_settled
 from tests.rig.nginx import STATIC_FILES, Nginx
 
-pytestmark = pytest.mark.nginx
+pytestmark = [pytest.mark.nginx, pytest.mark.both_parsers]
 
 MIB = 1024 * 1024
 

@@ -20,6 +20,8 @@ import aiopool
 from tests.helpers import assert_settled
 from tests.rig.fault_server import FaultServer
 
+pytestmark = pytest.mark.both_parsers
+
 # 4 pieces of 16 KiB, 2 ms apart: the rest of the body is not buffered when the block is left,
 # and all of it arrives well inside the drain bound (256 KiB within 50 ms).
 PIECES = "/slow?chunks=4&size=16384&delay=0.002"

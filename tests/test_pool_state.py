@@ -8,7 +8,7 @@ import itertools
 import pytest
 
 import aiopool
-from aiopool._http11 import ConnState, ResponseHead
+from aiopool._connection import ConnState, ResponseHead
 from aiopool._models import BodyStream, Request
 from aiopool._pool_state import MAX_EMPTY_HOSTS, PoolState, Waiter
 from aiopool._urls import Origin
@@ -24,7 +24,7 @@ class FakeConn:
 
     http_version = "HTTP/1.1"
     multiplexed = False
-    goaway_received = False
+    implementation = "fake"
 
     def __init__(self, origin: Origin) -> None:
         self.id = next(_ids)
@@ -34,12 +34,14 @@ class FakeConn:
         self.socket = MockStream([])
         self.requests = 0
         self.idle_since = 0.0
-        self.got_response_bytes = False
         self.reusable = True
         self.watching = False
 
     def is_reusable(self) -> bool:
         return self.reusable and not self.closed
+
+    def stale_failure(self, was_idle: bool) -> bool:
+        raise NotImplementedError  # the books never send
 
     def close(self) -> None:
         self.closed = True

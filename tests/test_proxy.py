@@ -871,7 +871,7 @@ class _FakeConn:
 
     def __init__(self, origin: Origin) -> None:
         self.origin = origin
-        from aiopool._http11 import ConnState
+        from aiopool._connection import ConnState
 
         self.state = ConnState.ACTIVE
 

@@ -19,6 +19,8 @@ from tests.rig.encodings import text
 from tests.rig.fault_server import FaultServer
 from tests.rig.hypercorn_app import HypercornServer
 
+pytestmark = pytest.mark.both_parsers
+
 MIB = 1024 * 1024
 
 

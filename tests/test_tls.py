@@ -24,6 +24,8 @@ import aiopool
 from tests.helpers import assert_settled, eventually, pool_of
 from tests.rig.fault_server import BlackholeServer, FaultServer, server_ssl_context
 
+pytestmark = pytest.mark.both_parsers
+
 
 @pytest.fixture
 def server(tls_fault_server: FaultServer) -> FaultServer:

@@ -25,8 +25,8 @@ from tests.rig.h2_server import H2ScriptServer
 from tests.rig.hypercorn_app import HypercornServer
 from tests.rig.nginx import Nginx
 
-both_parsers = pytest.mark.parametrize("http1_parser", ["h11", "httptools"], indirect=True)
-both_engines = pytest.mark.parametrize("http2_engine", ["h2", "jh2", "native"], indirect=True)
+both_parsers = pytest.mark.both_parsers
+both_engines = pytest.mark.both_engines
 
 Events = list[aiopool.TraceEvent]
 

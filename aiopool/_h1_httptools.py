@@ -1,9 +1,10 @@
-"""HTTP/1.1 with httptools (llhttp, the parser Node.js and uvicorn use): the fast path.
+"""The llhttp codec (httptools: the parser Node.js and uvicorn use): the fast path.
 
 Selected automatically when `httptools` is installed (`pip install aiopool[speedups]`); h11
-(`_http11.HTTP11Connection`) stays the always-available reference, and both pass the same
-behaviour tests. Everything but the wire format is inherited: leasing, failure and cancellation
-handling, the drain bound, idle watching.
+(`_h1_h11`) stays the always-available reference, and both pass the same behaviour tests.
+
+Requests are written by hand: `Request` has already validated method, target and headers;
+what is checked here is the framing (Content-Length, Transfer-Encoding), as h11 does.
 
 What llhttp does not do for a client, this module does:
 - it cannot know a response answers HEAD, so after a HEAD response's head the message ends here
@@ -14,41 +15,40 @@ What llhttp does not do for a client, this module does:
 - the response head is capped in bytes and fields (`HeadLimits`), as with h11;
 - Transfer-Encoding together with Content-Length is refused (RFC 9112 section 6.3), as with h11;
 - any byte after the end of a response makes the socket unfit for reuse.
-Requests are written directly: `Request` has already validated method, target and headers.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING
 
 import httptools
 
-from ._config import MAX_INTERIM_RESPONSES
+from ._config import HeadLimits
+from ._connection import ResponseHead, too_many_headers
 from ._exceptions import LocalProtocolError, RemoteProtocolError
-from ._headers import Headers, content_length
-from ._http11 import (
-    HTTP11Connection,
-    ResponseHead,
+from ._h1_codec import (
+    BOTH_FRAMINGS,
+    END,
+    INTERIM,
+    MALFORMED,
+    NEED_DATA,
+    Event,
     chunk_header_too_large,
     head_size,
     head_too_large,
-    too_many_headers,
-    too_many_interim,
 )
-from ._proxy import forward_form
+from ._headers import Headers, content_length
 
-if TYPE_CHECKING:
-    from ._config import Timeout
-    from ._models import Request
-
-__all__ = ("HttptoolsConnection",)
+__all__ = ("HttptoolsCodec",)
 
 _NO_BODY_STATUS = frozenset({204, 304})
+_UNFRAMED = "request body without Content-Length or Transfer-Encoding: chunked"
 
 
-class HttptoolsConnection(HTTP11Connection):
-    """An `HTTP11Connection` whose wire format is written by hand and parsed by llhttp."""
+class HttptoolsCodec:
+    """The `Codec` of an `httptools.HttpResponseParser` (llhttp); also its callback object."""
+
+    name = "httptools"
 
     __slots__ = (
         "_body",
@@ -61,16 +61,21 @@ class HttptoolsConnection(HTTP11Connection):
         "_head_bytes",
         "_head_done",
         "_head_request",
+        "_head_taken",
         "_headers",
-        "_in_exchange",
         "_in_line",
         "_interim",
         "_keep_alive",
         "_last_body",
         "_length",
+        "_limits",
         "_line_bytes",
         "_max_headers",
+        "_out_chunked",
+        "_out_length",
+        "_out_sent",
         "_parser",
+        "_peer_closed",
         "_reason",
         "_request_close",
         "_status",
@@ -79,11 +84,16 @@ class HttptoolsConnection(HTTP11Connection):
         "_version",
     )
 
-    def _setup_protocol(self) -> None:
+    def __init__(self, limits: HeadLimits) -> None:
+        self._limits = limits
         self._parser: httptools.HttpResponseParser | None = None
-        self._max_headers = self._limits.max_count  # (looked up for every field)
-        self._in_exchange = False
+        self._max_headers = limits.max_count  # (looked up for every field)
         self._dirty = False
+        self._head_request = False
+        self._request_close = False
+        self._out_length: int | None = None
+        self._out_chunked = False
+        self._out_sent = 0
         self._reset_response()
 
     def _reset_response(self) -> None:
@@ -91,11 +101,13 @@ class HttptoolsConnection(HTTP11Connection):
         self._reason = b""
         self._version = "HTTP/1.1"
         self._headers: list[tuple[bytes, bytes]] = []
-        self._head_done = False
+        self._head_done = False  # llhttp parsed the final head
+        self._head_taken = False  # ... and `next_event` returned it
         self._head_bytes = 0
-        self._interim = 0
+        self._interim = 0  # 1xx heads parsed and not yet returned by `next_event`
         self._body: deque[bytes] = deque()
         self._complete = False
+        self._peer_closed = False  # EOF was fed
         self._keep_alive = True
         self._until_eof = False
         self._has_length = False
@@ -111,22 +123,16 @@ class HttptoolsConnection(HTTP11Connection):
         self._in_line = False
         self._line_bytes = 0
 
-    def _between_requests(self) -> bool:
-        return not self._in_exchange and not self._dirty
+    # Requests ----------------------------------------------------------------------------------
 
-    # Sending -----------------------------------------------------------------------------------
-
-    async def _send_request(self, request: Request, timeout: Timeout) -> bool:
-        self._in_exchange = True  # (response state was reset when the last one completed)
-        self._head_request = request.method == "HEAD"
-        raw = request.headers.raw
-        target = request.url.target
-        if self._forward:  # to an HTTP proxy: absolute-form target, the proxy's credentials
-            target, raw = forward_form(self.origin, target, raw)
+    def request(
+        self, method: str, target: bytes, headers: list[tuple[bytes, bytes]], body: bytes | None
+    ) -> bytes:
+        self._head_request = method == "HEAD"
         length: int | None = None
         chunked = False
         self._request_close = False
-        for name, value in raw:
+        for name, value in headers:
             # Only three names matter for framing; their lengths rule out almost every other
             # header before any lower-casing ("connection" 10, "content-length" 14,
             # "transfer-encoding" 17).
@@ -151,99 +157,78 @@ class HttptoolsConnection(HTTP11Connection):
             raise LocalProtocolError(
                 "Content-Length together with Transfer-Encoding refused (RFC 9112 section 6.2)"
             )
+        self._out_length = length
+        self._out_chunked = chunked
+        self._out_sent = 0
         parts = [
-            b"%s %s HTTP/1.1\r\n" % (request.method.encode("ascii"), target),
-            *[b"%s: %s\r\n" % header for header in raw],
+            b"%s %s HTTP/1.1\r\n" % (method.encode("ascii"), target),
+            *[b"%s: %s\r\n" % header for header in headers],
             b"\r\n",
         ]
-        content = request.content
-        stream = self._stream
-        expect_wait = request._expect_wait
-        if content is None or isinstance(content, bytes):
-            body = content or b""
-            if (length or 0) != len(body) and not chunked:
-                raise LocalProtocolError(
-                    f"Content-Length {length} does not match a body of {len(body)} bytes"
-                )
-            if chunked:
-                body = (b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)) if body else b"0\r\n\r\n"
-            if expect_wait is None:
-                parts.append(body)
-                stream.write_nowait(b"".join(parts))
-                request._written = True  # (not before: a socket found closed took nothing)
-                if self._tracer is not None:
-                    self._trace_wrote_headers(request)
-                await stream.drain(timeout.write)
-                return True
-            if not await self._send_head_expecting(parts, request, expect_wait, timeout):
-                return False
-            stream.write_nowait(body)
-            await stream.drain(timeout.write)
-            return True
-        if expect_wait is not None:
-            if not await self._send_head_expecting(parts, request, expect_wait, timeout):
-                return False
-        else:
-            stream.write_nowait(b"".join(parts))
-            request._written = True
-            if self._tracer is not None:
-                self._trace_wrote_headers(request)
-        await self._send_body(request, length, chunked, timeout)
-        return True
-
-    async def _send_head_expecting(
-        self, parts: list[bytes], request: Request, wait: float, timeout: Timeout
-    ) -> bool:
-        """Send the head alone; whether the body may follow (see `_await_continue`)."""
-        self._stream.write_nowait(b"".join(parts))
-        request._written = True
-        if self._tracer is not None:
-            self._trace_wrote_headers(request)
-        await self._stream.drain(timeout.write)
-        return await self._await_continue(wait)
-
-    def _take(self, data: bytes) -> None:
-        if data:
-            self._feed(data)
-
-    def _body_withheld(self) -> None:
-        # The server reads the next bytes as the promised body: never reuse the socket.
-        self._dirty = True
-
-    async def _send_body(
-        self,
-        request: Request,
-        length: int | None,
-        chunked: bool,
-        timeout: Timeout,
-    ) -> None:
-        stream = self._stream
-        sent = 0
-        async for chunk in request.body_chunks():
-            sent += len(chunk)
-            if chunked:
-                stream.write_nowait(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-            else:
-                if length is not None and sent > length:
-                    raise LocalProtocolError(f"request body longer than Content-Length {length}")
-                stream.write_nowait(chunk)
-            await stream.drain(timeout.write)
+        if body is None:
+            return b"".join(parts)  # the body follows, through `body` and `end`
+        # The whole request in one join (the hot path).
         if chunked:
-            stream.write_nowait(b"0\r\n\r\n")
-        elif length is not None and sent != length:
+            parts.append(b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body) if body else b"0\r\n\r\n")
+        elif (length or 0) == len(body):
+            parts.append(body)
+        elif length is None:
+            raise LocalProtocolError(_UNFRAMED)
+        else:
             raise LocalProtocolError(
-                f"request body of {sent} bytes shorter than Content-Length {length}"
+                f"Content-Length {length} does not match a body of {len(body)} bytes"
             )
-        await stream.drain(timeout.write)
+        return b"".join(parts)
 
-    # Receiving ---------------------------------------------------------------------------------
+    def body(self, data: bytes) -> bytes:
+        if not data:
+            return b""  # (a chunk of size 0 would end a chunked body)
+        self._out_sent += len(data)
+        if self._out_chunked:
+            return b"%x\r\n%s\r\n" % (len(data), data)
+        length = self._out_length
+        if length is None:
+            # Without Content-Length or chunked, a request has no body (RFC 9112 section 6.3):
+            # these bytes would be read as the next request. h11 refuses them too.
+            raise LocalProtocolError(_UNFRAMED)
+        if self._out_sent > length:
+            raise LocalProtocolError(f"request body longer than Content-Length {length}")
+        return data
 
-    async def _receive_head(self, timeout: Timeout) -> ResponseHead:
-        while not self._head_done:
-            data = await self._read_more(timeout.read)
-            if not data:
-                raise RemoteProtocolError("server closed the connection in the response head")
-            self._feed(data)
+    def end(self) -> bytes:
+        if self._out_chunked:
+            return b"0\r\n\r\n"
+        length = self._out_length
+        if length is not None and self._out_sent != length:
+            raise LocalProtocolError(
+                f"request body of {self._out_sent} bytes shorter than Content-Length {length}"
+            )
+        return b""
+
+    # Responses ---------------------------------------------------------------------------------
+
+    def next_event(self) -> Event:
+        if self._head_taken:
+            body = self._body
+            if body:
+                if len(body) == 1:
+                    return body.popleft()
+                data = b"".join(body)
+                body.clear()
+                return data
+            if self._complete:
+                return END
+            if self._peer_closed:
+                raise self._incomplete()
+            return NEED_DATA
+        if self._interim:
+            self._interim -= 1
+            return INTERIM
+        if not self._head_done:
+            if self._peer_closed:
+                raise self._incomplete()
+            return NEED_DATA
+        self._head_taken = True
         return ResponseHead(
             self._status,
             self._reason.decode("latin-1"),
@@ -255,30 +240,16 @@ class HttptoolsConnection(HTTP11Connection):
             self._version,
         )
 
-    async def _receive_body_chunk(self, read_timeout: float | None) -> bytes:
-        body = self._body
-        while not body:
-            if self._complete:
-                self._response_complete()
-                return b""
-            data = await self._read_more(read_timeout)
-            if data:
-                self._feed(data)
-            elif self._until_eof:
-                self._complete = True
-                self._keep_alive = False
-            else:
-                raise RemoteProtocolError(
-                    "malformed HTTP/1.1 response: peer closed connection without sending "
-                    "the complete message body"
-                )
-        if len(body) == 1:
-            return body.popleft()
-        data = b"".join(body)
-        body.clear()
-        return data
+    def finish(self) -> bool:
+        reusable = self._keep_alive and not self._request_close and not self._dirty
+        # Reset now, not at the next request: an idle socket holds no response's headers.
+        self._reset_response()
+        return reusable
 
-    def _feed(self, data: bytes) -> None:
+    def feed(self, data: bytes) -> None:
+        if not data:
+            self._eof()
+            return
         if self._complete:
             self._dirty = True  # bytes after the response: never reuse this socket
             return
@@ -294,7 +265,7 @@ class HttptoolsConnection(HTTP11Connection):
             # exception outside HttpParserError. We never ask for an upgrade: the socket now
             # speaks another protocol, so the exchange fails (h11 refuses it too).
             raise RemoteProtocolError(
-                "malformed HTTP/1.1 response: 101 Switching Protocols, but no upgrade was asked for"
+                f"{MALFORMED}: 101 Switching Protocols, but no upgrade was asked for"
             ) from None
         except httptools.HttpParserError as exc:
             # llhttp goes on parsing whatever follows a complete response in the same read (or
@@ -304,10 +275,10 @@ class HttptoolsConnection(HTTP11Connection):
             ended = self._complete or (self._head_done and self._head_request)
             if not ended or self._framing_error is not None:
                 reason = self._framing_error or str(exc) or type(exc).__name__
-                raise RemoteProtocolError(f"malformed HTTP/1.1 response: {reason}") from None
+                raise RemoteProtocolError(f"{MALFORMED}: {reason}") from None
             self._dirty = True
         if self._framing_error is not None:
-            raise RemoteProtocolError(f"malformed HTTP/1.1 response: {self._framing_error}")
+            raise RemoteProtocolError(f"{MALFORMED}: {self._framing_error}")
         if self._complete:
             # The response ended in this read. llhttp skips CR and LF after a message without a
             # callback (any other byte begins a message, which on_message_begin sees), so look
@@ -327,9 +298,7 @@ class HttptoolsConnection(HTTP11Connection):
                 self._count_line(data)
         if not self._head_done and self._head_bytes > self._limits.max_bytes:
             # (Counted from the first byte of the response, interim 1xx heads included.)
-            raise RemoteProtocolError(
-                f"malformed HTTP/1.1 response: {head_too_large(self._limits)}"
-            )
+            raise RemoteProtocolError(f"{MALFORMED}: {head_too_large(self._limits)}")
         if self._head_done and self._head_request and not self._complete:
             # llhttp would wait for a HEAD response's announced body: end it here, and start
             # the next response on a fresh parser.
@@ -338,6 +307,22 @@ class HttptoolsConnection(HTTP11Connection):
             if self._body:
                 self._body.clear()
                 self._dirty = True
+
+    def _eof(self) -> None:
+        """The server closed the socket (httptools has no call for it). A body delimited by
+        the close ends here; anything else incomplete fails at the next `next_event`, as h11
+        reports it."""
+        self._peer_closed = True
+        if self._head_done and self._until_eof:
+            self._complete = True
+            self._keep_alive = False
+
+    def _incomplete(self) -> RemoteProtocolError:
+        if not self._head_done:
+            return RemoteProtocolError("server closed the connection in the response head")
+        return RemoteProtocolError(
+            f"{MALFORMED}: peer closed connection without sending the complete message body"
+        )
 
     def _count_line(self, data: bytes) -> None:
         """After a read that left llhttp inside a chunked body's chunk-size line (with its
@@ -355,18 +340,7 @@ class HttptoolsConnection(HTTP11Connection):
             self._line_bytes = len(data) - end - 1
         if self._line_bytes > self._limits.max_bytes:
             self._framing_error = chunk_header_too_large(self._limits)
-            raise RemoteProtocolError(f"malformed HTTP/1.1 response: {self._framing_error}")
-
-    def _response_complete(self) -> None:
-        self._in_exchange = False
-        reusable = self._keep_alive and not self._request_close and not self._dirty
-        # Reset now, not at the next request: an idle socket holds no response's headers.
-        self._reset_response()
-        if reusable and self._stream.is_idle_clean():
-            self._release()
-        else:
-            self.close()
-            self._owner.discard(self, "not_reusable")
+            raise RemoteProtocolError(f"{MALFORMED}: {self._framing_error}")
 
     # llhttp callbacks (called from inside feed_data) --------------------------------------------
 
@@ -416,10 +390,8 @@ class HttptoolsConnection(HTTP11Connection):
             raise RemoteProtocolError(self._framing_error)
         if 100 <= status < 200:
             # 100 Continue, 103 Early Hints: not the final response; llhttp goes on to the next.
+            # (The connection counts them: `Signal.INTERIM` events.)
             self._interim += 1
-            if self._interim > MAX_INTERIM_RESPONSES:
-                self._framing_error = too_many_interim()
-                raise RemoteProtocolError(self._framing_error)
             self._headers = []
             self._reason = b""
             self._has_length = self._has_chunked = self._has_coding = False
@@ -430,7 +402,7 @@ class HttptoolsConnection(HTTP11Connection):
             self._head_bytes > limits.max_bytes
             and head_size(self._reason, self._headers) > limits.max_bytes
         ):
-            # The check in `_feed` sees only heads still incomplete after a read; one read can
+            # The check in `feed` sees only heads still incomplete after a read; one read can
             # bring a whole oversized head.
             self._framing_error = head_too_large(limits)
             raise RemoteProtocolError(self._framing_error)
@@ -452,7 +424,7 @@ class HttptoolsConnection(HTTP11Connection):
         self._head_done = True
         if self._has_length and self._has_chunked:
             # RFC 9112 section 6.3: ambiguous framing, the response-splitting vector.
-            self._framing_error = "both Transfer-Encoding and Content-Length"
+            self._framing_error = BOTH_FRAMINGS
             raise RemoteProtocolError(self._framing_error)
         self._until_eof = (
             not self._has_length
@@ -479,7 +451,7 @@ class HttptoolsConnection(HTTP11Connection):
             # A HEAD response has no body (RFC 9110 section 9.3.2), whatever Content-Length
             # says; llhttp cannot know the request was HEAD and reads that many of whatever
             # bytes follow in the same read as "body". They are bytes nobody asked for: never
-            # a body, and never a socket to reuse (`_feed` ends the response after its head).
+            # a body, and never a socket to reuse (`feed` ends the response after its head).
             self._dirty = True
         elif not self._complete:
             self._body.append(body)
