@@ -482,32 +482,23 @@ class Client:
             method, url, params, headers, content, json, auth, data=data, files=files
         )
         timeout_ = self._timeout(timeout)
-        total = timeout_.total
-        if total is None:
-            return await self._exchange(
-                request,
-                timeout_,
-                follow_redirects,
-                max_redirects,
-                stream=False,
-                trace=trace,
-                max_response_size=max_response_size,
-                retry=retry,
-            )
-        deadline = Deadline(total)
-        deadline.request = request
+        deadline = _deadline_for(timeout_, request)
+        # (The coroutine runs only when awaited: inside the deadline's scope when there is one.)
+        exchange = self._exchange(
+            request,
+            timeout_,
+            follow_redirects,
+            max_redirects,
+            stream=False,
+            trace=trace,
+            max_response_size=max_response_size,
+            retry=retry,
+            deadline=deadline,
+        )
+        if deadline is None:
+            return await exchange
         async with deadline.within():
-            return await self._exchange(
-                request,
-                timeout_,
-                follow_redirects,
-                max_redirects,
-                stream=False,
-                trace=trace,
-                max_response_size=max_response_size,
-                retry=retry,
-                deadline=deadline,
-            )
+            return await exchange
 
     def stream(
         self,
@@ -861,12 +852,10 @@ class StreamContext:
         if self._opened:
             raise RuntimeError("this stream() context was already opened")
         self._opened = True
-        total = self._timeout.total
-        if total is None:
+        deadline = _deadline_for(self._timeout, self._request)
+        if deadline is None:
             self._response = await self._exchange(None)
         else:
-            deadline = Deadline(total)
-            deadline.request = self._request
             async with deadline.within():
                 self._response = await self._exchange(deadline)
         return self._response
@@ -928,3 +917,12 @@ def _check_retry(value: RetryTypes) -> Retry | None:
     if isinstance(value, Retry):
         return value
     raise TypeError(f"retry must be an aiopool.Retry, None or False, not {value!r}")
+
+
+def _deadline_for(timeout: Timeout, request: Request) -> Deadline | None:
+    """The call's deadline (`Timeout.total`), or None without one (the usual case)."""
+    if timeout.total is None:
+        return None
+    deadline = Deadline(timeout.total)
+    deadline.request = request
+    return deadline

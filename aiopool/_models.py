@@ -35,7 +35,7 @@ from ._stats import ConnInfo
 from ._trace import TraceHook, Tracer
 from ._urls import URL
 
-__all__ = ("BodyStream", "Request", "RequestContent", "Response", "reason_phrase")
+__all__ = ("BodyStream", "BufferedBody", "Request", "RequestContent", "Response", "reason_phrase")
 
 RequestContent = bytes | AsyncIterable[bytes]
 
@@ -347,7 +347,7 @@ class Response:
             if "content-encoding" in self.headers:
                 # Encoded bytes are what a server sends: read through the decoder like its
                 # body (MockTransport promises decoding runs for real), not taken as read.
-                return _GivenBytes(bytes(content)), None
+                return BufferedBody(bytes(content)), None
             return None, bytes(content)
         if isinstance(content, AsyncIterable):
             return _IterableBody(content), None
@@ -681,7 +681,7 @@ class Response:
         # Leaks are loud (docs/design.md): a streamed response dropped while open is a leak;
         # say where it was made.
         stream = getattr(self, "_stream", None)
-        if stream is None or type(stream) is _GivenBytes:  # (bytes in memory hold nothing)
+        if stream is None or type(stream) is BufferedBody:  # (bytes in memory hold nothing)
             return
         self._stream = None
         where = f", opened at {self._opened_at}" if self._opened_at else ""
@@ -740,8 +740,9 @@ def _lowered(headers: Headers | HeaderTypes | None) -> Headers:
     return headers
 
 
-class _GivenBytes:
-    """The `BodyStream` of a hand-made response whose encoded body was given as bytes."""
+class BufferedBody:
+    """A `BodyStream` over a body already in memory: a hand-made response's encoded body given
+    as bytes, or a redirect's body read ahead (see `_redirects`), to be decoded as received."""
 
     __slots__ = ("_data",)
 

@@ -60,7 +60,7 @@ from ._exceptions import (
     TooManyRedirects,
 )
 from ._headers import Headers
-from ._models import Request, Response
+from ._models import BufferedBody, Request, Response
 from ._urls import MAX_URL_LENGTH, URL, Origin
 
 __all__ = (
@@ -214,32 +214,13 @@ async def _release(response: Response) -> Response:
                 http_version=response.http_version,
                 request=response.request,
                 conn_info=response.conn_info,
-                stream=_Buffered(b"".join(chunks)),
+                stream=BufferedBody(b"".join(chunks)),
                 max_response_size=MAX_REDIRECT_BODY,
             )
             with contextlib.suppress(DecodingError, ResponseTooLarge):
                 await entry.aread()  # from memory: no await really waits
             return entry
     return response
-
-
-class _Buffered:
-    """A `BodyStream` over a body already read: what `Response` decodes a redirect's from."""
-
-    __slots__ = ("_data",)
-
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-
-    async def receive(self) -> bytes:
-        data, self._data = self._data, b""
-        return data
-
-    async def aclose(self) -> None:
-        self._data = b""
-
-    def abort(self) -> None:
-        self._data = b""
 
 
 def _target(response: Response, location: str, history: list[Response]) -> URL:
