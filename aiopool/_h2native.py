@@ -23,10 +23,7 @@ Rules kept here:
 
 from __future__ import annotations
 
-from typing import Any, cast
-
-import hpack
-import hpack.exceptions
+from typing import Any
 
 from . import _h2native_events as ev
 from ._h2native_fields import check_fields, content_length
@@ -53,6 +50,7 @@ from ._h2native_frames import (
     write_settings,
     write_u32,
 )
+from ._h2native_hpack import HeaderDecoder, HeaderEncoder
 
 __all__ = ("NativeConfig", "NativeConnection")
 
@@ -156,8 +154,8 @@ class NativeConnection:
     connection error; stream methods raise `StreamClosedError` for a stream that is gone."""
 
     def __init__(self, config: NativeConfig | None = None) -> None:
-        self.encoder = hpack.Encoder()
-        self.decoder = hpack.Decoder()
+        self.encoder = HeaderEncoder()
+        self.decoder = HeaderDecoder()
         self.remote_settings = PeerSettings()
         self.max_outbound_frame_size = DEFAULT_MAX_FRAME_SIZE
         self._streams: dict[int, _Stream] = {}
@@ -432,14 +430,8 @@ class NativeConnection:
 
     def _header_block(self, sid: int, flags: int, block: memoryview, events: list[Any]) -> None:
         s = self._stream_for(sid, "HEADERS")
-        try:  # (decoded whatever the stream: the HPACK table is the connection's, section 4.3)
-            # (hpack reads any buffer; its annotation says bytes. raw=True: bytes pairs.)
-            decoded = self.decoder.decode(block, raw=True)  # type: ignore[arg-type]
-            headers = cast("list[tuple[bytes, bytes]]", decoded)
-        except hpack.exceptions.OversizedHeaderListError as exc:
-            raise ProtocolError(f"response header list too large: {exc}") from None
-        except (hpack.exceptions.HPACKError, IndexError, ValueError) as exc:
-            raise ProtocolError(f"HPACK: {exc}", ErrorCode.COMPRESSION_ERROR) from None
+        # (Decoded whatever the stream: the HPACK table is the connection's, section 4.3.)
+        headers = self.decoder.decode(block)
         if s is None:
             return
         if s.state not in _CAN_RECEIVE:

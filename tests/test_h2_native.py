@@ -13,6 +13,7 @@ import hpack
 import pytest
 
 from aiopool import _h2native_events as ev
+from aiopool import _h2native_hpack
 from aiopool._h2native import MAX_INBOUND_FRAME_SIZE, NativeConfig, NativeConnection
 from aiopool._h2native_frames import (
     PREFACE,
@@ -21,6 +22,7 @@ from aiopool._h2native_frames import (
     StreamClosedError,
     split_frames,
 )
+from aiopool._h2native_hpack import HeaderDecoder, HeaderEncoder
 
 
 def frame(ftype: int, flags: int, sid: int, payload: bytes = b"") -> bytes:
@@ -251,3 +253,73 @@ def test_a_response_without_content_may_state_a_length(status: bytes) -> None:
     block = head(enc, (b"content-length", b"5"), status=status)
     events = conn.receive_data(frame(0x1, 0x5, 1, block))
     assert [type(e) for e in events] == [ev.ResponseReceived, ev.StreamEnded]
+
+
+# HPACK: the compiled codec (jh2's, with aiopool[speedups]) and hpack are held to one set of
+# rules (`_h2native_hpack`); each case runs on both.
+codecs = pytest.mark.parametrize(
+    "compiled",
+    [pytest.param(True, id="compiled"), pytest.param(False, id="hpack")]
+    if _h2native_hpack.COMPILED
+    else [pytest.param(False, id="hpack")],
+)
+_REQUEST = [
+    (b":method", b"GET"),
+    (b":scheme", b"https"),
+    (b":authority", b"example.test"),
+    (b":path", b"/a"),
+    (b"user-agent", b"aiopool"),
+]
+
+
+@codecs
+def test_repeated_request_fields_come_from_the_dynamic_table(compiled: bool) -> None:
+    encoder = HeaderEncoder(compiled)
+    first, second = encoder.encode(_REQUEST), encoder.encode(_REQUEST)
+    assert len(second) < len(first) // 2  # (every field indexed the second time)
+    reference = hpack.Decoder()
+    assert reference.decode(first, raw=True) == reference.decode(second, raw=True) == _REQUEST
+
+
+@codecs
+def test_credentials_are_never_indexed(compiled: bool) -> None:
+    # RFC 7541 section 7.1.3: a secret kept out of the dynamic table cannot be probed through
+    # compression ratios; the representation says so to intermediaries too (section 6.2.3).
+    encoder = HeaderEncoder(compiled)
+    fields = [*_REQUEST, (b"authorization", b"Bearer s3cret"), (b"cookie", b"a=1")]
+    decoded = hpack.Decoder().decode(encoder.encode(fields), raw=True)
+    assert decoded == fields
+    never = [type(f) is hpack.NeverIndexedHeaderTuple for f in decoded]
+    assert never == [False] * len(_REQUEST) + [True, False]
+
+
+@codecs
+def test_the_header_list_size_counts_32_bytes_per_field(compiled: bool) -> None:
+    # RFC 7541 section 4.1 (and SETTINGS_MAX_HEADER_LIST_SIZE, RFC 9113 section 6.5.2): the
+    # limit we advertise means the same whichever codec decodes.
+    fields = [(b"x-%d" % i, b"v") for i in range(10)]  # 10 x (3 + 1 + 32) = 360 bytes
+    block = hpack.Encoder().encode(fields)
+    decoder = HeaderDecoder(compiled)
+    decoder.max_header_list_size = 360
+    assert decoder.decode(memoryview(block)) == fields
+    decoder = HeaderDecoder(compiled)
+    decoder.max_header_list_size = 359
+    with pytest.raises(ProtocolError, match="too large") as caught:
+        decoder.decode(memoryview(block))
+    assert caught.value.error_code == ErrorCode.PROTOCOL_ERROR
+
+
+@codecs
+@pytest.mark.parametrize(
+    "block",
+    [
+        b"\xff\xff\xff\xff\xff\xff\x7f",  # an index past every table, in an overlong integer
+        b"\xbe",  # dynamic table entry 62, which is empty
+        b"\x40\x85\xff\xff\xff\xff\xff\x00",  # a Huffman string padded with a whole octet
+        b"\x3f\xe1\x3f",  # a table size update to 8,192, above SETTINGS_HEADER_TABLE_SIZE
+    ],
+)
+def test_a_broken_block_is_a_compression_error(compiled: bool, block: bytes) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        HeaderDecoder(compiled).decode(memoryview(block))
+    assert caught.value.error_code == ErrorCode.COMPRESSION_ERROR
