@@ -32,6 +32,7 @@ Rules kept here:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -172,6 +173,10 @@ class HTTP2Connection:
         # to write synchronously: no answer ever waits.)
         self._unsent = getattr(stream, "write_buffer_size", _nothing_unsent)
         self._written = 0  # bytes handed to the stream, ever
+        # Requests whose HEADERS wait in the engine's buffer for the flush at the end of this
+        # event-loop turn (`_queue_headers`), and that flush's handle.
+        self._unflushed: list[tuple[Stream, Request, bool]] = []
+        self._flush_handle: asyncio.Handle | None = None
         # The reader's answers still in our write buffer: (end offset in `_written`, frames,
         # bytes) per write, oldest first; `_answers_queued` counts their frames.
         self._answers: deque[tuple[int, int, int]] = deque()
@@ -392,25 +397,17 @@ class HTTP2Connection:
             end = content is None or (isinstance(content, bytes) and not content)
             headers, asked = self._request_headers(request)
             conn.send_headers(stream_id, headers, end_stream=end)
-            try:
-                self._flush()
-            except TransportError as exc:
-                # The socket closed under us (the server retired it; the reader has yet to see
-                # the EOF): not a byte of this request left, so it may be sent elsewhere, and
-                # no other request should come here meanwhile.
-                self.draining = True
-                exc.unprocessed = True
-                raise
-            request._written = True
-            if tracer is not None:
-                tracer(
-                    "wrote_headers",
-                    self.origin,
-                    self.id,
-                    method=request.method,
-                    target=request.url.target.decode("latin-1"),
-                    stream_id=stream_id,
-                )
+            self._unflushed.append((stream, request, end))
+            if end:
+                # No body: the HEADERS leave with every other stream's opened in this turn of
+                # the event loop, one TLS record and one send for all of them (`_flush`).
+                self._flush_soon()
+            else:
+                try:
+                    self._flush()
+                except TransportError as exc:
+                    exc.unprocessed = True  # (see `_fail_unflushed`)
+                    raise
             try:
                 if not end:
                     wait = request._expect_wait if asked else None
@@ -418,12 +415,12 @@ class HTTP2Connection:
                         stream.withheld = True  # reset once the response is read
                     else:
                         await self._send_body(stream, request, timeout)
-                await self._stream.drain(timeout.write)
+                    await self._stream.drain(timeout.write)
             except BaseException as exc:
                 if tracer is not None:
                     tracer("wrote_request", self.origin, self.id, error=exc, body_withheld=False)
                 raise
-            if tracer is not None:
+            if tracer is not None and not end:
                 withheld = stream.withheld
                 tracer("wrote_request", self.origin, self.id, error=None, body_withheld=withheld)
             phase = "waiting for the response head"
@@ -555,10 +552,70 @@ class HTTP2Connection:
             await self._stream.drain(timeout.write)
 
     def _flush(self) -> None:
+        """Write what the engine queued. Raises `TransportError` if the socket is gone; the
+        requests whose HEADERS were in it then fail as unprocessed (`_unflushed`)."""
         data = self._h2.data_to_send()
         if data:
+            self._write(data)
+
+    def _write(self, data: bytes) -> None:
+        try:
             self._stream.write_nowait(data)
-            self._written += len(data)
+        except TransportError as exc:
+            self._fail_unflushed(exc)
+            raise
+        self._written += len(data)
+        if self._unflushed:
+            self._wrote_headers()
+
+    def _flush_soon(self) -> None:
+        """Flush at the end of this event-loop turn: what many tasks queue in one turn (new
+        streams' HEADERS, window credits) leaves in one TLS record and one send."""
+        if self._flush_handle is None:
+            self._flush_handle = self._loop.call_soon(self._flush_queued)
+
+    def _flush_queued(self) -> None:
+        self._flush_handle = None
+        if self.closed:
+            self._unflushed.clear()  # (their streams were failed with the socket)
+            return
+        # (On a write error each request whose HEADERS were in it was failed by
+        # `_fail_unflushed`; the reader meets the socket's end and fails the rest.)
+        with contextlib.suppress(TransportError):
+            self._flush()
+
+    def _wrote_headers(self) -> None:
+        """The requests in `_unflushed` are on their way: they may no longer be replayed
+        unless they are idempotent (`Request._written`); tell their tracers."""
+        written, self._unflushed = self._unflushed, []
+        origin, conn_id = self.origin, self.id
+        for stream, request, headers_only in written:
+            request._written = True
+            tracer = stream.tracer
+            if tracer is not None:
+                tracer(
+                    "wrote_headers",
+                    origin,
+                    conn_id,
+                    method=request.method,
+                    target=request.url.target.decode("latin-1"),
+                    stream_id=stream.id,
+                )
+                if headers_only:
+                    tracer("wrote_request", origin, conn_id, error=None, body_withheld=False)
+
+    def _fail_unflushed(self, exc: TransportError) -> None:
+        """The socket closed under us (the server retired it; the reader has yet to see the
+        EOF): not a byte of these requests left, so they may be sent elsewhere, and no other
+        request should come here meanwhile."""
+        failed, self._unflushed = self._unflushed, []
+        self.draining = True
+        for stream, _, _ in failed:
+            if stream.error is None and not stream.ended:
+                error = type(exc)(str(exc))
+                error.unprocessed = True
+                stream.error = error
+                wake(stream)
 
     def _answer(self) -> bool:
         """Send what the frames just read oblige us to send. True if some of it waits unsent
@@ -568,8 +625,7 @@ class HTTP2Connection:
         data = self._h2.data_to_send()
         if not data:
             return False
-        self._stream.write_nowait(data)
-        self._written += len(data)
+        self._write(data)
         unsent = self._unsent()
         answers = self._answers
         if not unsent:  # (the kernel took everything: the common case)
@@ -658,9 +714,10 @@ class HTTP2Connection:
         if credit and not self.closed:
             try:
                 self._h2.acknowledge_received_data(credit, stream.id)
-                self._flush()
-            except (self._engine.protocol_error, TransportError):
-                pass  # the stream or socket is already gone; nothing left to credit
+            except self._engine.protocol_error:
+                pass  # the stream is already gone; nothing left to credit
+            else:
+                self._flush_soon()
         return chunk
 
     def _finish_stream(self, stream: Stream) -> None:

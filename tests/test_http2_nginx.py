@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+from typing import Any
 
 import pytest
 
 import aiopool
+from aiopool._backend import NetworkStream, open_stream
 from tests.helpers import assert_settled, cancellation_storm, eventually
 from tests.rig.fault_server import BlackholeServer, FaultServer
 from tests.rig.nginx import LIMITED_REQUESTS, LIMITED_STREAMS, Nginx
@@ -29,6 +31,46 @@ async def test_alpn_picks_h2_and_100_requests_share_one_socket(nginx: Nginx, ca_
         # Every request waited for the one socket being dialed instead of dialing its own.
         assert stats.connections_opened == 1
         assert stats.hosts[f"https://localhost:{nginx.https_port}"].idle == 1
+
+
+class _CountingStream:
+    """A real socket whose writes are counted."""
+
+    def __init__(self, stream: NetworkStream) -> None:
+        self._stream = stream
+        self.writes = 0
+
+    def write_nowait(self, data: bytes) -> None:
+        self.writes += 1
+        self._stream.write_nowait(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+async def test_streams_opened_in_one_loop_turn_leave_in_one_write(
+    nginx: Nginx, ca_path: str
+) -> None:
+    # 50 requests gathered at once open their streams in one turn of the event loop; their
+    # HEADERS leave in one write (one TLS record, one send), not 50: the syscalls and TLS
+    # records were a fifth of a small request's cost over HTTP/2.
+    sockets: list[_CountingStream] = []
+
+    async def dial(host: str, port: int, **options: Any) -> _CountingStream:
+        sockets.append(_CountingStream(await open_stream(host, port, **options)))
+        return sockets[-1]
+
+    async with aiopool.Client(verify=ca_path, dialer=dial) as client:
+        await client.get(f"{nginx.https_url}/small.txt")
+        (socket,) = sockets
+        before = socket.writes
+        responses = await asyncio.gather(
+            *(client.get(f"{nginx.https_url}/echo?id={i}") for i in range(50))
+        )
+        assert [r.text for r in responses] == [str(i) for i in range(50)]
+        # (One write for the 50 HEADERS; window credits and the like may add a few.)
+        assert socket.writes - before <= 5
+        assert_settled(client)
 
 
 async def test_streams_are_counted_while_in_flight(nginx: Nginx, ca_path: str) -> None:
