@@ -317,9 +317,28 @@ def test_the_header_list_size_counts_32_bytes_per_field(compiled: bool) -> None:
         b"\xbe",  # dynamic table entry 62, which is empty
         b"\x40\x85\xff\xff\xff\xff\xff\x00",  # a Huffman string padded with a whole octet
         b"\x3f\xe1\x3f",  # a table size update to 8,192, above SETTINGS_HEADER_TABLE_SIZE
+        # What differential fuzzing found jh2's compiled decoder lenient on (or panicking):
+        b"\x88\x7f",  # a truncated integer (a Rust panic, a BaseException, in jh2)
+        b"\x88\x00\x81",  # a string shorter than its stated length
+        b"\x88\x20",  # a table size update after a field (RFC 7541 section 4.2)
+        b"\x00\x81\x1f\x81\x18",  # "a" padded with 000, not the EOS prefix (section 5.2)
+        b"\x00\x81\x1f\x82\x1f\xff",  # "a" padded with 11 bits of ones (at most 7)
     ],
 )
 def test_a_broken_block_is_a_compression_error(compiled: bool, block: bytes) -> None:
     with pytest.raises(ProtocolError) as caught:
         HeaderDecoder(compiled).decode(memoryview(block))
     assert caught.value.error_code == ErrorCode.COMPRESSION_ERROR
+
+
+@codecs
+def test_a_block_seen_before_is_decoded_alike_and_a_broken_one_still_refused(
+    compiled: bool,
+) -> None:
+    # (The compiled path remembers blocks it checked; the table state still applies.)
+    decoder = HeaderDecoder(compiled)
+    block = hpack.Encoder().encode([(b":status", b"200"), (b"x-a", b"b")])
+    assert decoder.decode(memoryview(block)) == decoder.decode(memoryview(block))
+    for _ in range(2):
+        with pytest.raises(ProtocolError):
+            decoder.decode(memoryview(block[:-1]))
