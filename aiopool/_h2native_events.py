@@ -64,13 +64,18 @@ class TrailersReceived(Event):
 
 
 class DataReceived(Event):
-    __slots__ = ("data", "flow_controlled_length", "stream_ended", "stream_id")
+    """The content of one or more DATA frames in a row on one stream (h2 reports each frame;
+    we join the frames one read brought, `NativeConnection.receive_data`)."""
+
+    __slots__ = ("data", "flow_controlled_length", "parts", "stream_ended", "stream_id")
 
     def __init__(self, stream_id: int, data: bytes, flow_controlled_length: int) -> None:
         self.stream_id = stream_id
         self.data = data
         self.flow_controlled_length = flow_controlled_length
         self.stream_ended: StreamEnded | None = None
+        # The frames' payloads while the read is parsed; joined into `data` at its end.
+        self.parts: list[memoryview] | None = None
 
 
 class StreamEnded(Event):

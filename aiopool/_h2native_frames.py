@@ -3,7 +3,7 @@
 Rules kept here:
 - frames are cut from one receive buffer without copying: each comes out as
   (type, flags, stream id, payload memoryview), and only DATA payloads handed to the
-  application are copied (once, to `bytes`);
+  application are copied (once per read and stream, to `bytes`);
 - every field RFC 9113 constrains is checked before a frame reaches the connection: the length
   against SETTINGS_MAX_FRAME_SIZE and against each type's fixed size, the stream id against
   the types that need one and those that must not have one, the reserved bit (ignored on
@@ -24,6 +24,8 @@ __all__ = (
     "FrameType",
     "ProtocolError",
     "StreamClosedError",
+    "check_frame",
+    "oversized",
     "split_frames",
 )
 
@@ -33,7 +35,7 @@ DEFAULT_MAX_FRAME_SIZE = 16_384  # section 4.2 / 6.5.2
 MAX_FRAME_SIZE_LIMIT = 2**24 - 1
 MAX_WINDOW = 2**31 - 1  # section 6.9.1
 
-_HEAD = struct.Struct(">BHBBI")  # length (24 bits as 8 + 16), type, flags, R + stream id
+FRAME_HEADER = struct.Struct(">BHBBI")  # length (24 bits as 8 + 16), type, flags, R + stream id
 _U32 = struct.Struct(">I")
 _SETTING = struct.Struct(">HI")
 _GOAWAY = struct.Struct(">II")
@@ -131,41 +133,53 @@ def split_frames(data: memoryview, max_size: int) -> tuple[list[Frame], int]:
     """The whole frames at the start of `data` and how many bytes they took.
 
     Each frame's generic fields are checked here; a partial frame at the end is left for the
-    next call. Raises `ProtocolError` (FRAME_SIZE_ERROR or PROTOCOL_ERROR).
+    next call. Raises `ProtocolError` (FRAME_SIZE_ERROR or PROTOCOL_ERROR). (The connection
+    parses inline, with the same checks, `NativeConnection._parse`.)
     """
     frames: list[Frame] = []
     end = len(data)
     pos = 0
-    unpack = _HEAD.unpack_from
+    unpack = FRAME_HEADER.unpack_from
     while end - pos >= 9:
         high, low, ftype, flags, sid = unpack(data, pos)
         length = (high << 16) | low
         if length > max_size:
-            # Section 4.2: a frame larger than our SETTINGS_MAX_FRAME_SIZE.
-            raise ProtocolError(
-                f"frame of {length} bytes exceeds SETTINGS_MAX_FRAME_SIZE {max_size}",
-                ErrorCode.FRAME_SIZE_ERROR,
-            )
+            raise oversized(length, max_size)
         if end - pos - 9 < length:
             break
         sid &= 0x7FFFFFFF  # section 4.1: the reserved bit is ignored on receipt
-        if ftype > FrameType.CONTINUATION:
-            pass  # section 5.5: unknown types are ignored (the connection checks sequencing)
-        elif sid == 0:
-            if ftype in _STREAM_ONLY:
-                raise ProtocolError(f"frame type {ftype:#x} on stream 0")
-        elif ftype in _CONNECTION_ONLY:
-            raise ProtocolError(f"frame type {ftype:#x} on stream {sid}")
-        fixed = _FIXED_SIZE.get(ftype)
-        if fixed is not None and length != fixed:
-            raise ProtocolError(
-                f"frame type {ftype:#x} of {length} bytes (must be {fixed})",
-                ErrorCode.FRAME_SIZE_ERROR,
-            )
+        check_frame(ftype, sid, length)
         start = pos + 9
         pos = start + length
         frames.append((ftype, flags, sid, data[start:pos]))
     return frames, pos
+
+
+def oversized(length: int, max_size: int) -> ProtocolError:
+    """Section 4.2: a frame larger than our SETTINGS_MAX_FRAME_SIZE (known from its header)."""
+    return ProtocolError(
+        f"frame of {length} bytes exceeds SETTINGS_MAX_FRAME_SIZE {max_size}",
+        ErrorCode.FRAME_SIZE_ERROR,
+    )
+
+
+def check_frame(ftype: int, sid: int, length: int) -> None:
+    """A whole frame's generic fields: its stream id against its type (section 6: some need
+    one, some must not have one) and the fixed sizes. Unknown types are not checked (section
+    5.5: ignored; the connection checks sequencing). Raises `ProtocolError`."""
+    if ftype > FrameType.CONTINUATION:
+        return
+    if sid == 0:
+        if ftype in _STREAM_ONLY:
+            raise ProtocolError(f"frame type {ftype:#x} on stream 0")
+    elif ftype in _CONNECTION_ONLY:
+        raise ProtocolError(f"frame type {ftype:#x} on stream {sid}")
+    fixed = _FIXED_SIZE.get(ftype)
+    if fixed is not None and length != fixed:
+        raise ProtocolError(
+            f"frame type {ftype:#x} of {length} bytes (must be {fixed})",
+            ErrorCode.FRAME_SIZE_ERROR,
+        )
 
 
 def unpad(flags: int, payload: memoryview) -> memoryview:
@@ -248,7 +262,7 @@ def parse_goaway(payload: memoryview) -> tuple[int, int, bytes]:
 def write_frame(out: bytearray, ftype: int, flags: int, stream_id: int, payload: bytes) -> None:
     """Append one frame to `out` (the caller keeps `payload` within the peer's frame size)."""
     length = len(payload)
-    out += _HEAD.pack(length >> 16, length & 0xFFFF, ftype, flags, stream_id)
+    out += FRAME_HEADER.pack(length >> 16, length & 0xFFFF, ftype, flags, stream_id)
     if length:
         out += payload
 
