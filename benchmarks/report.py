@@ -191,7 +191,7 @@ def print_scenario(sid: str, summary: dict[str, Any], scenario: Scenario, header
             print(f"    {line}".rstrip())
     others = [g for g in summary["goals"] if g["pair"] not in summary["ratios"]]
     if others:
-        print("  goals on other metrics or anchored in other scenarios:")
+        print("  goals (not on a ratio line above):")
         for row in others:
             print(f"    {_goal_line(row)}")
 
