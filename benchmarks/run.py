@@ -1,11 +1,12 @@
-"""Benchmark: aiopool vs aiohttp vs httpx against a local nginx, scenario by scenario.
+"""Benchmark: aiopool vs aiohttp, httpx and pyreqwest against a local nginx, scenario by scenario.
 
     python benchmarks/run.py [--quick] [--scenarios a,b] [--rounds 3] [--seconds 2] [--uvloop]
 
 Each (client, scenario, round) is a fresh subprocess (``run.py --worker JOB``, see
 ``workers.py``) that prints one JSON line; within a round the clients take turns and the first
-one rotates, so drift on the machine hits them all alike. Medians, aiopool's ratios and the
-goals are printed and written to ``benchmarks/results/latest.json``. See benchmarks/README.md.
+one rotates, so drift on the machine hits them all alike. Medians, client CPU, aiopool's ratios
+and the goals are printed and written to ``benchmarks/results/latest.json``. See
+benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from report import print_goals, print_scenario, summarize
+from report import print_goals, print_scenario, resolve_cross_goals, summarize
 from scenarios import CLIENT_SPECS, SCENARIO_BY_ID, SCENARIOS, Scenario
 
 HERE = Path(__file__).resolve().parent
@@ -49,6 +50,7 @@ class Server:
     https: str | None
     ca: str | None
     description: str
+    h2c: str | None = None  # HTTP/2 by prior knowledge over plain text
 
 
 @contextlib.contextmanager
@@ -63,7 +65,7 @@ def local_server() -> Iterator[Server]:
         base = proc.stdout.readline().split()
         if not base:
             raise RuntimeError("examples/_local_server.py did not start")
-        yield Server(base[0], None, None, "examples/_local_server.py (Python asyncio)")
+        yield Server(base[0], None, None, "examples/_local_server.py (Python asyncio)", None)
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -71,7 +73,7 @@ def local_server() -> Iterator[Server]:
 
 @contextlib.contextmanager
 def start_server(kind: str) -> Iterator[Server]:
-    """nginx from the test rig (HTTP and TLS with h2), else the examples' Python server."""
+    """nginx from the test rig (HTTP, TLS with h2, h2c), else the examples' Python server."""
     if kind in ("auto", "nginx"):
         sys.path.insert(0, str(ROOT))  # for the test rig, `tests.rig`
         try:
@@ -88,7 +90,7 @@ def start_server(kind: str) -> Iterator[Server]:
                 # By address, not "localhost": no resolver in the way, no ::1 attempt first.
                 https = f"https://127.0.0.1:{nginx.https_port}"
                 desc = f"{version.stderr.strip() or 'nginx'} ({binary}), 1 worker process"
-                yield Server(nginx.http_url, https, str(ca), desc)
+                yield Server(nginx.http_url, https, str(ca), desc, nginx.h2c_url)
             return
         if kind == "nginx":
             raise SystemExit(f"--server nginx: {why}")
@@ -105,6 +107,7 @@ def run_one(client: str, scenario: Scenario, server: Server, args: argparse.Name
         "scenario": scenario.id,
         "http": server.http,
         "https": server.https,
+        "h2c": server.h2c,
         "ca": server.ca,
         "seconds": args.seconds,
         "warmup": args.warmup,
@@ -141,6 +144,9 @@ def describe(result: dict[str, Any], scenario: Scenario) -> str:
     key, unit = scenario.metric.key, scenario.metric.unit
     text = f"{values[key]:,.1f} {unit}" if unit == "MB/s" else f"{values[key]:,.0f} {unit}"
     extra = [result.get("http_version") or "?"]
+    cpu = scenario.cpu_metric
+    if cpu.key in values:
+        extra.append(f"{values[cpu.key]:,.1f} {cpu.unit}")
     if result.get("connections_opened"):
         extra.append(f"{result['connections_opened']} conns")
     if "batch_rps" in result:
@@ -158,6 +164,9 @@ def selected(args: argparse.Namespace, server: Server) -> list[tuple[Scenario, l
     for scenario in wanted:
         if scenario.tls and server.https is None:
             print(f"SKIP {scenario.id}: the server has no TLS listener")
+            continue
+        if scenario.h2c and server.h2c is None:
+            print(f"SKIP {scenario.id}: the server has no h2c (prior knowledge) listener")
             continue
         plan.append((scenario, [c for c in scenario.clients if c in clients]))
     return plan
@@ -197,10 +206,17 @@ def run_parent(args: argparse.Namespace) -> int:
     notes: dict[str, None] = {}
     with contextlib.ExitStack() as stack:
         if args.url:
-            server = Server(args.url.rstrip("/"), args.https_url, args.ca, f"external {args.url}")
+            server = Server(
+                args.url.rstrip("/"),
+                args.https_url and args.https_url.rstrip("/"),
+                args.ca,
+                f"external {args.url}",
+                args.h2c_url and args.h2c_url.rstrip("/"),
+            )
         else:
             server = stack.enter_context(start_server(args.server))
-        print(f"Server: {server.description}\n        {server.http}  {server.https or ''}")
+        urls = "  ".join(u for u in (server.http, server.https, server.h2c) if u)
+        print(f"Server: {server.description}\n        {urls}")
         mach = machine()
         print(f"Machine: {mach['cores']} CPUs ({mach['cpu']}), {mach['python']}; loop: {loop}")
         plan = selected(args, server)
@@ -226,8 +242,9 @@ def run_parent(args: argparse.Namespace) -> int:
                     notes.update(dict.fromkeys(f"{client}: {n}" for n in result.get("notes", [])))
                     failed = failed or "error" in result or bool(result.get("errors"))
                     line = f"{describe(result, scenario)}  [{result['wall_s']:.1f} s]"
-                    print(f"  round {rnd + 1}/{rounds}  {client:<12} {line}", flush=True)
+                    print(f"  round {rnd + 1}/{rounds}  {client:<14} {line}", flush=True)
             summaries[scenario.id] = summarize(scenario, runs)
+    resolve_cross_goals(summaries)
 
     print("\n" + "=" * 100)
     for sid, summary in summaries.items():
@@ -243,7 +260,12 @@ def run_parent(args: argparse.Namespace) -> int:
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": mach,
         "loop": loop,
-        "server": {"description": server.description, "http": server.http, "https": server.https},
+        "server": {
+            "description": server.description,
+            "http": server.http,
+            "https": server.https,
+            "h2c": server.h2c,
+        },
         "settings": {k: getattr(args, k) for k in SETTINGS},
         "wall_seconds": round(time.perf_counter() - started, 1),
         "clients": {
@@ -318,6 +340,7 @@ def main() -> int:
     parser.add_argument("--url", help="an already running plain-HTTP server (base URL)")
     parser.add_argument("--https-url", help="with --url: its TLS base URL (needs --ca)")
     parser.add_argument("--ca", help="with --https-url: the CA bundle that signed its certificate")
+    parser.add_argument("--h2c-url", help="with --url: its h2c (HTTP/2 prior knowledge) base URL")
     parser.add_argument("--json", default=str(RESULTS), help="where to write the results")
     args = parser.parse_args()
     for key, value in (QUICK if args.quick else DEFAULTS).items():

@@ -3,13 +3,15 @@
 ``run.py`` starts one of these per (client, scenario, round) and reads the single JSON line it
 prints. The job names the client variant and the scenario (see ``scenarios.py``) and carries
 the server URLs, the CA file and the timing knobs. Every client is built here with the same
-limits, its TLS context is built once per process, and every request reads the full body.
+limits, its TLS context is built once per process, and every request reads the full body. The
+client's CPU time (the whole process, every thread) is measured over the measured interval.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import importlib.metadata
 import importlib.util
 import json
@@ -50,6 +52,10 @@ class Options:
     limit: int  # total = per host = idle sockets kept
     http2: bool
     ssl_context: ssl.SSLContext | None
+    # The CA certificate ``ssl_context`` trusts (PEM), for a client that takes no SSLContext.
+    ca_pem: bytes | None = None
+    # HTTP/2 by prior knowledge over plain text (h2c): only HTTP/2 is spoken, no Upgrade.
+    prior_knowledge: bool = False
 
 
 OpenClient = Callable[[ClientSpec, Options], contextlib.AbstractAsyncContextManager[Bench]]
@@ -69,6 +75,7 @@ async def open_aiopool(spec: ClientSpec, opts: Options) -> AsyncIterator[Bench]:
         max_connections_per_host=opts.limit,
         max_idle_per_host=opts.limit,
         max_idle=opts.limit,
+        http1=not opts.prior_knowledge,
         http2=opts.http2,
         http1_parser=spec.http1_parser or "auto",  # type: ignore[arg-type]
         http2_engine=spec.http2_engine,  # type: ignore[arg-type]
@@ -144,7 +151,8 @@ async def open_httpx(spec: ClientSpec, opts: Options) -> AsyncIterator[Bench]:
     url = opts.url
     limits = httpx.Limits(max_connections=opts.limit, max_keepalive_connections=opts.limit)
     async with httpx.AsyncClient(
-        http2=bool(spec.http2),
+        http1=not opts.prior_knowledge,  # httpx's way to h2c by prior knowledge
+        http2=opts.http2,
         verify=opts.ssl_context if opts.ssl_context is not None else True,
         limits=limits,
         timeout=TIMEOUT,
@@ -172,10 +180,57 @@ async def open_httpx(spec: ClientSpec, opts: Options) -> AsyncIterator[Bench]:
         yield Bench(fetch, probe, idle, _unknown, _unknown, hold)
 
 
+@contextlib.asynccontextmanager
+async def open_pyreqwest(spec: ClientSpec, opts: Options) -> AsyncIterator[Bench]:
+    from pyreqwest.client import ClientBuilder
+
+    url = opts.url
+    # reqwest's pool has no cap on sockets per host; `max_connections` caps requests in flight
+    # (a semaphore in front of the pool), which for HTTP/1.1 is the same cap on busy sockets.
+    builder = (
+        ClientBuilder()
+        .max_connections(opts.limit)
+        .pool_max_idle_per_host(opts.limit)
+        .timeout(dt.timedelta(seconds=TIMEOUT))
+    )
+    if opts.ca_pem is not None:
+        # rustls, verifying as usual; the CA is added to the roots (its own TLS stack: it
+        # cannot take the process's ssl.SSLContext).
+        builder = builder.add_root_certificate_pem(opts.ca_pem)
+    if opts.prior_knowledge:
+        builder = builder.http2_prior_knowledge()
+    elif opts.http2:
+        builder = builder.http2(True)  # offered by ALPN beside http/1.1
+    else:
+        builder = builder.http1_only()
+    async with builder.build() as client:
+
+        async def fetch() -> int:
+            resp = await client.get(url).build().send()
+            body = await resp.bytes()
+            if resp.status != 200:
+                raise RuntimeError(f"status {resp.status}")
+            return len(body)
+
+        async def probe() -> str:
+            resp = await client.get(url).build().send()
+            await resp.bytes()
+            # hyper's names: "HTTP/1.1", "HTTP/2.0"
+            return "HTTP/2" if resp.version == "HTTP/2.0" else resp.version
+
+        async def hold(pause: Callable[[], Awaitable[None]]) -> int:
+            async with client.get(url).build_streamed() as resp:
+                await pause()
+                return len(await resp.bytes())
+
+        yield Bench(fetch, probe, _unknown, _unknown, _unknown, hold)
+
+
 OPENERS: dict[str, OpenClient] = {
     "aiopool": open_aiopool,
     "aiohttp": open_aiohttp,
     "httpx": open_httpx,
+    "pyreqwest": open_pyreqwest,
 }
 
 
@@ -192,16 +247,26 @@ def ssl_context(ca: str | None) -> ssl.SSLContext | None:
     return ssl.create_default_context(cafile=ca) if ca else None
 
 
-def implementation(spec: ClientSpec) -> str:
-    """Which parser really runs, checked in this process (not just what was asked for)."""
+def ca_pem(ca: str | None) -> bytes | None:
+    """The benchmark CA's certificate, for a client with its own TLS stack (pyreqwest)."""
+    return Path(ca).read_bytes() if ca else None
+
+
+def implementation(spec: ClientSpec, http2: bool) -> str:
+    """Which parser or HTTP/2 engine runs (for aiohttp checked in this process).
+
+    With HTTP/2 offered, the engine: the probe checks that h2 was negotiated.
+    """
     if spec.library == "aiopool":
-        return spec.http1_parser or "auto"
+        return spec.http2_engine if http2 else spec.http1_parser or "auto"
+    if spec.library == "pyreqwest":
+        return "hyper, rustls"
     if spec.library == "aiohttp":
         from aiohttp import http_parser
 
         fast = http_parser.HttpResponseParser is not http_parser.HttpResponseParserPy
         return "C extensions" if fast else "pure Python"
-    return "h11"
+    return "h2" if http2 else "h11"
 
 
 def version_of(dist: str) -> str:
@@ -225,6 +290,20 @@ class Tally:
     def error(self, exc: BaseException) -> None:
         self.errors += 1
         self.first_error = self.first_error or f"{type(exc).__name__}: {exc}"
+
+
+def cpu_values(cpu_s: float, elapsed: float, tally: Tally) -> dict[str, float]:
+    """Client CPU per 1,000 requests and per MB of body, and in cores while measured.
+
+    ``cpu_s`` is process CPU time (user + system, every thread: a client running its own I/O
+    thread, as pyreqwest's tokio runtime does, is charged for it) over the measured interval.
+    """
+    values = {"cpu_cores": round(cpu_s / elapsed, 3) if elapsed > 0 else 0.0}
+    if tally.ok:
+        values["cpu_ms_per_1k"] = round(cpu_s * 1e6 / tally.ok, 2)
+    if tally.nbytes:
+        values["cpu_ms_per_mb"] = round(cpu_s * 1e9 / tally.nbytes, 3)
+    return values
 
 
 async def hammer(
@@ -287,9 +366,11 @@ async def run_workers(bench: Bench, scenario: Scenario, job: dict[str, Any]) -> 
     # client will use is open (and TLS-handshaken) before the clock starts.
     await hammer(bench.fetch, conc, job["warmup"], min_each=1, record=False, expect=expect)
     start = time.perf_counter()
+    cpu_start = time.process_time()
     tally = await hammer(
         bench.fetch, conc, job["seconds"], max_requests=job["requests"], expect=expect
     )
+    cpu_s = time.process_time() - cpu_start
     elapsed = time.perf_counter() - start
     lat = sorted(tally.latencies)
     return {
@@ -298,6 +379,7 @@ async def run_workers(bench: Bench, scenario: Scenario, job: dict[str, Any]) -> 
             "mbps": round(tally.nbytes / elapsed / 1e6, 2),
             "p50_ms": round(percentile(lat, 0.50) * 1e3, 3),
             "p99_ms": round(percentile(lat, 0.99) * 1e3, 3),
+            **cpu_values(cpu_s, elapsed, tally),
         },
         "requests": tally.ok,
         "errors": tally.errors,
@@ -334,15 +416,20 @@ async def run_gather(bench: Bench, scenario: Scenario, job: dict[str, Any]) -> d
     tally = Tally()
     times: list[float] = []
     start = time.perf_counter()
+    cpu_start = time.process_time()
     while len(times) < min_batches or (
         time.perf_counter() - start < job["seconds"] and len(times) < max_batches
     ):
         times.append(await gather_batch(bench.fetch, n, tally, expect))
         if tally.errors >= MAX_ERRORS:
             break
+    cpu_s = time.process_time() - cpu_start
     batch_rps = [round(n / t, 1) for t in times]
     return {
-        "values": {"rps": round(statistics.median(batch_rps), 1)},
+        "values": {
+            "rps": round(statistics.median(batch_rps), 1),
+            **cpu_values(cpu_s, time.perf_counter() - start, tally),
+        },
         "batch_rps": batch_rps,
         "requests": tally.ok,
         "errors": tally.errors,
@@ -358,11 +445,12 @@ async def worker_main(job: dict[str, Any]) -> dict[str, Any]:
     spec = CLIENT_SPECS[job["client"]]
     scenario = SCENARIO_BY_ID[job["scenario"]]
     ctx = ssl_context(job.get("ca"))
+    http2 = client_http2(spec, scenario)
     result: dict[str, Any] = {
         "client": spec.name,
         "library": spec.library,
         "version": version_of(spec.library),
-        "implementation": implementation(spec),
+        "implementation": implementation(spec, http2),
         "loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
         "notes": [],
     }
@@ -374,8 +462,21 @@ async def worker_main(job: dict[str, Any]) -> dict[str, Any]:
 
         result.update(await run_memory(spec, scenario, job, ctx, open_client))
         return result
-    base = job["https"] if scenario.tls else job["http"]
-    opts = Options(base + scenario.path, scenario.concurrency, client_http2(spec, scenario), ctx)
+    prior_knowledge = scenario.h2c and http2
+    if scenario.tls:
+        base = job["https"]
+    elif prior_knowledge:
+        base = job["h2c"]
+    else:
+        base = job["http"]
+    opts = Options(
+        base + scenario.path,
+        scenario.concurrency,
+        http2,
+        ctx,
+        ca_pem(job.get("ca")),
+        prior_knowledge,
+    )
     async with open_client(spec, opts) as bench:
         result["http_version"] = await bench.probe()
         if scenario.mode == "gather":
