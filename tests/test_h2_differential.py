@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from aiopool import _h2native
 from tests.fuzz import http2, profiles
 from tests.fuzz.differential import EnginesAgree
-from tests.fuzz.http2 import OWN, Frame, H2Case
+from tests.fuzz.http2 import OWN, Frame, FrameEdit, H2Case
 
 _HEAD = frozenset({"END_HEADERS"})
 _END = frozenset({"END_STREAM"})
@@ -60,6 +60,10 @@ EXPLICIT = (
     H2Case((Frame("CONTINUATION", OWN, flags=_HEAD, raw=b"\x88"),)),
     # A stream window pushed over 2^31-1: that stream reset (FLOW_CONTROL_ERROR) only.
     H2Case((_200, Frame("WINDOW_UPDATE", OWN, number=2**31 - 1)), keep_open=True),
+    # Found by the campaign: DATA after END_STREAM (the last frame repeated). A stream error
+    # on a closed stream (RFC 9113 section 6.1), not a connection error: the response stands.
+    H2Case((_200, Frame("DATA", flags=_END)), edits=(FrameEdit("duplicate", 1),)),
+    H2Case((_200, Frame("DATA", flags=_END, data=b"x"), Frame("DATA", data=b"y")), concurrent=True),
 )
 
 
