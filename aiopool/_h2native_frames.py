@@ -8,7 +8,9 @@ Rules kept here:
   against SETTINGS_MAX_FRAME_SIZE and against each type's fixed size, the stream id against
   the types that need one and those that must not have one, the reserved bit (ignored on
   receipt, section 4.1), padding (section 6.1: a pad length not shorter than the payload is a
-  PROTOCOL_ERROR), and the SETTINGS values of section 6.5.2. What breaks a rule raises
+  PROTOCOL_ERROR), and the SETTINGS values of section 6.5.2 (the length against
+  SETTINGS_MAX_FRAME_SIZE and the stream id from the 9-byte header, before the payload
+  arrives, so a peer that never sends it is refused at once). What breaks a rule raises
   `ProtocolError` with the error code the RFC names; all such errors end the connection;
 - outgoing frames are appended to one buffer that the connection hands to the socket at once.
 """
@@ -146,9 +148,9 @@ def split_frames(data: memoryview, max_size: int) -> tuple[list[Frame], int]:
                 f"frame of {length} bytes exceeds SETTINGS_MAX_FRAME_SIZE {max_size}",
                 ErrorCode.FRAME_SIZE_ERROR,
             )
-        if end - pos - 9 < length:
-            break
         sid &= 0x7FFFFFFF  # section 4.1: the reserved bit is ignored on receipt
+        # The stream id is checked from the header, as h2 does, before the payload is in: a
+        # peer that never sends it gets its error now, not at the socket's end or timeout.
         if ftype > FrameType.CONTINUATION:
             pass  # section 5.5: unknown types are ignored (the connection checks sequencing)
         elif sid == 0:
@@ -156,6 +158,8 @@ def split_frames(data: memoryview, max_size: int) -> tuple[list[Frame], int]:
                 raise ProtocolError(f"frame type {ftype:#x} on stream 0")
         elif ftype in _CONNECTION_ONLY:
             raise ProtocolError(f"frame type {ftype:#x} on stream {sid}")
+        if end - pos - 9 < length:
+            break
         fixed = _FIXED_SIZE.get(ftype)
         if fixed is not None and length != fixed:
             raise ProtocolError(

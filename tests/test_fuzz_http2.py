@@ -154,3 +154,22 @@ def test_data_after_the_end_of_a_stream_spares_its_response_and_the_socket(
     assert isinstance(result.outcome, aiopool.Response), result.outcome
     assert (result.outcome.status_code, result.outcome.content) == (200, b"abc")
     assert result.reused  # the follow-up request went out on the same socket
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"\x00\x01\x01\x04\x00\x00\x00\x01\x88",  # SETTINGS on stream 392, 257 bytes announced
+        b"\x00\x00\x0a\x00\x01\x00\x00\x00\x00",  # DATA on stream 0, 10 bytes announced
+    ],
+    ids=["SETTINGS-on-a-stream", "DATA-on-stream-0"],
+)
+def test_a_frame_on_the_wrong_stream_is_refused_from_its_header(engine: str, header: bytes) -> None:
+    # Found by the differential campaign (a byte deleted from an answer): a frame header whose
+    # stream id its type forbids (RFC 9113 sections 6.1, 6.5), its payload never sent. h2 refuses
+    # it from the 9 bytes; the native engine waited for the payload, and so reported the
+    # socket's end (or, on a socket kept open, its read timeout) instead of the server's error.
+    with Target(engine) as target:
+        result = target.run(H2Case((), raw=header))
+    assert isinstance(result.outcome, aiopool.RemoteProtocolError), result.outcome
+    assert not result.reused
