@@ -39,8 +39,10 @@ bench: $(STAMP)
 soak: $(STAMP)
 	$(BIN)/python -m tests.soak $(SOAK_ARGS)
 
-# Hypothesis against both HTTP/1.1 parsers and both HTTP/2 engines, minutes rather than the
-# suite's bounded run. Options: make fuzz FUZZ_MINUTES=10 FUZZ_ARGS="--targets h2,jh2 --examples 5000"
+# Hypothesis against both HTTP/1.1 parsers and the three HTTP/2 engines, each alone and the
+# parsers (parsers-agree) and h2 against native (engines-agree) side by side, minutes rather than
+# the suite's bounded run. Options:
+#   make fuzz FUZZ_MINUTES=10 FUZZ_ARGS="--targets native,engines-agree --examples 5000"
 FUZZ_MINUTES ?= 3
 fuzz: $(STAMP)
 	$(BIN)/python -m tests.fuzz --minutes $(FUZZ_MINUTES) $(FUZZ_ARGS)

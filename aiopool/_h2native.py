@@ -5,8 +5,10 @@ Rules kept here:
   sees once it has sent HEADERS); receiving is allowed in OPEN and HALF_CLOSED_LOCAL, sending
   in OPEN and HALF_CLOSED_REMOTE. A closed stream is forgotten, its way of closing kept in a
   bounded record: frames on a stream closed by a reset are ignored (section 5.1: no answer, so
-  a cancellation costs one RST_STREAM, as in Go and curl); DATA or HEADERS after a clean end
-  is a connection error STREAM_CLOSED;
+  a cancellation costs one RST_STREAM, as in Go and curl); so is DATA after a clean end
+  (section 6.1 makes it a stream error, on a stream already closed: h2 keeps the connection,
+  Go ignores the frame; either way its flow control is credited), while HEADERS after a clean
+  end is a connection error STREAM_CLOSED, as in h2;
 - every error the peer causes is a `ProtocolError` raised from `receive_data`, after a GOAWAY
   naming it is queued; stream errors become `StreamReset` events for that stream only where
   h2 (the reference engine) makes them so, so that both engines decide alike;
@@ -38,8 +40,9 @@ from ._h2native_frames import (
     ProtocolError,
     Setting,
     StreamClosedError,
-    check_frame,
     check_priority,
+    check_size,
+    check_stream_id,
     header_fragment,
     oversized,
     parse_goaway,
@@ -389,17 +392,23 @@ class NativeConnection:
             length = (high << 16) | low
             if length > max_size:
                 raise oversized(length, max_size)
+            sid &= 0x7FFFFFFF  # section 4.1: the reserved bit is ignored on receipt
             start = pos + 9
+            if ftype == FrameType.DATA and sid:
+                if end - start < length:
+                    break
+                pos = start + length
+                if self._block is not None:
+                    raise ProtocolError("a header block was interrupted (RFC 9113 section 6.10)")
+                on_data(flags, sid, data[start:pos], events)
+                continue
+            check_stream_id(ftype, sid)
             if end - start < length:
                 break
             pos = start + length
-            sid &= 0x7FFFFFFF  # section 4.1: the reserved bit is ignored on receipt
+            check_size(ftype, length)
             if self._block is not None and ftype != FrameType.CONTINUATION:
                 raise ProtocolError("a header block was interrupted (RFC 9113 section 6.10)")
-            if ftype == FrameType.DATA and sid:
-                on_data(flags, sid, data[start:pos], events)
-                continue
-            check_frame(ftype, sid, length)
             handler = handlers.get(ftype)
             if handler is not None:
                 handler(flags, sid, data[start:pos], events)
@@ -420,13 +429,16 @@ class NativeConnection:
         """The open stream `sid`, or None if it closed and `what` may be ignored on it.
 
         Raises `ProtocolError` for a stream never opened (section 5.1, "idle": even ids are the
-        server's, which push being off leaves it none of) or for DATA/HEADERS after a clean end."""
+        server's, which push being off leaves it none of) or for HEADERS after a clean end."""
         s = self._streams.get(sid)
         if s is not None:
             return s
         if not sid & 1 or sid >= self._next_id:
             raise ProtocolError(f"{what} on stream {sid}, which was never opened")
-        if self._closed.get(sid) is False and what in ("DATA", "HEADERS"):
+        # (DATA after a clean end falls through, ignored: section 6.1 names a stream error for
+        # it, and the stream is closed already; a connection error would fail the response it
+        # followed and every other stream, where h2 and Go fail none.)
+        if self._closed.get(sid) is False and what == "HEADERS":
             raise ProtocolError(f"{what} on closed stream {sid}", ErrorCode.STREAM_CLOSED)
         return None
 
@@ -447,6 +459,11 @@ class NativeConnection:
         if s is None or s.state not in _CAN_RECEIVE:
             if flow:  # nobody reads it: the connection window is credited at once
                 self.acknowledge_received_data(flow, 0)
+            elif s is None and not end:
+                # An empty frame on a closed stream carries nothing: reported, so that the
+                # connection counts it with the others (`_http2.MAX_IDLE_FRAMES`). (Frames with
+                # content are what was in flight when we reset: a download's worth is normal.)
+                events.append(ev.DataReceived(sid, b"", 0))
             if s is not None:
                 self._reset_closed(s, events)
             return

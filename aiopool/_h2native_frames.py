@@ -8,7 +8,9 @@ Rules kept here:
   against SETTINGS_MAX_FRAME_SIZE and against each type's fixed size, the stream id against
   the types that need one and those that must not have one, the reserved bit (ignored on
   receipt, section 4.1), padding (section 6.1: a pad length not shorter than the payload is a
-  PROTOCOL_ERROR), and the SETTINGS values of section 6.5.2. What breaks a rule raises
+  PROTOCOL_ERROR), and the SETTINGS values of section 6.5.2 (the length against
+  SETTINGS_MAX_FRAME_SIZE and the stream id from the 9-byte header, before the payload
+  arrives, so a peer that never sends it is refused at once). What breaks a rule raises
   `ProtocolError` with the error code the RFC names; all such errors end the connection;
 - outgoing frames are appended to one buffer that the connection hands to the socket at once.
 """
@@ -24,7 +26,8 @@ __all__ = (
     "FrameType",
     "ProtocolError",
     "StreamClosedError",
-    "check_frame",
+    "check_size",
+    "check_stream_id",
     "oversized",
     "split_frames",
 )
@@ -145,10 +148,11 @@ def split_frames(data: memoryview, max_size: int) -> tuple[list[Frame], int]:
         length = (high << 16) | low
         if length > max_size:
             raise oversized(length, max_size)
+        sid &= 0x7FFFFFFF  # section 4.1: the reserved bit is ignored on receipt
+        check_stream_id(ftype, sid)
         if end - pos - 9 < length:
             break
-        sid &= 0x7FFFFFFF  # section 4.1: the reserved bit is ignored on receipt
-        check_frame(ftype, sid, length)
+        check_size(ftype, length)
         start = pos + 9
         pos = start + length
         frames.append((ftype, flags, sid, data[start:pos]))
@@ -163,10 +167,12 @@ def oversized(length: int, max_size: int) -> ProtocolError:
     )
 
 
-def check_frame(ftype: int, sid: int, length: int) -> None:
-    """A whole frame's generic fields: its stream id against its type (section 6: some need
-    one, some must not have one) and the fixed sizes. Unknown types are not checked (section
-    5.5: ignored; the connection checks sequencing). Raises `ProtocolError`."""
+def check_stream_id(ftype: int, sid: int) -> None:
+    """A frame's stream id against its type (section 6: some need one, some must not have
+    one), checked from the 9-byte header, as h2 does, before the payload is in: a peer that
+    never sends it gets its error now, not at the socket's end or a timeout. Unknown types
+    are not checked (section 5.5: ignored; the connection checks sequencing).
+    Raises `ProtocolError`."""
     if ftype > FrameType.CONTINUATION:
         return
     if sid == 0:
@@ -174,6 +180,11 @@ def check_frame(ftype: int, sid: int, length: int) -> None:
             raise ProtocolError(f"frame type {ftype:#x} on stream 0")
     elif ftype in _CONNECTION_ONLY:
         raise ProtocolError(f"frame type {ftype:#x} on stream {sid}")
+
+
+def check_size(ftype: int, length: int) -> None:
+    """The fixed payload sizes (sections 6.3, 6.4, 6.7, 6.9), checked once the payload is in
+    (as h2 does). Raises `ProtocolError` (FRAME_SIZE_ERROR)."""
     fixed = _FIXED_SIZE.get(ftype)
     if fixed is not None and length != fixed:
         raise ProtocolError(

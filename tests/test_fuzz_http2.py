@@ -136,3 +136,40 @@ def test_a_three_digit_status_is_accepted(engine: str, status: str) -> None:
     expect = http2.Expected(int(final[1]), (), b"abc")
     with Target(engine) as target:
         assert target.run(H2Case(frames, keep_open=True, expect=expect)).reused
+
+
+@pytest.mark.parametrize("concurrent", [False, True])
+def test_data_after_the_end_of_a_stream_spares_its_response_and_the_socket(
+    engine: str, concurrent: bool
+) -> None:
+    # Found by the differential campaign: a DATA frame after the stream's END_STREAM (here one
+    # repeated). RFC 9113 section 6.1 makes DATA on a stream that is not open a stream error
+    # STREAM_CLOSED, for a stream already closed; h2 and Go keep the connection (Go ignores the
+    # frame, crediting its flow control). The native engine made it a connection error (the
+    # "MAY" of section 5.1), which failed the complete response before it, read in the same
+    # batch, and every other stream on the socket.
+    late = Frame("DATA", flags=_END, data=b"late")
+    with Target(engine) as target:
+        result = target.run(H2Case((_200, _BODY, late), keep_open=True, concurrent=concurrent))
+    assert isinstance(result.outcome, aiopool.Response), result.outcome
+    assert (result.outcome.status_code, result.outcome.content) == (200, b"abc")
+    assert result.reused  # the follow-up request went out on the same socket
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"\x00\x01\x01\x04\x00\x00\x00\x01\x88",  # SETTINGS on stream 392, 257 bytes announced
+        b"\x00\x00\x0a\x00\x01\x00\x00\x00\x00",  # DATA on stream 0, 10 bytes announced
+    ],
+    ids=["SETTINGS-on-a-stream", "DATA-on-stream-0"],
+)
+def test_a_frame_on_the_wrong_stream_is_refused_from_its_header(engine: str, header: bytes) -> None:
+    # Found by the differential campaign (a byte deleted from an answer): a frame header whose
+    # stream id its type forbids (RFC 9113 sections 6.1, 6.5), its payload never sent. h2 refuses
+    # it from the 9 bytes; the native engine waited for the payload, and so reported the
+    # socket's end (or, on a socket kept open, its read timeout) instead of the server's error.
+    with Target(engine) as target:
+        result = target.run(H2Case((), raw=header))
+    assert isinstance(result.outcome, aiopool.RemoteProtocolError), result.outcome
+    assert not result.reused

@@ -185,11 +185,21 @@ def test_frames_after_our_reset_are_ignored_and_credited() -> None:
     assert conn.data_to_send() == b""  # no RST_STREAM in answer (RFC 9113 section 5.1)
 
 
-def test_data_after_a_clean_end_is_a_connection_error() -> None:
+def test_data_after_a_clean_end_is_ignored_and_credited() -> None:
+    # RFC 9113 section 6.1: a stream error, on a stream already closed (h2 keeps the connection,
+    # Go ignores the frame); its flow-controlled length goes back to the connection's window.
+    conn, enc = opened()
+    conn.receive_data(frame(0x1, 0x5, 1, head(enc)))
+    conn.data_to_send()
+    assert conn.receive_data(frame(0x0, 0, 1, b"x" * 20_000)) == []
+    assert conn.data_to_send() == frame(0x8, 0, 0, struct.pack(">I", 20_000))
+
+
+def test_headers_after_a_clean_end_is_a_connection_error() -> None:
     conn, enc = opened()
     conn.receive_data(frame(0x1, 0x5, 1, head(enc)))
     with pytest.raises(ProtocolError) as raised:
-        conn.receive_data(frame(0x0, 0, 1, b"x"))
+        conn.receive_data(frame(0x1, 0x5, 1, head(enc)))
     assert raised.value.error_code == ErrorCode.STREAM_CLOSED
 
 
@@ -225,6 +235,15 @@ def test_frames_that_carry_nothing_are_reported_for_the_connection_to_count() ->
         "UnknownFrameReceived",
     ]
     assert events[0].data == b""
+
+
+def test_empty_data_on_a_closed_stream_is_reported_too() -> None:
+    # DATA after a stream's end is ignored; an empty one must still count as a frame that
+    # brought nothing, or a flood of them on a finished stream would go uncounted.
+    conn, enc = opened()
+    conn.receive_data(frame(0x1, 0x5, 1, head(enc)))  # the whole response
+    events = conn.receive_data(frame(0x0, 0, 1) * 3 + frame(0x0, 0, 1, b"late"))
+    assert [(type(e).__name__, e.data) for e in events] == [("DataReceived", b"")] * 3
 
 
 def test_uploads_use_the_peer_frame_size_and_windows() -> None:

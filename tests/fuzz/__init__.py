@@ -15,6 +15,7 @@ HPACK, random frames...) and a raw asyncio server in the test's own event loop a
 
 Modules: `mutations` (byte-level mutations and write boundaries, shared), `http11` and `http2`
 (strategies), `servers` (the raw servers), `harness` (one event loop and server per test, the
-properties), `profiles` (the bounded "ci" profile and the long "fuzz" one) and `__main__` (the
-campaign behind `make fuzz`).
+properties, and the two HTTP/1.1 parsers compared), `differential` (the HTTP/2 engines compared:
+h2 against native), `profiles` (the bounded "ci" profile and the long "fuzz" one) and
+`__main__` (the campaign behind `make fuzz`).
 """

@@ -1,11 +1,14 @@
 """The long fuzz campaign: `python -m tests.fuzz --minutes 5` (what `make fuzz` runs).
 
-Runs every target (h11, httptools, h2, jh2, and the two HTTP/1.1 parsers side by side) in
-turn, each on its well-formed, mutated and random strategies, in rounds of a few hundred
-examples under the "fuzz" profile (random seeds; failures saved to the local example database
-and replayed first next time), until the time or the example budget is spent. A failure is
-shrunk and printed by Hypothesis, counted, and the campaign goes on. The closing line reports
-the cases run (shrinking included) and the failures per target; the exit status is 1 if any.
+Runs every target in turn: h11, httptools, h2, jh2, native; "parsers-agree" (the two HTTP/1.1
+parsers side by side) and "engines-agree" (h2 against native, the differential check of
+`differential.EnginesAgree`: same outcome class, same socket decision; its count is the
+differential-fuzz case count). Each runs its well-formed, mutated and random strategies in
+rounds of a few hundred examples under the "fuzz" profile (random seeds; failures saved to the
+local example database and replayed first next time), until the time or the example budget is
+spent. A failure is shrunk and printed by Hypothesis, counted, and the campaign goes on. The
+closing line reports the cases run (shrinking included) and the failures per target; the exit
+status is 1 if any.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from . import http2, http11, profiles
+from .differential import EnginesAgree
 from .harness import ParsersAgree, Target
 
 # Per round and target: examples of each strategy (mutated cases find the most).
@@ -37,7 +41,8 @@ _STRATEGIES: dict[str, dict[str, Callable[[], st.SearchStrategy[Any]]]] = {
         "random": http2.random_cases,
     },
 }
-TARGET_NAMES = ("h11", "httptools", "h2", "jh2", "parsers-agree")
+TARGET_NAMES = ("h11", "httptools", "h2", "jh2", "native", "parsers-agree", "engines-agree")
+AnyTarget = Target | ParsersAgree | EnginesAgree
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -61,10 +66,17 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _round(target: Target | ParsersAgree, strategy: str) -> bool:
+def _make(name: str) -> AnyTarget:
+    if name == "parsers-agree":
+        return ParsersAgree()
+    if name == "engines-agree":
+        return EnginesAgree()
+    return Target(name)
+
+
+def _round(target: AnyTarget, strategy: str) -> bool:
     """Run one round of `strategy` on `target`; False if Hypothesis found a failure."""
-    protocol = "http11" if isinstance(target, ParsersAgree) else target.protocol
-    cases = _STRATEGIES[protocol][strategy]()
+    cases = _STRATEGIES[target.protocol][strategy]()
     if isinstance(target, ParsersAgree) and strategy == "valid":
         return True  # well-formed cases are checked exactly per parser already
 
@@ -86,11 +98,9 @@ def _round(target: Target | ParsersAgree, strategy: str) -> bool:
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     deadline = time.monotonic() + args.minutes * 60
-    targets: list[Target | ParsersAgree] = [
-        ParsersAgree() if name == "parsers-agree" else Target(name) for name in args.targets
-    ]
+    targets = [_make(name) for name in args.targets]
     failures = dict.fromkeys(args.targets, 0)
-    entered: list[Target | ParsersAgree] = []
+    entered: list[AnyTarget] = []
     try:
         for target in targets:
             target.__enter__()

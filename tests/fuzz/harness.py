@@ -281,6 +281,7 @@ class ParsersAgree:
     Transfer-Encodings; in a head both refuse bare LF and obs-fold)."""
 
     name = "parsers-agree"
+    protocol = "http11"
 
     def __init__(self) -> None:
         self.h11 = Target("h11")
