@@ -173,9 +173,13 @@ class HTTP2Connection:
         # to write synchronously: no answer ever waits.)
         self._unsent = getattr(stream, "write_buffer_size", _nothing_unsent)
         self._written = 0  # bytes handed to the stream, ever
-        # Requests whose HEADERS wait in the engine's buffer for the flush at the end of this
-        # event-loop turn (`_queue_headers`), and that flush's handle.
+        # Requests opened in this event-loop turn, their HEADERS not yet encoded (a request
+        # cancelled meanwhile costs the server nothing: no HEADERS, no RST_STREAM), then those
+        # whose HEADERS wait in the engine's buffer; and the handle of the flush that sends
+        # them at the end of the turn (`_flush_soon`).
+        self._queued: list[tuple[Stream, Request, list[tuple[bytes, bytes]], bool]] = []
         self._unflushed: list[tuple[Stream, Request, bool]] = []
+        self._next_stream_id = 1
         self._flush_handle: asyncio.Handle | None = None
         # The reader's answers still in our write buffer: (end offset in `_written`, frames,
         # bytes) per write, oldest first; `_answers_queued` counts their frames.
@@ -387,7 +391,10 @@ class HTTP2Connection:
             exc = RemoteProtocolError("HTTP/2 connection cannot take a new stream now")
             exc.unprocessed = True
             raise exc
-        stream_id = conn.get_next_available_stream_id()
+        # (Ids are ours to give: a stream opened and cancelled within one loop turn is never
+        # sent, and the next one skips its id, as RFC 9113 section 5.1.1 allows.)
+        stream_id = max(conn.get_next_available_stream_id(), self._next_stream_id)
+        self._next_stream_id = stream_id + 2
         stream = Stream(stream_id, timeout.read)
         tracer = stream.tracer = request._tracer
         self._streams[stream_id] = stream
@@ -396,8 +403,7 @@ class HTTP2Connection:
             content = request.content
             end = content is None or (isinstance(content, bytes) and not content)
             headers, asked = self._request_headers(request)
-            conn.send_headers(stream_id, headers, end_stream=end)
-            self._unflushed.append((stream, request, end))
+            self._queued.append((stream, request, headers, end))
             if end:
                 # No body: the HEADERS leave with every other stream's opened in this turn of
                 # the event loop, one TLS record and one send for all of them (`_flush`).
@@ -554,6 +560,8 @@ class HTTP2Connection:
     def _flush(self) -> None:
         """Write what the engine queued. Raises `TransportError` if the socket is gone; the
         requests whose HEADERS were in it then fail as unprocessed (`_unflushed`)."""
+        if self._queued:
+            self._open_queued()
         data = self._h2.data_to_send()
         if data:
             self._write(data)
@@ -568,6 +576,27 @@ class HTTP2Connection:
         if self._unflushed:
             self._wrote_headers()
 
+    def _open_queued(self) -> None:
+        """Encode the HEADERS of the streams opened since the last flush, in id order, but for
+        those cancelled or failed meanwhile. Sending HEADERS and RST_STREAM together is the
+        "rapid reset" pattern (CVE-2023-44487) that servers answer by closing the connection
+        (Apache's mod_http2 does, seen in cancellation storms); we send neither."""
+        queued, self._queued = self._queued, []
+        conn = self._h2
+        for stream, request, headers, end in queued:
+            if stream.released or stream.error is not None:
+                continue
+            try:
+                conn.send_headers(stream.id, headers, end_stream=end)
+            except self._engine.protocol_error as exc:  # (we sent GOAWAY: nothing may open)
+                error = RemoteProtocolError(f"HTTP/2 stream could not be opened: {exc}")
+                error.unprocessed = True
+                stream.error = error
+                wake(stream)
+                continue
+            stream.opened = True
+            self._unflushed.append((stream, request, end))
+
     def _flush_soon(self) -> None:
         """Flush at the end of this event-loop turn: what many tasks queue in one turn (new
         streams' HEADERS, window credits) leaves in one TLS record and one send."""
@@ -577,7 +606,8 @@ class HTTP2Connection:
     def _flush_queued(self) -> None:
         self._flush_handle = None
         if self.closed:
-            self._unflushed.clear()  # (their streams were failed with the socket)
+            self._queued.clear()  # (their streams were failed with the socket)
+            self._unflushed.clear()
             return
         # (On a write error each request whose HEADERS were in it was failed by
         # `_fail_unflushed`; the reader meets the socket's end and fails the rest.)
@@ -744,6 +774,10 @@ class HTTP2Connection:
         if stream.released:
             return
         self._streams.pop(stream.id, None)
+        if not stream.opened:  # (never sent: `_open_queued` skips it)
+            stream.released = True
+            self._release_slot()
+            return
         if not self.closed:
             try:
                 if stream.unacked:

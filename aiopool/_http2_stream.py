@@ -32,6 +32,7 @@ class Stream:
         "headers",
         "id",
         "interim",
+        "opened",
         "read_timeout",
         "released",
         "sending",
@@ -53,6 +54,7 @@ class Stream:
         self.error: TransportError | ClientClosed | None = None
         self.waiter: asyncio.Future[None] | None = None
         self.sending = False
+        self.opened = False  # its HEADERS were encoded (`HTTP2Connection._open_queued`)
         self.released = False
         self.tracer: Tracer | None = None  # the request's, if anyone listens
         self.interim = 0  # 1xx responses received

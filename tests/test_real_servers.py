@@ -22,6 +22,7 @@ import pytest
 import aiopool
 from tests.helpers import assert_settled, cancellation_storm, eventually
 from tests.rig._process import Endpoint, ProcessServer
+from tests.rig.apache import Apache
 from tests.rig.fixtures import SERVERS
 
 _MAX_PER_HOST: Final = 10
@@ -222,6 +223,23 @@ async def test_partial_read_then_reuse(target: Target, ca_path: str) -> None:
         assert_settled(client)
 
 
+# mod_http2 (Apache 2.4) races a client's RST_STREAM against the response it is submitting for
+# that stream: nghttp2 refuses the HEADERS ("Stream was already closed", its log says AH10509),
+# mod_http2 takes that for a protocol error and ends the connection with a GOAWAY whose error
+# code is nghttp2's internal -902 (NGHTTP2_ERR_CALLBACK_FAILURE) as an unsigned 32-bit value.
+# Requests whose responses were under way on that connection fail with it (the ones it never
+# processed are replayed); nothing a client does but not cancelling avoids it.
+_APACHE_GOAWAY = f"GOAWAY with {2**32 - 902}"
+
+
+def _apache_reset_race(target: Target, error: BaseException) -> bool:
+    return (
+        isinstance(target.server, Apache)
+        and isinstance(error, aiopool.RemoteProtocolError)
+        and _APACHE_GOAWAY in str(error)
+    )
+
+
 async def test_cancellation_storm(target: Target, ca_path: str) -> None:
     """1,000 gathered GETs, 300 cancelled at random moments: every other one succeeds with the
     body of the file it asked for, and the pool is settled afterwards."""
@@ -238,7 +256,11 @@ async def test_cancellation_storm(target: Target, ca_path: str) -> None:
             assert resp.content == expected[name]
 
         errors = await cancellation_storm(one, tasks=1000, cancels=300, max_pause=0.002, rng=rng)
-        unexpected = [e for e in errors if not isinstance(e, asyncio.CancelledError)]
+        unexpected = [
+            e
+            for e in errors
+            if not isinstance(e, asyncio.CancelledError) and not _apache_reset_race(target, e)
+        ]
         assert not unexpected, (len(unexpected), unexpected[:3])
         assert len(errors) < 1000
         await eventually(lambda: client.stats().connecting == 0)
