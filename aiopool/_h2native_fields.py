@@ -17,6 +17,11 @@ __all__ = ("check_fields", "content_length")
 # connection-specific fields; section 8.2.1: values without NUL, CR, LF or outer whitespace.
 _NAME = re.compile(rb"[\x21-\x39\x3b-\x40\x5b-\x7e]+")
 _VALUE = re.compile(rb"(?:[^\x00\r\n\t ](?:[^\x00\r\n]*[^\x00\r\n\t ])?)?")
+# Fields that passed (name and value): a server repeats most of its fields on every response,
+# so each is checked once (at most 4,096 remembered, values of up to 128 bytes).
+_GOOD: set[tuple[bytes, bytes]] = set()
+_GOOD_MAX = 4096
+_GOOD_VALUE = 128
 _CONNECTION_FIELDS = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
 )
@@ -31,7 +36,9 @@ def check_fields(headers: list[tuple[bytes, bytes]], response: bool) -> bytes:
     regular = False
     name_ok = _NAME.fullmatch
     value_ok = _VALUE.fullmatch
-    for name, value in headers:
+    good = _GOOD
+    for field in headers:
+        name, value = field
         if name[:1] == b":":
             if not response or regular or name != b":status" or status is not None:
                 raise ProtocolError(f"pseudo-header {name!r} not allowed here")
@@ -40,12 +47,18 @@ def check_fields(headers: list[tuple[bytes, bytes]], response: bool) -> bytes:
                 raise ProtocolError(f"malformed value of {name!r}")
             continue
         regular = True
+        if field in good:
+            continue
         if name_ok(name) is None:
             raise ProtocolError(f"malformed field name {name!r}")
         if value and value_ok(value) is None:
             raise ProtocolError(f"malformed value of {name!r}")
         if name in _CONNECTION_FIELDS or (name == b"te" and value.lower() != b"trailers"):
             raise ProtocolError(f"connection-specific field {name!r}")
+        if len(value) <= _GOOD_VALUE:
+            if len(good) >= _GOOD_MAX:
+                good.clear()
+            good.add(field)
     if status is None:
         if response:
             raise ProtocolError("response without :status")
