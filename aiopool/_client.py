@@ -137,9 +137,9 @@ class Client:
 
     `http1_parser`: "httptools" (llhttp, fast; `pip install aiopool[speedups]`), "h11" (pure
     Python, the reference), or "auto" (the default: httptools when installed, else h11).
-    `http2_engine`: "jh2" (h2's fork with compiled parts; the speedups extra), "h2" (the
-    reference), "native" (aiopool's own client engine), or "auto" (jh2 when installed, else
-    h2).
+    `http2_engine`: "native" (aiopool's own client engine; with `aiopool[speedups]` its HPACK
+    is jh2's compiled codec), "h2" (the reference), or "auto" (the default: native). ("jh2",
+    an engine before, raises `ValueError`: native overtook it everywhere.)
 
     Requests: `base_url` is prefixed to relative request URLs (`base_url="https://api/v1"`,
     then `get("users")` or `get("/users")` asks for `https://api/v1/users`); `headers` are

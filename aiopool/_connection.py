@@ -77,7 +77,7 @@ class Connection(Protocol):
     @property
     def implementation(self) -> str:
         """The library reading and writing the wire format: "h11" or "httptools" for
-        HTTP/1.1, "h2" or "jh2" for HTTP/2 (the `http1_parser` and `http2_engine` names)."""
+        HTTP/1.1, "native" or "h2" for HTTP/2 (the `http1_parser` and `http2_engine` names)."""
         ...
 
     def is_reusable(self) -> bool: ...

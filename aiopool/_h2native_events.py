@@ -1,7 +1,7 @@
 """What the native HTTP/2 engine reports: h2's event names and attributes, as slotted classes.
 
 `HTTP2Connection` dispatches on the event's class and reads the attributes h2 documents, so the
-same reader serves h2, jh2 and the native engine. Only what a client can receive is here.
+same reader serves h2 and the native engine. Only what a client can receive is here.
 """
 
 from __future__ import annotations

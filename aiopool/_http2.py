@@ -1,4 +1,4 @@
-"""HTTP/2: many concurrent streams on one socket (docs/design.md invariant 5), on h2 or jh2.
+"""HTTP/2: many concurrent streams on one socket (docs/design.md invariant 5), over an engine.
 
 Rules kept here:
 - one reader task per socket (owned by the pool, not by any request) feeds the h2 state machine
@@ -57,7 +57,7 @@ from ._exceptions import (
     seconds,
 )
 from ._expect import AUTO_EXPECT
-from ._h2engine import H2Engine, load_engine
+from ._h2engine import H2Engine, select_engine
 from ._headers import Headers
 from ._http2_stream import H2Body, Stream, reason_phrase, wake
 
@@ -138,7 +138,7 @@ def _nothing_unsent() -> int:
 
 
 class HTTP2Connection:
-    """One socket speaking HTTP/2 through an h2 (or jh2) connection state machine."""
+    """One socket speaking HTTP/2 through an engine's connection state machine (`_h2engine`)."""
 
     http_version = "HTTP/2"
     multiplexed = True
@@ -190,7 +190,7 @@ class HTTP2Connection:
         self._streams: dict[int, Stream] = {}
         self._loop = asyncio.get_running_loop()
         self._reader: asyncio.Task[None] | None = None
-        engine = engine or load_engine("h2")
+        engine = engine or select_engine("auto")
         self._engine = engine
         config = engine.config_class(
             client_side=True,

@@ -35,7 +35,7 @@ from ._exceptions import AiopoolError, ClientClosed, ConnectError, PoolTimeout, 
 from ._h1_codec import CodecFactory
 from ._h1_connection import HTTP11Connection
 from ._h1_h11 import H11Codec
-from ._h2engine import H2Engine, load_engine
+from ._h2engine import H2Engine, select_engine
 from ._http2 import HTTP2Connection
 from ._pool_state import PoolState, Waiter
 from ._proxy import forwarding
@@ -115,7 +115,7 @@ class ConnectionPool:
         # For https:// proxies: the same verification as `ssl_context`, ALPN http/1.1 only.
         self._proxy_ssl_context = proxy_ssl_context or ssl_context
         self._head_limits = head_limits
-        self._h2_engine = http2_engine or load_engine("h2")
+        self._h2_engine = http2_engine or select_engine("auto")
         # The network seam: how sockets are made. Tests put a scripted byte stream here for
         # byte-exact protocol scenarios; everything above it is the real code.
         self._dialer: Dialer = dialer if dialer is not None else SocketDialer()

@@ -50,10 +50,6 @@ CLIENT_SPECS: dict[str, ClientSpec] = {
             "aiopool-h2", "aiopool", http1_parser="httptools", http2=None,
             http2_engine="h2", description="aiopool, HTTP/2 on h2 (pure Python)",
         ),
-        ClientSpec(
-            "aiopool-jh2", "aiopool", http1_parser="httptools", http2=None,
-            http2_engine="jh2", description="aiopool, HTTP/2 on jh2 (h2's fork, compiled HPACK)",
-        ),
         # aiopool's HTTP/1.1 inside the h2 scenarios: the anchor of "HTTP/2 at HTTP/1.1 speed".
         ClientSpec(
             "aiopool-h1", "aiopool", http1_parser="httptools", http2=False,
@@ -167,7 +163,7 @@ HTTPX_QUADRATIC = "httpx's pool is O(n^2) in queued requests"
 H1_CLIENTS = ("aiopool", "aiopool-h11", "aiohttp", "aiohttp-py", "httpx", "pyreqwest")
 # Every HTTP/2 engine of aiopool by name (not "auto", whose meaning changes between versions),
 # and aiopool's HTTP/1.1 in the same scenario as the anchor of the HTTP/2 goals.
-AIOPOOL_H2 = ("aiopool-native", "aiopool-h2", "aiopool-jh2")
+AIOPOOL_H2 = ("aiopool-native", "aiopool-h2")
 H2_CLIENTS = (*AIOPOOL_H2, "aiopool-h1", "aiohttp", "httpx-h2", "pyreqwest-h2")
 H2_EXPECTED = (*AIOPOOL_H2, "httpx-h2", "pyreqwest-h2")
 # The HTTP/2 goals: small requests over HTTP/2 at least as fast as aiopool's

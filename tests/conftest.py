@@ -178,11 +178,11 @@ def bodies_server(tls_ca: trustme.CA) -> Iterator[HypercornServer]:
 
 # Both HTTP/1.1 codecs must pass the same behaviour tests, and every HTTP/2 engine: a module
 # (`pytestmark = pytest.mark.both_parsers`) or a test marked so runs once with each, h11 and h2
-# being the references, httptools and jh2 the speedups extra, "native" aiopool's own engine.
+# being the references, httptools the speedups extra, "native" aiopool's own engine (the default).
 # The autouse fixtures below make the chosen one the library's "auto" default for the test;
 # `tests/test_codecs.py` checks that the connections built then really use it.
 _PARSERS = ("h11", "httptools")
-_ENGINES = ("h2", "jh2", "native")
+_ENGINES = ("h2", "native")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -19,20 +19,41 @@ from typing import Any
 from aiopool._exceptions import ConnectError, WriteError
 
 Script = Sequence[bytes | BaseException]
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+def _has_h2_headers(data: bytearray) -> bool:
+    """Whether the client's bytes so far hold an HTTP/2 HEADERS frame."""
+    pos = len(_H2_PREFACE) if data.startswith(_H2_PREFACE) else 0
+    while pos + 9 <= len(data):
+        if data[pos + 3] == 0x1:
+            return True
+        pos += 9 + int.from_bytes(data[pos : pos + 3], "big")
+    return False
 
 
 class MockStream:
-    """`NetworkStream` whose incoming bytes come from a script."""
+    """`NetworkStream` whose incoming bytes come from a script.
 
-    def __init__(self, script: Script) -> None:
+    With `answers_requests`, an HTTP/2 script's items after the first (the server's preface)
+    are read only once the client has written a HEADERS frame, as a real server answers only
+    what it received (the client sends HEADERS at the end of its event-loop turn)."""
+
+    def __init__(self, script: Script, *, answers_requests: bool = False) -> None:
         self._script: deque[bytes | BaseException] = deque(script)
         self.written = bytearray()
         self.closed = False
         self.aborted = False
         self._idle_callback: Callable[[], None] | None = None
+        self._answers = answers_requests
+        self._reads = 0
+        self._requested = asyncio.Event()
 
     async def read(self, timeout: float | None) -> bytes:
         await asyncio.sleep(0)  # a real read always yields to the loop
+        if self._answers and self._reads:
+            await self._requested.wait()
+        self._reads += 1
         if not self._script:
             return b""
         item = self._script.popleft()
@@ -44,6 +65,8 @@ class MockStream:
         if self.closed:
             raise WriteError("connection closed")
         self.written += data
+        if self._answers and not self._requested.is_set() and _has_h2_headers(self.written):
+            self._requested.set()
 
     async def drain(self, timeout: float | None) -> None:
         return None

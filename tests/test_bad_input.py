@@ -667,7 +667,7 @@ async def test_streamed_body_must_match_its_content_length(
 
 # The same rules over HTTP/2, on both engines (the scripted h2 peer, h2c with prior knowledge).
 
-H2_ENGINES = [pytest.param("h2", id="h2"), pytest.param("jh2", id="jh2")]
+H2_ENGINES = [pytest.param("h2", id="h2"), pytest.param("native", id="native")]
 
 
 @pytest.mark.parametrize("engine", H2_ENGINES)

@@ -33,7 +33,7 @@ async def test_each_parser_run_is_served_by_that_codec(
 async def test_each_engine_run_is_served_by_that_engine(
     fresh_h2_server: H2ScriptServer, http2_engine: str | None
 ) -> None:
-    assert http2_engine in ("h2", "jh2", "native")
+    assert http2_engine in ("h2", "native")
     async with aiopool.Client(http1=False) as client:  # h2c by prior knowledge
         resp = await client.get(f"{fresh_h2_server.url}/")
         assert resp.http_version == "HTTP/2"
@@ -56,3 +56,21 @@ async def test_auto_prefers_llhttp_when_httptools_is_installed(
     async with aiopool.Client() as client:
         await client.get(f"{fault_server.url}/echo")
         assert [conn.implementation for conn in connections_of(client)] == ["httptools"]
+
+
+async def test_auto_speaks_http2_on_the_native_engine(
+    fresh_h2_server: H2ScriptServer, http2_engine: str | None
+) -> None:
+    assert http2_engine is None  # unmarked: the library's own default
+    async with aiopool.Client(http1=False) as client:
+        await client.get(f"{fresh_h2_server.url}/echo")
+        assert [conn.implementation for conn in connections_of(client)] == ["native"]
+
+
+def test_the_retired_jh2_engine_is_refused_with_the_reason() -> None:
+    # jh2 was an engine before the native one overtook it; naming it must not silently run
+    # something else.
+    with pytest.raises(ValueError, match=r"retired.*native"):
+        aiopool.Client(http2_engine="jh2")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="'auto', 'h2' or 'native'"):
+        aiopool.Client(http2_engine="h3")  # type: ignore[arg-type]

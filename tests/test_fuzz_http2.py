@@ -1,4 +1,4 @@
-"""Fuzzing HTTP/2 frame handling (on h2, jh2 and native) through the real client.
+"""Fuzzing HTTP/2 frame handling (on h2 and native) through the real client.
 
 h2c by prior knowledge (`Client(http1=False)` on http://): the raw server completes the
 preface and SETTINGS exchange, then answers the request's stream with generated frames. Each
@@ -19,7 +19,7 @@ from tests.fuzz import http2, profiles
 from tests.fuzz.harness import Target
 from tests.fuzz.http2 import OWN, Frame, H2Case
 
-ENGINES = ["h2", "jh2", "native"]
+ENGINES = ["h2", "native"]
 pytestmark = pytest.mark.parametrize("engine", ENGINES)
 
 

@@ -2,7 +2,7 @@
 
 A small raw HTTP/2 server, one connection per test, in its own thread with blocking sockets:
 it writes frames by hand (no state machine could be talked into flooding) and reads only when
-the scenario says so. Each test runs on both engines (h2, jh2: see conftest).
+the scenario says so. Each test runs on both engines (h2, native: see conftest).
 
 - PING and SETTINGS floods while the server reads nothing (CVE-2019-9512, CVE-2019-9515): the
   client's answers must not pile up, and the request must end with a typed error, the server

@@ -332,9 +332,9 @@ async def test_settings_a_server_leaves_unstated_are_the_rfc_defaults(
 ) -> None:
     # Apache's SETTINGS state no INITIAL_WINDOW_SIZE (and it opens the connection's window
     # wide): its stream windows are RFC 9113's 65,535 bytes (section 6.5.2), whatever the
-    # engine presumes (jh2: 6,291,456). A 1 MiB upload must stay inside them, not end in
-    # FLOW_CONTROL_ERROR. (The server returns window only after 10 ms, so what overruns it
-    # cannot hide behind quick WINDOW_UPDATEs.)
+    # engine presumes (jh2, an engine once, presumed 6,291,456). A 1 MiB upload must stay
+    # inside them, not end in FLOW_CONTROL_ERROR. (The server returns window only after
+    # 10 ms, so what overruns it cannot hide behind quick WINDOW_UPDATEs.)
     server.script(initial_window_size=None, connection_window=2**24, ack_delay=0.01)
     payload = bytes(range(256)) * 4096
     async with h2_client() as client:

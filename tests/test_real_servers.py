@@ -2,7 +2,7 @@
 and node's http2 module, over every protocol each speaks (HTTP/1.1 over TLS, HTTP/2 over TLS,
 h2c by prior knowledge), through the public API only.
 
-Each case runs once per (server, protocol); the HTTP/2 ones once per HTTP/2 engine (h2, jh2,
+Each case runs once per (server, protocol); the HTTP/2 ones once per HTTP/2 engine (h2,
 native).
 The servers are started once per session (tests/rig/fixtures.py) and serve the same files
 (tests/rig/_process.py: BODIES).
@@ -58,7 +58,7 @@ def _params(*, limited: bool) -> list[object]:
     params: list[object] = []
     for name, kind in SERVERS.items():
         for protocol in kind.LIMITED if limited else kind.PROTOCOLS:
-            engines = ["h2", "jh2", "native"] if protocol != "h1-tls" else [None]
+            engines = ["h2", "native"] if protocol != "h1-tls" else [None]
             for engine in engines:
                 params.append(
                     pytest.param(

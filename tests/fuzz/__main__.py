@@ -1,6 +1,6 @@
 """The long fuzz campaign: `python -m tests.fuzz --minutes 5` (what `make fuzz` runs).
 
-Runs every target in turn: h11, httptools, h2, jh2, native; "parsers-agree" (the two HTTP/1.1
+Runs every target in turn: h11, httptools, h2, native; "parsers-agree" (the two HTTP/1.1
 parsers side by side) and "engines-agree" (h2 against native, the differential check of
 `differential.EnginesAgree`: same outcome class, same socket decision; its count is the
 differential-fuzz case count). Each runs its well-formed, mutated and random strategies in
@@ -41,7 +41,7 @@ _STRATEGIES: dict[str, dict[str, Callable[[], st.SearchStrategy[Any]]]] = {
         "random": http2.random_cases,
     },
 }
-TARGET_NAMES = ("h11", "httptools", "h2", "jh2", "native", "parsers-agree", "engines-agree")
+TARGET_NAMES = ("h11", "httptools", "h2", "native", "parsers-agree", "engines-agree")
 AnyTarget = Target | ParsersAgree | EnginesAgree
 
 

@@ -47,7 +47,6 @@ TARGETS: dict[str, tuple[Wire, str]] = {
     "h11": ("http11", "h11"),
     "httptools": ("http11", "httptools"),
     "h2": ("http2", "h2"),
-    "jh2": ("http2", "jh2"),
     "native": ("http2", "native"),
 }
 

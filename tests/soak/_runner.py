@@ -141,9 +141,9 @@ def _phases(nginx: Nginx, fault_url: str, verify: ssl.SSLContext | str) -> list[
             goaway_origin=nginx.h2c_limited_url,
         ),
         _PhaseDef(
-            "nginx-h2-jh2",
+            "nginx-h2-native",
             0.12,
-            {**h2_only, "http2_engine": "jh2"},
+            {**h2_only, "http2_engine": "native"},
             Mix(h2),
             goaway_origin=nginx.h2c_limited_url,
         ),
