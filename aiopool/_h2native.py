@@ -401,6 +401,8 @@ class NativeConnection:
                 if self._block is not None:
                     raise ProtocolError("a header block was interrupted (RFC 9113 section 6.10)")
                 on_data(flags, sid, data[start:pos], events)
+                if not flags and length:
+                    pos = self._data_run(data, pos, sid, events)
                 continue
             check_stream_id(ftype, sid)
             if end - start < length:
@@ -414,6 +416,55 @@ class NativeConnection:
                 handler(flags, sid, data[start:pos], events)
             else:  # an extension frame we do not know: ignored (RFC 9113 section 5.5)
                 events.append(ev.UnknownFrameReceived(ftype))
+        return pos
+
+    def _data_run(self, data: memoryview, pos: int, sid: int, events: list[Any]) -> int:
+        """After a DATA frame of `sid` without flags: take the frames that follow it in `data`
+        while they are whole DATA frames of the same stream, without flags and not empty, as
+        one (their windows and content-length checked once for all); return where the run
+        ended. Anything else (padding, END_STREAM, an empty frame, another stream, a partial
+        or oversized frame) is left to `_parse`, which checks it as usual."""
+        event = events[-1] if events else None
+        if type(event) is not ev.DataReceived or event.parts is None or event.stream_id != sid:
+            return pos  # (the frame was ignored: a closed stream)
+        parts = event.parts
+        unpack = FRAME_HEADER.unpack_from
+        max_size = self._max_inbound
+        end = len(data)
+        run = 0
+        while end - pos >= 9:
+            high, low, ftype, flags, other = unpack(data, pos)
+            length = (high << 16) | low
+            start = pos + 9
+            if (
+                ftype
+                or flags
+                or not length
+                or other & 0x7FFFFFFF != sid
+                or length > max_size
+                or end - start < length
+            ):
+                break
+            pos = start + length
+            parts.append(data[start:pos])
+            run += length
+        if run:
+            self._recv_window -= run
+            if self._recv_window < 0:
+                raise ProtocolError(
+                    "DATA beyond the connection window", ErrorCode.FLOW_CONTROL_ERROR
+                )
+            s = self._streams[sid]
+            s.recv_window -= run
+            if s.recv_window < 0:
+                raise ProtocolError("DATA beyond the stream window", ErrorCode.FLOW_CONTROL_ERROR)
+            s.received += run
+            if s.expected is not None and s.received > s.expected:
+                raise ProtocolError(
+                    f"stream {sid}: {s.received} bytes of content against content-length "
+                    f"{s.expected}"
+                )
+            event.flow_controlled_length += run
         return pos
 
     def _join_data(self) -> None:
@@ -453,9 +504,10 @@ class NativeConnection:
         self._recv_window -= flow
         if self._recv_window < 0:
             raise ProtocolError("DATA beyond the connection window", ErrorCode.FLOW_CONTROL_ERROR)
-        data = unpad(flags, payload)
+        # (The common case inline: an unpadded frame on an open stream.)
+        data = unpad(flags, payload) if flags & Flag.PADDED else payload
         end = flags & Flag.END_STREAM
-        s = self._stream_for(sid, "DATA")
+        s = self._streams.get(sid) or self._stream_for(sid, "DATA")
         if s is None or s.state not in _CAN_RECEIVE:
             if flow:  # nobody reads it: the connection window is credited at once
                 self.acknowledge_received_data(flow, 0)
@@ -472,7 +524,8 @@ class NativeConnection:
         s.recv_window -= flow
         if s.recv_window < 0:
             raise ProtocolError("DATA beyond the stream window", ErrorCode.FLOW_CONTROL_ERROR)
-        s.received += len(data)
+        size = len(data)
+        s.received += size
         if s.expected is not None and (
             s.received > s.expected or (end and s.received != s.expected)
         ):
@@ -480,14 +533,18 @@ class NativeConnection:
                 f"stream {sid}: {s.received} bytes of content against content-length {s.expected}"
             )
         last = events[-1] if events else None
-        if type(last) is ev.DataReceived and last.stream_id == sid and last.parts is not None:
+        if (
+            size
+            and type(last) is ev.DataReceived
+            and last.stream_id == sid
+            and last.parts is not None
+        ):
             # The next frame of the same stream in this read: one event for both (downloads
             # arrive as 8-16 KiB frames, dozens per read), joined once (`_join_data`).
             event = last
             event.flow_controlled_length += flow
-            if data:
-                last.parts.append(data)
-        elif data:
+            last.parts.append(data)
+        elif size:
             event = ev.DataReceived(sid, b"", flow)
             event.parts = [data]
             events.append(event)

@@ -168,6 +168,48 @@ def test_content_length_is_held_to_the_data() -> None:
         conn.receive_data(frame(0x0, 0x1, 1, b"abc"))
 
 
+def test_a_run_of_data_frames_is_one_event_checked_as_one() -> None:
+    # A download's frames of one read become one event; what each frame would have been
+    # checked for is checked on the run: content-length, and both windows.
+    conn, enc = opened()
+    conn.receive_data(frame(0x1, 0x4, 1, head(enc, (b"content-length", b"50"))))
+    events = conn.receive_data(b"".join(frame(0x0, 0, 1, b"%d" % i * 10) for i in range(5)))
+    assert [(type(e).__name__, e.data, e.flow_controlled_length) for e in events] == [
+        ("DataReceived", b"".join(b"%d" % i * 10 for i in range(5)), 50)
+    ]
+    conn, enc = opened()
+    conn.receive_data(frame(0x1, 0x4, 1, head(enc, (b"content-length", b"30"))))
+    with pytest.raises(ProtocolError, match="50 bytes of content against content-length 30"):
+        conn.receive_data(frame(0x0, 0, 1, bytes(10)) * 5)
+    conn, enc = opened()  # (the windows: 65,535 until our SETTINGS raise them)
+    conn.receive_data(frame(0x1, 0x4, 1, head(enc)))
+    with pytest.raises(ProtocolError, match="beyond the connection window") as caught:
+        conn.receive_data(frame(0x0, 0, 1, bytes(16_000)) * 5)
+    assert caught.value.error_code == ErrorCode.FLOW_CONTROL_ERROR
+    conn, enc = opened()
+    conn.increment_flow_control_window(1 << 20)  # (the connection's only)
+    conn.receive_data(frame(0x1, 0x4, 1, head(enc)))
+    with pytest.raises(ProtocolError, match="beyond the stream window") as caught:
+        conn.receive_data(frame(0x0, 0, 1, bytes(16_000)) * 5)
+    assert caught.value.error_code == ErrorCode.FLOW_CONTROL_ERROR
+
+
+def test_empty_data_frames_between_full_ones_stay_events_of_their_own() -> None:
+    # (Joined into the run, a flood of empty frames behind one byte would go uncounted.)
+    conn, enc = opened()
+    conn.receive_data(frame(0x1, 0x4, 1, head(enc)))
+    events = conn.receive_data(
+        frame(0x0, 0, 1, b"a") + frame(0x0, 0, 1) * 3 + frame(0x0, 0, 1, b"b") + frame(0x0, 1, 1)
+    )
+    assert [(type(e).__name__, getattr(e, "data", None)) for e in events] == [
+        ("DataReceived", b"a"),
+        *[("DataReceived", b"")] * 3,
+        ("DataReceived", b"b"),
+        ("DataReceived", b""),
+        ("StreamEnded", None),
+    ]
+
+
 def test_a_head_response_states_a_length_without_content() -> None:
     conn, enc = opened(b"HEAD")
     events = conn.receive_data(frame(0x1, 0x5, 1, head(enc, (b"content-length", b"5"))))
