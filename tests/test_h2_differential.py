@@ -86,6 +86,21 @@ EXPLICIT = (
     # difference about the socket, see `_agree`), alone and beside another stream.
     _INTERIM_AFTER_RESET,
     replace(_INTERIM_AFTER_RESET, concurrent=True),
+    # Found by the campaign: a head with a malformed :status (we reset the stream), then an
+    # interim and a final head on it: frames we must ignore (RFC 9113 section 5.1), which cost
+    # h2 the socket.
+    H2Case(
+        (
+            Frame("WINDOW_UPDATE", 0, number=1),
+            Frame("PING", 0, data=bytes(8)),
+            Frame("HEADERS", flags=_HEAD, block=((":status", "abc"),)),
+            Frame("PING", 0, data=bytes(8)),
+            Frame("HEADERS", flags=_HEAD, block=((":status", "100"),)),
+            _200,
+            Frame("DATA", flags=_END),
+        ),
+        points=(1, 43),
+    ),
 )
 
 
