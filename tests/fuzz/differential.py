@@ -17,13 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from types import TracebackType
 from unittest import mock
 
 import aiopool
 from aiopool import _h2native
 
-from .harness import Result, Target
+from .harness import Result, Target, TargetPair
 from .http2 import OWN, H2Case
 
 __all__ = ("EnginesAgree", "same_frame_size")
@@ -110,7 +109,7 @@ def _agree(native: Result, reference: Result, case: H2Case) -> bool:
     )
 
 
-class EnginesAgree:
+class EnginesAgree(TargetPair):
     """`with EnginesAgree() as agree: agree.run(case)`: h2 and native on the same case, each
     keeping the harness' properties, and ending alike (AssertionError if not)."""
 
@@ -120,27 +119,7 @@ class EnginesAgree:
     def __init__(self) -> None:
         self.h2 = Target("h2")
         self.native = Target("native")
-        self.cases = 0
-
-    def __enter__(self) -> EnginesAgree:
-        self.h2.__enter__()
-        try:
-            self.native.__enter__()
-        except BaseException:
-            self.h2.__exit__(None, None, None)
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        try:
-            self.native.__exit__(exc_type, exc, tb)
-        finally:
-            self.h2.__exit__(exc_type, exc, tb)
+        super().__init__(self.h2, self.native)
 
     def run(self, case: H2Case) -> None:
         self.cases += 1

@@ -26,7 +26,7 @@ import itertools
 from collections import Counter
 from collections.abc import Awaitable
 from types import TracebackType
-from typing import Literal, NamedTuple, TypeVar
+from typing import Literal, NamedTuple, Self, TypeVar
 
 import aiopool
 from tests.helpers import assert_settled
@@ -273,7 +273,37 @@ async def _bounded(awaitable: Awaitable[T], what: str) -> T:
         raise AssertionError(f"{type(exc).__name__} escaped from {what}: {exc!r}") from exc
 
 
-class ParsersAgree:
+class TargetPair:
+    """Two targets run side by side on every case (`ParsersAgree`, and the engines' in
+    `differential.EnginesAgree`): entered and left together; `cases` counts the cases."""
+
+    def __init__(self, first: Target, second: Target) -> None:
+        self.first = first
+        self.second = second
+        self.cases = 0
+
+    def __enter__(self) -> Self:
+        self.first.__enter__()
+        try:
+            self.second.__enter__()
+        except BaseException:
+            self.first.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            self.second.__exit__(exc_type, exc, tb)
+        finally:
+            self.first.__exit__(exc_type, exc, tb)
+
+
+class ParsersAgree(TargetPair):
     """Both HTTP/1.1 parsers on the same case: each keeps every property, and where both accept
     a response they agree on its status and body (where only one accepts, that is leniency,
     which the parsers may differ in: h11 takes a bare LF in a trailer section, llhttp two
@@ -285,27 +315,7 @@ class ParsersAgree:
     def __init__(self) -> None:
         self.h11 = Target("h11")
         self.httptools = Target("httptools")
-        self.cases = 0
-
-    def __enter__(self) -> ParsersAgree:
-        self.h11.__enter__()
-        try:
-            self.httptools.__enter__()
-        except BaseException:
-            self.h11.__exit__(None, None, None)
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        try:
-            self.httptools.__exit__(exc_type, exc, tb)
-        finally:
-            self.h11.__exit__(exc_type, exc, tb)
+        super().__init__(self.h11, self.httptools)
 
     def run(self, case: http11.H11Case) -> None:
         self.cases += 1
