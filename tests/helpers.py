@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import signal
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -61,3 +62,11 @@ async def cancellation_storm(
 def connections_of(client: aiopool.Client) -> list[Connection]:
     """The open connections in `client`'s pool (read only, for white-box assertions)."""
     return list(pool_of(client)._state.conns)
+
+
+def ctrl_c_enabled() -> None:
+    """`preexec_fn` for a child that a test interrupts with SIGINT (Ctrl-C): a shell starts
+    background commands with SIGINT ignored (POSIX, when job control is off, as for a CI job
+    launched with `&`), a child inherits that, and Python then installs no KeyboardInterrupt
+    handler; the test would wait for a signal nobody hears."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

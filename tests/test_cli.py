@@ -23,6 +23,7 @@ import pytest
 from aiopool import _cli_bench
 from aiopool._cli import main
 from tests.conftest import _running_under_ci
+from tests.helpers import ctrl_c_enabled
 from tests.rig import encodings
 from tests.rig.fault_server import BlackholeServer, FaultServer
 from tests.rig.hypercorn_app import HypercornServer
@@ -773,6 +774,7 @@ def test_bench_interrupted_reports_what_it_measured(fault_server: FaultServer) -
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=ctrl_c_enabled,
     )
     try:
         # Interrupt once some requests are done: the progress line says so.

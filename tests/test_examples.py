@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 import aiopool
+from tests.helpers import ctrl_c_enabled
 from tests.rig.fault_server import FaultServer
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -170,6 +171,7 @@ def test_web_app_runs_standalone_under_hypercorn() -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=ctrl_c_enabled,
     )
     try:
         assert proc.stdout is not None
