@@ -13,6 +13,7 @@ import gc
 import random
 import socket
 import ssl
+import struct
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal
 
@@ -319,6 +320,52 @@ async def test_h2_request_on_a_socket_closed_unnoticed_goes_elsewhere(engine: En
         await eventually(lambda: client.stats().connections_closed == 1)
         stats = assert_settled(client)
         assert (stats.requests, stats.connections_opened) == (2, 2)
+
+
+class _PromptStream(MockStream):
+    """Item k is read once `gates[k]` is set, and then at once: the reader handles it in the
+    same event-loop turn as the task that set the gate (a MockStream read takes one more)."""
+
+    def __init__(self, script: Script, gates: dict[int, asyncio.Event]) -> None:
+        super().__init__(script, answers_requests=True)
+        self._gates = gates
+        self._served = 0
+
+    async def read(self, timeout: float | None) -> bytes:
+        if self._served:
+            await self._requested.wait()  # (answers follow a request, as in MockStream)
+        gate = self._gates.get(self._served)
+        if gate is not None:
+            await gate.wait()
+        self._served += 1
+        item = self._script.popleft() if self._script else b""
+        assert isinstance(item, bytes)
+        return item
+
+
+_GOAWAY_AFTER_1 = struct.pack(">BHBBI", 0, 8, 0x7, 0, 0) + struct.pack(">II", 1, 0)
+
+
+@pytest.mark.parametrize("engine", ["h2", "native"])
+async def test_h2_stream_failed_before_its_headers_left_is_never_sent(engine: Engine) -> None:
+    # A request opens its stream, and in the same turn of the event loop the server's GOAWAY
+    # (last stream 1) is read: the stream fails as unprocessed before the turn's write. Its
+    # HEADERS must not leave then: the server would ignore them, and a RST_STREAM right behind
+    # them is what servers police as "rapid reset". It is sent on a new socket instead.
+    goaway = asyncio.Event()
+    first = _PromptStream([*_h2_answer(b"first"), _GOAWAY_AFTER_1], {2: goaway})
+    second = MockStream(_h2_answer(b"second"), answers_requests=True)
+    client = aiopool.Client(http1=False, http2_engine=engine, dialer=_Dialer(first, second))
+    async with client:
+        assert (await client.get(URL)).content == b"first"
+        before = len(first.written)
+        request = asyncio.create_task(client.get(URL))
+        goaway.set()
+        resp = await request
+        assert resp.content == b"second"
+        assert not resp.conn_info.reused
+        assert first.written[before:] == b""  # no HEADERS, no RST_STREAM
+        assert_settled(client)
 
 
 @pytest.mark.parametrize("engine", ["h2", "native"])
