@@ -224,20 +224,32 @@ async def test_partial_read_then_reuse(target: Target, ca_path: str) -> None:
 
 
 # mod_http2 (Apache 2.4) races a client's RST_STREAM against the response it is submitting for
-# that stream: nghttp2 refuses the HEADERS ("Stream was already closed", its log says AH10509),
-# mod_http2 takes that for a protocol error and ends the connection with a GOAWAY whose error
-# code is nghttp2's internal -902 (NGHTTP2_ERR_CALLBACK_FAILURE) as an unsigned 32-bit value.
-# Requests whose responses were under way on that connection fail with it (the ones it never
-# processed are replayed); nothing a client does but not cancelling avoids it.
+# that stream: nghttp2 refuses the HEADERS ("Stream was already closed", logged as AH10509 at
+# http2:debug, which the rig enables), and mod_http2 takes that for a protocol error: it ends the
+# connection, with a GOAWAY whose error code is nghttp2's internal -902
+# (NGHTTP2_ERR_CALLBACK_FAILURE) as an unsigned 32-bit value, or by closing it outright. Requests
+# whose responses were under way on it fail (those it never processed are replayed); nothing a
+# client does but not cancelling avoids it. Those failures are accepted only when Apache's own
+# log shows the race in that run.
 _APACHE_GOAWAY = f"GOAWAY with {2**32 - 902}"
+_APACHE_CLOSED = "server closed the HTTP/2 connection"
+_APACHE_RACE_LOGGED = "AH10509"
 
 
-def _apache_reset_race(target: Target, error: BaseException) -> bool:
-    return (
-        isinstance(target.server, Apache)
-        and isinstance(error, aiopool.RemoteProtocolError)
-        and _APACHE_GOAWAY in str(error)
-    )
+def _apache_reset_race(target: Target, errors: list[BaseException]) -> list[BaseException]:
+    """The errors that Apache's RST_STREAM race explains, if its log shows the race."""
+    if not isinstance(target.server, Apache):
+        return []
+    explained: list[BaseException] = [
+        e
+        for e in errors
+        if (isinstance(e, aiopool.RemoteProtocolError) and _APACHE_GOAWAY in str(e))
+        or (isinstance(e, aiopool.ReadError) and _APACHE_CLOSED in str(e))
+    ]
+    log = target.server.prefix / "error.log"
+    if explained and _APACHE_RACE_LOGGED in log.read_text(errors="replace"):
+        return explained
+    return []
 
 
 async def test_cancellation_storm(target: Target, ca_path: str) -> None:
@@ -256,11 +268,11 @@ async def test_cancellation_storm(target: Target, ca_path: str) -> None:
             assert resp.content == expected[name]
 
         errors = await cancellation_storm(one, tasks=1000, cancels=300, max_pause=0.002, rng=rng)
-        unexpected = [
-            e
-            for e in errors
-            if not isinstance(e, asyncio.CancelledError) and not _apache_reset_race(target, e)
+        failed: list[BaseException] = [
+            e for e in errors if not isinstance(e, asyncio.CancelledError)
         ]
+        explained = _apache_reset_race(target, failed)
+        unexpected = [e for e in failed if not any(e is x for x in explained)]
         assert not unexpected, (len(unexpected), unexpected[:3])
         assert len(errors) < 1000
         await eventually(lambda: client.stats().connecting == 0)

@@ -131,7 +131,8 @@ User {user}
 Group {group}
 ServerName localhost
 ErrorLog {_quote(prefix / "error.log")}
-LogLevel warn
+# http2:debug logs the RST_STREAM race the cancellation storm test must recognise (AH10509).
+LogLevel warn http2:debug
 ScriptSock {_quote(prefix / "cgid.sock")}
 
 # One child with enough threads for the tests' concurrency (mod_http2 runs each stream on a
