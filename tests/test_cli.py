@@ -128,15 +128,17 @@ def echoed(out: str) -> dict[str, object]:
     return document
 
 
-def on_a_terminal(*argv: str) -> tuple[subprocess.CompletedProcess[bytes], bytes]:
-    """Run `python -m aiopool ARGV` with stdout on a pseudo-terminal (stderr piped); return the
-    process and what the terminal showed."""
+def on_a_terminal(
+    *argv: str, stream: str = "stdout"
+) -> tuple[subprocess.CompletedProcess[bytes], bytes]:
+    """Run `python -m aiopool ARGV` with `stream` ("stdout" or "stderr") on a pseudo-terminal
+    and the other piped; return the process and what the terminal showed."""
     controller, terminal = pty.openpty()
     try:
         done = subprocess.run(
             [sys.executable, "-m", "aiopool", *argv],
-            stdout=terminal,
-            stderr=subprocess.PIPE,
+            stdout=terminal if stream == "stdout" else subprocess.PIPE,
+            stderr=terminal if stream == "stderr" else subprocess.PIPE,
             timeout=60,
             check=False,
         )
@@ -699,40 +701,8 @@ def test_bench_plain_progress_lines_when_not_a_tty(
 
 def test_bench_progress_bar_on_a_terminal(fault_server: FaultServer) -> None:
     # stderr on a pseudo-terminal: the bar is redrawn in place and ends at 100%.
-    controller, terminal = pty.openpty()
-    try:
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "aiopool",
-                "bench",
-                f"{fault_server.url}/delay?s=0.15",
-                "-n",
-                "4",
-                "-c",
-                "2",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=terminal,
-            timeout=60,
-            check=False,
-        )
-        os.close(terminal)
-        terminal = -1
-        drawn = b""
-        while True:
-            try:
-                piece = os.read(controller, 65536)
-            except OSError:  # EIO: the terminal's last writer is gone
-                break
-            if not piece:
-                break
-            drawn += piece
-    finally:
-        if terminal != -1:
-            os.close(terminal)
-        os.close(controller)
+    url = f"{fault_server.url}/delay?s=0.15"
+    done, drawn = on_a_terminal("bench", url, "-n", "4", "-c", "2", stream="stderr")
     assert done.returncode == 0
     assert b"4 done, 4 succeeded" in done.stdout
     text = drawn.decode()

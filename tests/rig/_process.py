@@ -35,6 +35,7 @@ __all__ = [
     "Endpoint",
     "ProcessServer",
     "ServerError",
+    "endpoints_for",
     "find_binary",
     "free_ports",
 ]
@@ -125,6 +126,38 @@ class Endpoint:
     upload_proof: UploadProof
     limited_url: str | None = None
     limit: int | None = None
+
+
+def endpoints_for(
+    tls: int,
+    h2c: int | None,
+    proof: UploadProof,
+    *,
+    http1: bool = True,
+    limited: dict[str, str] | None = None,
+    limit: int | None = None,
+) -> dict[str, Endpoint]:
+    """The endpoints of a server with one TLS port (ALPN h2 and, if `http1`, http/1.1) and,
+    if `h2c` is given, an h2c port; `limited` maps endpoint names to the URLs of their
+    listeners that end each connection after `limit` requests."""
+    urls = {"h1-tls": f"https://localhost:{tls}", "h2-tls": f"https://localhost:{tls}"}
+    if h2c is not None:
+        urls["h2c"] = f"http://127.0.0.1:{h2c}"
+    if not http1:
+        del urls["h1-tls"]
+    limited = limited or {}
+    return {
+        name: Endpoint(
+            url,
+            "HTTP/1.1" if name == "h1-tls" else "HTTP/2",
+            http1=name == "h1-tls",
+            http2=name != "h1-tls",
+            upload_proof=proof,
+            limited_url=limited.get(name),
+            limit=limit if name in limited else None,
+        )
+        for name, url in urls.items()
+    }
 
 
 class ProcessServer(Service):

@@ -13,7 +13,7 @@ import pwd
 from pathlib import Path
 from typing import Final
 
-from ._process import Endpoint, ProcessServer, ServerError, UploadProof
+from ._process import Endpoint, ProcessServer, ServerError, endpoints_for
 
 __all__ = ["LIMIT", "Apache"]
 
@@ -81,24 +81,8 @@ class Apache(ProcessServer):
 
     def endpoints(self) -> dict[str, Endpoint]:
         tls, h2c, tls_limited = self.ports
-        proof: UploadProof = "count-sha256"
-        return {
-            "h1-tls": Endpoint(
-                f"https://localhost:{tls}",
-                "HTTP/1.1",
-                http1=True,
-                http2=False,
-                upload_proof=proof,
-                limited_url=f"https://localhost:{tls_limited}",
-                limit=LIMIT,
-            ),
-            "h2-tls": Endpoint(
-                f"https://localhost:{tls}", "HTTP/2", http1=False, http2=True, upload_proof=proof
-            ),
-            "h2c": Endpoint(
-                f"http://127.0.0.1:{h2c}", "HTTP/2", http1=False, http2=True, upload_proof=proof
-            ),
-        }
+        limited = {"h1-tls": f"https://localhost:{tls_limited}"}
+        return endpoints_for(tls, h2c, "count-sha256", limited=limited, limit=LIMIT)
 
     def _configure(self, binary: str) -> list[list[str]]:
         prefix = self.prefix

@@ -13,7 +13,7 @@ from typing import Any
 
 import trustme
 
-from ._process import Docroot, Endpoint, ProcessServer, UploadProof
+from ._process import Docroot, Endpoint, ProcessServer, endpoints_for
 from .hypercorn_app import HypercornServer
 
 __all__ = ["Caddy"]
@@ -35,18 +35,7 @@ class Caddy(ProcessServer):
 
     def endpoints(self) -> dict[str, Endpoint]:
         tls, h2c = self.ports
-        proof: UploadProof = "count-sha256"
-        return {
-            "h1-tls": Endpoint(
-                f"https://localhost:{tls}", "HTTP/1.1", http1=True, http2=False, upload_proof=proof
-            ),
-            "h2-tls": Endpoint(
-                f"https://localhost:{tls}", "HTTP/2", http1=False, http2=True, upload_proof=proof
-            ),
-            "h2c": Endpoint(
-                f"http://127.0.0.1:{h2c}", "HTTP/2", http1=False, http2=True, upload_proof=proof
-            ),
-        }
+        return endpoints_for(tls, h2c, "count-sha256")
 
     def start(self) -> None:
         self._backend = HypercornServer(tls=False)

@@ -11,7 +11,7 @@ import json
 import os
 from typing import Any, Final
 
-from ._process import Endpoint, ProcessServer, UploadProof
+from ._process import Endpoint, ProcessServer, endpoints_for
 
 __all__ = ["H2o"]
 
@@ -33,18 +33,7 @@ class H2o(ProcessServer):
 
     def endpoints(self) -> dict[str, Endpoint]:
         tls, h2c = self.ports
-        proof: UploadProof = "echo"
-        return {
-            "h1-tls": Endpoint(
-                f"https://localhost:{tls}", "HTTP/1.1", http1=True, http2=False, upload_proof=proof
-            ),
-            "h2-tls": Endpoint(
-                f"https://localhost:{tls}", "HTTP/2", http1=False, http2=True, upload_proof=proof
-            ),
-            "h2c": Endpoint(
-                f"http://127.0.0.1:{h2c}", "HTTP/2", http1=False, http2=True, upload_proof=proof
-            ),
-        }
+        return endpoints_for(tls, h2c, "echo")
 
     def _configure(self, binary: str) -> list[list[str]]:
         tls, h2c = self.ports

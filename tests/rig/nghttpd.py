@@ -8,7 +8,7 @@ requests-per-connection limit, so there is no limited listener.
 
 from __future__ import annotations
 
-from ._process import Endpoint, ProcessServer, UploadProof
+from ._process import Endpoint, ProcessServer, endpoints_for
 
 __all__ = ["Nghttpd"]
 
@@ -23,15 +23,7 @@ class Nghttpd(ProcessServer):
 
     def endpoints(self) -> dict[str, Endpoint]:
         tls, h2c = self.ports
-        proof: UploadProof = "echo"
-        return {
-            "h2-tls": Endpoint(
-                f"https://localhost:{tls}", "HTTP/2", http1=False, http2=True, upload_proof=proof
-            ),
-            "h2c": Endpoint(
-                f"http://127.0.0.1:{h2c}", "HTTP/2", http1=False, http2=True, upload_proof=proof
-            ),
-        }
+        return endpoints_for(tls, h2c, "echo", http1=False)
 
     def _configure(self, binary: str) -> list[list[str]]:
         tls, h2c = self.ports

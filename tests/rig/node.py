@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Final
 
-from ._process import Endpoint, ProcessServer, UploadProof
+from ._process import Endpoint, ProcessServer, endpoints_for
 
 __all__ = ["LIMIT", "Node"]
 
@@ -26,36 +26,12 @@ class Node(ProcessServer):
 
     def endpoints(self) -> dict[str, Endpoint]:
         tls, h2c, tls_limited, h2c_limited = self.ports
-        proof: UploadProof = "count-sha256"
-        return {
-            "h1-tls": Endpoint(
-                f"https://localhost:{tls}",
-                "HTTP/1.1",
-                http1=True,
-                http2=False,
-                upload_proof=proof,
-                limited_url=f"https://localhost:{tls_limited}",
-                limit=LIMIT,
-            ),
-            "h2-tls": Endpoint(
-                f"https://localhost:{tls}",
-                "HTTP/2",
-                http1=False,
-                http2=True,
-                upload_proof=proof,
-                limited_url=f"https://localhost:{tls_limited}",
-                limit=LIMIT,
-            ),
-            "h2c": Endpoint(
-                f"http://127.0.0.1:{h2c}",
-                "HTTP/2",
-                http1=False,
-                http2=True,
-                upload_proof=proof,
-                limited_url=f"http://127.0.0.1:{h2c_limited}",
-                limit=LIMIT,
-            ),
+        limited = {
+            "h1-tls": f"https://localhost:{tls_limited}",
+            "h2-tls": f"https://localhost:{tls_limited}",
+            "h2c": f"http://127.0.0.1:{h2c_limited}",
         }
+        return endpoints_for(tls, h2c, "count-sha256", limited=limited, limit=LIMIT)
 
     def _configure(self, binary: str) -> list[list[str]]:
         tls, h2c, tls_limited, h2c_limited = self.ports
