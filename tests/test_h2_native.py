@@ -403,3 +403,42 @@ def test_a_block_seen_before_is_decoded_alike_and_a_broken_one_still_refused(
     for _ in range(2):
         with pytest.raises(ProtocolError):
             decoder.decode(memoryview(block[:-1]))
+    # Blocks only our checks refuse (the compiled codec alone would take them): refused every
+    # time, never remembered as checked.
+    for lenient in (b"\x88\x20", b"\x00\x81\x1f\x81\x18"):
+        for _ in range(2):
+            with pytest.raises(ProtocolError):
+                decoder.decode(memoryview(lenient))
+
+
+def test_a_response_split_at_every_byte_reads_the_same() -> None:
+    # A server's bytes arrive cut anywhere: inside a frame header, inside a payload, one byte
+    # at a time. The frame left partial by a read is completed by the next (`_finish_partial`).
+    conn, enc = opened()
+    body = bytes(range(256)) * 40
+    whole = (
+        frame(0x1, 0x4, 1, head(enc, (b"content-length", str(len(body) + 3).encode())))
+        + frame(0x0, 0, 1, body[:4000])
+        + frame(0x0, 0x8, 1, b"\x02" + body[4000:] + b"\x00\x00")  # padded
+        + frame(0x0, 0x1, 1, b"end")
+    )
+
+    def read(pieces: list[bytes]) -> bytes:
+        conn, _ = opened()
+        got = b""
+        for piece in pieces:
+            for event in conn.receive_data(piece):
+                got += getattr(event, "data", b"")
+        return got
+
+    expected = body + b"end"
+    assert read([whole[i : i + 1] for i in range(len(whole))]) == expected
+    for cut in range(1, len(whole), 7):
+        assert read([whole[:cut], whole[cut:]]) == expected, cut
+    # A frame header over our SETTINGS_MAX_FRAME_SIZE is refused from its 9 bytes, even when
+    # they arrive over two reads and no payload follows.
+    conn, _ = opened()
+    oversized = struct.pack(">BHBBI", 0x7F, 0, 0, 0, 1)
+    conn.receive_data(oversized[:4])
+    with pytest.raises(ProtocolError, match="SETTINGS_MAX_FRAME_SIZE"):
+        conn.receive_data(oversized[4:])
